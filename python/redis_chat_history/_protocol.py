@@ -1,0 +1,202 @@
+"""The FCALL protocol of the chathist library, without I/O.
+
+Key layout, argument encoding and reply decoding live here once; the sync and
+async histories, the CLI and the tests all build their calls with these
+functions. docs/PROTOCOL.md is the written form of the same contract.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+
+from ._errors import InvalidInputError
+
+LIBRARY_NAME = "chathist"
+#: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
+LIBRARY_VERSION = "1.0.0"
+
+APPEND = "chathist_append"
+RANGE = "chathist_range"
+SEARCH = "chathist_search"
+CLEAR = "chathist_clear"
+LEN = "chathist_len"
+VERSION = "chathist_version"
+
+KEY_SUFFIXES = (":m", ":x", ":i")
+_TAG_ESCAPES = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D"})
+_ERROR_CODE = re.compile(r"^(?:ERR )?CHATHIST_([A-Z]+) (.*)$", re.DOTALL)
+
+Reply = Any
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One FCALL: function name, KEYS, ARGV, and whether FCALL_RO may serve it."""
+
+    function: str
+    keys: tuple[str, ...]
+    args: tuple[str | int, ...]
+    read_only: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message as stored in a session: its server-assigned id and time, and the message."""
+
+    id: str
+    timestamp: datetime
+    message: BaseMessage
+
+
+def session_keys(key_prefix: str, session_id: str) -> tuple[str, str, str]:
+    """The three keys of a session: messages stream, search index, client-id map.
+
+    The session id becomes the hash tag (with ``%``, ``{`` and ``}`` percent-encoded),
+    so a session lives in one cluster slot and no two sessions share a key.
+    """
+    if not isinstance(session_id, str) or not session_id:
+        raise InvalidInputError("session_id must be a non-empty string", "BADKEYS")
+    if "{" in key_prefix or "}" in key_prefix:
+        raise InvalidInputError("key_prefix must not contain '{' or '}'", "BADKEYS")
+    base = f"{key_prefix}{{{session_id.translate(_TAG_ESCAPES)}}}"
+    return (base + KEY_SUFFIXES[0], base + KEY_SUFFIXES[1], base + KEY_SUFFIXES[2])
+
+
+def encode_message(message: BaseMessage) -> str:
+    """LangChain's stored-message JSON of one message, compact and UTF-8."""
+    return json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":"))
+
+
+def append_call(keys: tuple[str, ...], messages: Sequence[BaseMessage], ttl: int | None) -> Call:
+    """Store ``messages`` in one atomic call, refreshing the session's TTL if given."""
+    args: list[str | int] = []
+    if ttl:
+        args += ["TTL", ttl]
+    args.append("MESSAGES")
+    args += [encode_message(message) for message in messages]
+    return Call(APPEND, keys, tuple(args), read_only=False)
+
+
+def range_call(
+    keys: tuple[str, ...],
+    count: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+) -> Call:
+    """Read the whole session, the latest ``count``, or a page before/after an id."""
+    args: list[str | int] = []
+    if count is not None:
+        args += ["COUNT", count]
+    if before is not None:
+        args += ["BEFORE", before]
+    if after is not None:
+        args += ["AFTER", after]
+    return Call(RANGE, keys, tuple(args), read_only=True)
+
+
+def search_call(keys: tuple[str, ...], query: str, limit: int = 10) -> Call:
+    """Find the latest ``limit`` messages holding every token of ``query``."""
+    return Call(SEARCH, keys, (query, "LIMIT", limit), read_only=True)
+
+
+def clear_call(keys: tuple[str, ...]) -> Call:
+    """Delete every key of the session."""
+    return Call(CLEAR, keys, (), read_only=False)
+
+
+def len_call(keys: tuple[str, ...]) -> Call:
+    """Count the session's messages."""
+    return Call(LEN, keys, (), read_only=True)
+
+
+def version_call() -> Call:
+    """Ask the server's library for its version."""
+    return Call(VERSION, (), (), read_only=True)
+
+
+def as_text(value: bytes | str) -> str:
+    """A reply element as text, whether or not the client decodes responses."""
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
+
+
+def decode_ids(reply: Reply) -> list[str]:
+    """The stream ids an append returned."""
+    return [as_text(item) for item in reply]
+
+
+def decode_pairs(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
+    """``(id, stored-message dict)`` pairs from a flat ``id, json, id, json`` reply."""
+    items = list(reply)
+    return [(as_text(items[i]), json.loads(items[i + 1])) for i in range(0, len(items), 2)]
+
+
+def decode_messages(reply: Reply) -> list[BaseMessage]:
+    """LangChain messages from a range reply, oldest first."""
+    return messages_from_dict([stored for _, stored in decode_pairs(reply)])
+
+
+def decode_stored(reply: Reply) -> list[StoredMessage]:
+    """Typed records (id, time, message) from a range or search reply."""
+    pairs = decode_pairs(reply)
+    messages = messages_from_dict([stored for _, stored in pairs])
+    return [
+        StoredMessage(id=stream_id, timestamp=id_time(stream_id), message=message)
+        for (stream_id, _), message in zip(pairs, messages, strict=True)
+    ]
+
+
+def decode_search(reply: Reply) -> list[dict[str, Any]]:
+    """Search hits as dicts: ``id``, ``timestamp``, ``type``, ``content`` and ``message``."""
+    return [
+        {
+            "id": record.id,
+            "timestamp": record.timestamp,
+            "type": record.message.type,
+            "content": record.message.content,
+            "message": record.message,
+        }
+        for record in decode_stored(reply)
+    ]
+
+
+def id_time(stream_id: str) -> datetime:
+    """The server time (UTC) at which a message was stored, from its stream id."""
+    milliseconds = int(stream_id.split("-", 1)[0])
+    return datetime.fromtimestamp(milliseconds / 1000, tz=timezone.utc)
+
+
+def error_code(text: str) -> tuple[str, str] | None:
+    """``(code, message)`` of a chathist error reply, or None for any other error."""
+    match = _ERROR_CODE.match(text)
+    return (match.group(1), match.group(2)) if match else None
+
+
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.2.3"`` as ``(1, 2, 3)`` for comparison."""
+    return tuple(int(part) for part in version.split("."))
+
+
+def check_compatible(server_version: str) -> str:
+    """What to do about the server's library: ``"ok"``, ``"upgrade"`` or ``"incompatible"``.
+
+    Same major and not older: use it. Older (same or lower major): load ours over it.
+    Newer major: incompatible, never downgrade it.
+    """
+    server, ours = version_tuple(server_version), version_tuple(LIBRARY_VERSION)
+    if server[0] > ours[0]:
+        return "incompatible"
+    if server < ours:
+        return "upgrade"
+    return "ok"
+
+
+def iter_text(values: Iterable[bytes | str]) -> list[str]:
+    """Every element of a reply as text."""
+    return [as_text(value) for value in values]

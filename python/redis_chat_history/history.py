@@ -1,0 +1,144 @@
+"""RedisChatMessageHistory: a LangChain chat history kept by the chathist library."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.chat_history import BaseChatMessageHistory
+from langchain_core.messages import BaseMessage
+
+from . import _protocol as protocol
+from ._clients import async_client, default_url, redact_url, sync_client
+from ._errors import InvalidInputError
+from ._transport import AsyncTransport, SyncTransport
+
+DEFAULT_KEY_PREFIX = "chat:"
+DEFAULT_INDEX_NAME = "idx:chat_history"
+
+
+class RedisChatMessageHistory(BaseChatMessageHistory):
+    """Chat message history of one session, stored in Redis by the chathist library.
+
+    A drop-in for langchain-redis's class of the same name, on plain Redis 7+ with no
+    modules. Construction makes no round trip, histories for one URL share a
+    connection pool, and every operation is one atomic server-side call: reading a
+    session, appending any number of messages (with the TTL refresh), searching,
+    clearing. The library is loaded on first use when the server lacks it.
+
+    Args:
+        session_id: The conversation's id; any non-empty string.
+        redis_url: Where Redis is; defaults to ``$REDIS_URL``, then ``redis://localhost:6379``.
+        key_prefix: Prefix of the session's keys (no braces).
+        ttl: Seconds of inactivity after which the whole session expires; each append
+            renews it. None keeps the session until cleared.
+        index_name: Accepted for compatibility with langchain-redis; search needs no
+            separate index here.
+        redis_client: A ready sync client (``redis.Redis`` or ``redis.cluster.RedisCluster``)
+            to use instead of ``redis_url``.
+        async_redis_client: A ready ``redis.asyncio`` client for the async methods.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        redis_url: str | None = None,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        ttl: int | None = None,
+        index_name: str = DEFAULT_INDEX_NAME,
+        redis_client: Any | None = None,
+        *,
+        async_redis_client: Any | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
+            raise InvalidInputError("ttl must be None or a non-negative integer of seconds")
+        self.session_id = session_id
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.index_name = index_name
+        self.redis_url = redis_url or default_url()
+        self._keys = protocol.session_keys(key_prefix, session_id)
+        self._redis_client = redis_client
+        self._async_redis_client = async_redis_client
+
+    def __repr__(self) -> str:
+        return (
+            f"RedisChatMessageHistory(session_id={self.session_id!r}, "
+            f"redis_url={redact_url(self.redis_url)!r}, key_prefix={self.key_prefix!r}, "
+            f"ttl={self.ttl!r})"
+        )
+
+    @property
+    def keys(self) -> tuple[str, str, str]:
+        """The session's Redis keys: messages stream, search index, client-id map."""
+        return self._keys
+
+    @property
+    def redis_client(self) -> Any:
+        """The sync client in use (shared per URL unless one was given)."""
+        return self._redis_client or sync_client(self.redis_url)
+
+    def _run(self, call: protocol.Call) -> Any:
+        return SyncTransport(self.redis_client).run(call)
+
+    async def _arun(self, call: protocol.Call) -> Any:
+        client = self._async_redis_client or async_client(self.redis_url)
+        return await AsyncTransport(client).run(call)
+
+    # -- reading ---------------------------------------------------------------
+
+    @property
+    def messages(self) -> list[BaseMessage]:  # type: ignore[override]
+        """Every message of the session, oldest first, in one call."""
+        return protocol.decode_messages(self._run(protocol.range_call(self._keys)))
+
+    async def aget_messages(self) -> list[BaseMessage]:
+        """Every message of the session, oldest first, in one call."""
+        return protocol.decode_messages(await self._arun(protocol.range_call(self._keys)))
+
+    def __len__(self) -> int:
+        """The number of messages in the session."""
+        return int(self._run(protocol.len_call(self._keys)))
+
+    async def alen(self) -> int:
+        """The number of messages in the session."""
+        return int(await self._arun(protocol.len_call(self._keys)))
+
+    def search_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """The latest ``limit`` messages whose text holds every word of ``query``.
+
+        Case-insensitive; oldest first. Each hit is a dict with ``id``, ``timestamp``,
+        ``type``, ``content`` and ``message`` (the LangChain message).
+        """
+        call = protocol.search_call(self._keys, query, limit)
+        return protocol.decode_search(self._run(call))
+
+    async def asearch_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+        """Async twin of :meth:`search_messages`."""
+        call = protocol.search_call(self._keys, query, limit)
+        return protocol.decode_search(await self._arun(call))
+
+    # -- writing ---------------------------------------------------------------
+
+    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Store ``messages`` atomically in one call, renewing the session's TTL."""
+        if messages:
+            self._run(protocol.append_call(self._keys, messages, self.ttl))
+
+    async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
+        """Async twin of :meth:`add_messages`."""
+        if messages:
+            await self._arun(protocol.append_call(self._keys, messages, self.ttl))
+
+    def add_message(self, message: BaseMessage) -> None:
+        """Store one message (one call)."""
+        self.add_messages([message])
+
+    def clear(self) -> None:
+        """Delete the session: its messages and every key it had."""
+        self._run(protocol.clear_call(self._keys))
+
+    async def aclear(self) -> None:
+        """Async twin of :meth:`clear`."""
+        await self._arun(protocol.clear_call(self._keys))
