@@ -1,0 +1,33 @@
+# Shared setup for scripts/demo, scripts/test and scripts/bench (sourced, not run).
+# Makes sure redis-server is on PATH and a virtualenv in .venv holds this package
+# with the extras the caller names; then puts .venv/bin first on PATH.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${RCH_VENV:-$ROOT/.venv}"
+
+ensure_redis_server() {
+  if command -v redis-server >/dev/null 2>&1; then return; fi
+  if [ -n "${REDIS_URL:-}" ] && [ "${1:-}" = "optional" ]; then return; fi
+  echo "redis-server not found; installing it with apt-get (Redis 7+ is required)" >&2
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >&2
+  # Debian starts a system service on install; our scripts use their own servers.
+  $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
+}
+
+ensure_venv() {
+  local extras="$1"
+  local stamp="$VENV/.installed-$extras"
+  if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+  fi
+  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+    "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]" >&2
+    touch "$stamp"
+  fi
+  export PATH="$VENV/bin:$PATH"
+}
