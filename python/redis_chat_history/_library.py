@@ -20,7 +20,7 @@ def library_source() -> str:
     An editable install imports the package from python/, where the wheel's copy
     does not exist, so the repository's lua/ is the fallback.
     """
-    packaged = resources.files(__package__).joinpath("lua", LUA_FILE)
+    packaged = resources.files(__package__) / "lua" / LUA_FILE
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     return (Path(__file__).resolve().parents[2] / "lua" / LUA_FILE).read_text(encoding="utf-8")

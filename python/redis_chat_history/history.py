@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -83,6 +84,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         return SyncTransport(self.redis_client).run(call)
 
     async def _arun(self, call: protocol.Call) -> Any:
+        if self._async_redis_client is None and self._redis_client is not None:
+            # Only a sync client was given: the URL may not lead to it, so use it in a thread.
+            return await asyncio.to_thread(self._run, call)
         client = self._async_redis_client or async_client(self.redis_url)
         return await AsyncTransport(client).run(call)
 
