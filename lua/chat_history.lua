@@ -26,13 +26,14 @@ local DEFAULT_SEARCH_LIMIT = 10
 local MAX_SEARCH_LIMIT = 1000
 local MESSAGE_FIELD = 'm'
 local SUFFIXES = {':m', ':x', ':i'}
+local KEY_TYPES = {'stream', 'hash', 'hash'}
 
 local function fail(code, text)
   return redis.error_reply('ERR CHATHIST_' .. code .. ' ' .. text)
 end
 
--- Checks that keys are exactly the three keys of one session; returns an
--- error reply or nil.
+-- Checks that keys are exactly the three keys of one session, each absent or
+-- of its type; returns an error reply or nil.
 local function check_keys(keys)
   if #keys ~= 3 then
     return fail('BADKEYS', 'expected 3 keys (messages, index, ids) of one session, got ' .. #keys)
@@ -44,6 +45,13 @@ local function check_keys(keys)
   for i = 2, 3 do
     if keys[i] ~= base .. SUFFIXES[i] then
       return fail('BADKEYS', 'key ' .. i .. ' must be "' .. base .. SUFFIXES[i] .. '"')
+    end
+  end
+  for i, expected in ipairs(KEY_TYPES) do
+    local actual = redis.call('TYPE', keys[i])['ok']
+    if actual ~= 'none' and actual ~= expected then
+      return fail('BADKEYS', 'key ' .. i .. ' holds a ' .. actual .. ', not the ' .. expected
+        .. ' of a chat session')
     end
   end
   return nil
@@ -228,13 +236,18 @@ local function range(keys, args)
   end
   local low = options.AFTER and ('(' .. options.AFTER) or '-'
   local high = options.BEFORE and ('(' .. options.BEFORE) or '+'
+  local entries
   if count and not options.AFTER then
-    return flatten(redis.call('XREVRANGE', keys[1], high, low, 'COUNT', count), true)
+    entries = redis.pcall('XREVRANGE', keys[1], high, low, 'COUNT', count)
+  elseif count then
+    entries = redis.pcall('XRANGE', keys[1], low, high, 'COUNT', count)
+  else
+    entries = redis.pcall('XRANGE', keys[1], low, high)
   end
-  if count then
-    return flatten(redis.call('XRANGE', keys[1], low, high, 'COUNT', count), false)
+  if entries['err'] then
+    return fail('BADARG', 'BEFORE/AFTER is not a valid stream id or time')
   end
-  return flatten(redis.call('XRANGE', keys[1], low, high), false)
+  return flatten(entries, not options.AFTER and count ~= nil)
 end
 
 -- Lower-cases ASCII letters and splits text into word tokens; bytes of
