@@ -16,6 +16,7 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
+
 from redis_chat_history import _clients
 from redis_chat_history.demo import choose_model, run_demo
 from redis_chat_history.local_server import start_redis, stop_redis

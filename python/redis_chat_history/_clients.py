@@ -7,7 +7,7 @@ import os
 import threading
 import weakref
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -26,21 +26,30 @@ def default_url() -> str:
     return os.environ.get("REDIS_URL") or DEFAULT_URL
 
 
+_SECRET_QUERY_KEYS = frozenset({"password", "sentinel_password"})
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, fit for errors, logs and output."""
+    """The URL with every password (userinfo or query) replaced by ``***``, fit for output."""
     try:
         parts = urlsplit(url)
+        netloc = parts.netloc
+        if parts.password is not None:
+            host = netloc.rsplit("@", 1)[1]
+            netloc = f"{parts.username or ''}:***@{host}"
+        query = urlencode(
+            [
+                (name, "***" if name.lower() in _SECRET_QUERY_KEYS else value)
+                for name, value in parse_qsl(parts.query, keep_blank_values=True)
+            ],
+            safe="*",
+        )
     except ValueError:
         return "<unparsable Redis URL>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    redacted = urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    if "://" in url and "://" not in redacted:  # unix:///path loses its empty authority
+        redacted = redacted.replace(":", "://", 1)
+    return redacted
 
 
 def sync_client(url: str) -> redis.Redis:

@@ -191,5 +191,3 @@ class AsyncTransport:
         if version is None or judge_version(version, self.where):
             await self.load()
         _checked_async.add(self.client)
-
-

@@ -81,6 +81,8 @@ def wait_until_ready(
             try:
                 if client.ping():
                     return
+            except (redis.AuthenticationError, redis.ResponseError):
+                return  # it answers: a password is required, which is the caller's business
             except (redis.ConnectionError, redis.BusyLoadingError):
                 time.sleep(0.02)
     finally:
