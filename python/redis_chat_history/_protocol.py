@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import BaseMessage, ChatMessage, message_to_dict, messages_from_dict
 
 from ._errors import InvalidInputError
 
@@ -137,15 +137,41 @@ def decode_pairs(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     return [(as_text(items[i]), json.loads(items[i + 1])) for i in range(0, len(items), 2)]
 
 
+def to_messages(stored: list[dict[str, Any]]) -> list[BaseMessage]:
+    """LangChain messages from stored-message dicts, whatever client wrote them.
+
+    A type LangChain Python does not know (LangChain.js's ``generic``, or a type another
+    language invented) becomes a :class:`ChatMessage` whose role is that type, so
+    reading a session never fails on one odd message and no text is lost.
+    """
+    try:
+        return messages_from_dict(stored)
+    except (ValueError, TypeError, KeyError):
+        return [_to_message(item) for item in stored]
+
+
+def _to_message(item: dict[str, Any]) -> BaseMessage:
+    try:
+        return messages_from_dict([item])[0]
+    except (ValueError, TypeError, KeyError):
+        data = dict(item.get("data") or {})
+        role = data.pop("role", None) or str(item.get("type"))
+        data.pop("type", None)
+        try:
+            return ChatMessage(role=role, **data)
+        except (ValueError, TypeError):
+            return ChatMessage(role=role, content=data.get("content", ""))
+
+
 def decode_messages(reply: Reply) -> list[BaseMessage]:
     """LangChain messages from a range reply, oldest first."""
-    return messages_from_dict([stored for _, stored in decode_pairs(reply)])
+    return to_messages([stored for _, stored in decode_pairs(reply)])
 
 
 def decode_stored(reply: Reply) -> list[StoredMessage]:
     """Typed records (id, time, message) from a range or search reply."""
     pairs = decode_pairs(reply)
-    messages = messages_from_dict([stored for _, stored in pairs])
+    messages = to_messages([stored for _, stored in pairs])
     return [
         StoredMessage(id=stream_id, timestamp=id_time(stream_id), message=message)
         for (stream_id, _), message in zip(pairs, messages, strict=True)

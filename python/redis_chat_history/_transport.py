@@ -124,13 +124,15 @@ class SyncTransport:
         except ResponseError as error:
             if is_function_missing(error):
                 return None
-            raise
+            raise translate(error, self.where) from error
+        except Exception as error:
+            raise translate(error, self.where) from error
 
     def load(self) -> str:
         """FUNCTION LOAD REPLACE the shipped library; returns the version now loaded."""
         try:
             self.client.function_load(library_source(), replace=True)
-        except ResponseError as error:
+        except Exception as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
@@ -175,13 +177,15 @@ class AsyncTransport:
         except ResponseError as error:
             if is_function_missing(error):
                 return None
-            raise
+            raise translate(error, self.where) from error
+        except Exception as error:
+            raise translate(error, self.where) from error
 
     async def load(self) -> str:
         """FUNCTION LOAD REPLACE the shipped library; returns the version now loaded."""
         try:
             await self.client.function_load(library_source(), replace=True)
-        except ResponseError as error:
+        except Exception as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
