@@ -187,9 +187,16 @@ def test_bad_session_or_prefix_is_a_usage_error(redis_url: str) -> None:
     assert braces.exit_code == 2 and "key_prefix" in braces.output
 
 
-def test_message_langchain_cannot_read_is_reported(raw: Any, redis_url: str) -> None:
+def test_message_of_a_type_langchain_lacks_is_shown(raw: Any, redis_url: str) -> None:
     stored = json.dumps({"type": "user", "data": {"content": "from another client"}})
     raw.call("append", "MESSAGES", stored)
+    result = invoke(redis_url, "show", "s1")
+    assert result.exit_code == 0, result.output
+    assert "from another client" in result.output
+
+
+def test_stream_entry_that_is_not_json_is_reported(loaded: Any, redis_url: str) -> None:
+    loaded.xadd("chat:{s1}:m", {"m": "not json"})
     result = invoke(redis_url, "show", "s1")
     assert result.exit_code == 1
     assert "not a LangChain message" in result.output and "Traceback" not in result.output
