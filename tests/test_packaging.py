@@ -1,0 +1,56 @@
+"""The wheel carries the Lua library, and the package's public names all import."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import redis_chat_history
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_wheel_carries_the_lua_library(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path)]
+    if importlib.util.find_spec("hatchling") is not None:
+        command.append("--no-isolation")  # the backend is here: no download needed
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    (wheel,) = tmp_path.glob("redis_chat_history-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        assert "redis_chat_history/lua/chat_history.lua" in names
+        assert "redis_chat_history/py.typed" in names
+        assert "redis_chat_history/__init__.py" in names
+        packaged = archive.read("redis_chat_history/lua/chat_history.lua")
+    assert packaged == (ROOT / "lua" / "chat_history.lua").read_bytes()
+
+
+def test_library_source_is_the_repository_lua_file() -> None:
+    expected = (ROOT / "lua" / "chat_history.lua").read_text(encoding="utf-8")
+    assert redis_chat_history.library_source() == expected
+    assert expected.startswith("#!lua name=chathist\n")
+
+
+def test_every_public_name_imports() -> None:
+    assert redis_chat_history.__all__
+    assert len(set(redis_chat_history.__all__)) == len(redis_chat_history.__all__)
+    for name in redis_chat_history.__all__:
+        assert getattr(redis_chat_history, name) is not None, name
+    namespace: dict[str, object] = {}
+    exec("from redis_chat_history import *", namespace)
+    assert set(redis_chat_history.__all__) <= namespace.keys()
+
+
+def test_public_errors_share_one_base() -> None:
+    base = redis_chat_history.ChatHistoryError
+    for name in redis_chat_history.__all__:
+        value = getattr(redis_chat_history, name)
+        if isinstance(value, type) and issubclass(value, Exception):
+            assert issubclass(value, base), name
+    assert issubclass(redis_chat_history.InvalidInputError, ValueError)
+    assert issubclass(redis_chat_history.RedisUnavailableError, ConnectionError)
+    assert issubclass(redis_chat_history.LibraryIncompatibleError, redis_chat_history.LibraryError)
