@@ -99,6 +99,14 @@ local function read_options(args, first, allowed, stop_words)
   return options, i
 end
 
+-- True for a decoded JSON array (cjson gives arrays and objects both as tables).
+local function is_list(value)
+  if type(value) ~= 'table' then return false end
+  local count = 0
+  for _ in pairs(value) do count = count + 1 end
+  return count == #value
+end
+
 -- Decodes and checks one stored-message JSON; returns the decoded table or
 -- nil and an error text.
 local function decode_message(json, position)
@@ -117,8 +125,7 @@ local function decode_message(json, position)
   if type(data) ~= 'table' then
     return nil, 'BADMSG', 'message ' .. position .. ' has no "data" object'
   end
-  local content = data.content
-  if type(content) ~= 'string' and type(content) ~= 'table' then
+  if type(data.content) ~= 'string' and not is_list(data.content) then
     return nil, 'BADMSG', 'message ' .. position .. ' has no "data.content" (string or list)'
   end
   return message
@@ -131,12 +138,34 @@ local function client_id(message)
   return nil
 end
 
+-- After a write: with ttl > 0, every key of the session expires ttl seconds
+-- from now; with ttl 0, keys the call created inherit the messages' expiry so
+-- no part of a session outlives the rest.
 local function refresh_ttl(keys, ttl)
-  if ttl and ttl > 0 then
+  if ttl > 0 then
     for i = 1, #keys do
       redis.call('EXPIRE', keys[i], ttl)
     end
+    return
   end
+  local remaining = redis.call('PTTL', keys[1])
+  if remaining > 0 then
+    for i = 2, #keys do
+      if redis.call('PTTL', keys[i]) == -1 then
+        redis.call('PEXPIRE', keys[i], remaining)
+      end
+    end
+  end
+end
+
+-- The stream id stored for a client message id, if that entry still exists
+-- (the messages key may have been evicted or trimmed since).
+local function stored_id(keys, id)
+  local existing = redis.call('HGET', keys[3], id)
+  if existing and #redis.call('XRANGE', keys[1], existing, existing) > 0 then
+    return existing
+  end
+  return nil
 end
 
 --[[
@@ -154,7 +183,7 @@ local function append(keys, args)
   if bad then return bad end
   local options, at = read_options(args, 1, {TTL = true}, {MESSAGES = true})
   if not options then return at end
-  if at > #args then
+  if at >= #args then
     return fail('BADARG', 'MESSAGES and at least one message JSON are required')
   end
   local ttl = 0
@@ -179,7 +208,7 @@ local function append(keys, args)
   local seen = {}
   for position = 1, count do
     local id = ids[position]
-    local existing = id and (seen[id] or redis.call('HGET', keys[3], id))
+    local existing = id and (seen[id] or stored_id(keys, id))
     if existing then
       stream_ids[position] = existing
     else
@@ -207,6 +236,19 @@ local function flatten(entries, reversed)
   return out
 end
 
+-- Range bounds that exclude an id, or a whole millisecond given as a time.
+local MAX_SEQUENCE = '18446744073709551615'
+
+local function exclusive_after(id)
+  if string.find(id, '-', 1, true) then return '(' .. id end
+  return '(' .. id .. '-' .. MAX_SEQUENCE
+end
+
+local function exclusive_before(id)
+  if string.find(id, '-', 1, true) then return '(' .. id end
+  return '(' .. id .. '-0'
+end
+
 --[[
 chathist_range: read messages in order (read-only).
   KEYS: the session's 3 keys.
@@ -215,7 +257,8 @@ chathist_range: read messages in order (read-only).
     COUNT n            the latest n messages
     BEFORE id COUNT n  the n messages just before id (exclusive)
     AFTER id [COUNT n] the messages just after id (exclusive), oldest first
-  An id may be a stream id "ms-seq" or a millisecond time "ms".
+  An id may be a stream id "ms-seq" or a time in ms: BEFORE ms means stored
+  before that millisecond, AFTER ms stored after it.
   Reply: flat array id1, json1, id2, json2, ... oldest first.
 ]]
 local function range(keys, args)
@@ -234,8 +277,8 @@ local function range(keys, args)
       return fail('BADARG', name .. ' must be a stream id "ms-seq" or a time in ms')
     end
   end
-  local low = options.AFTER and ('(' .. options.AFTER) or '-'
-  local high = options.BEFORE and ('(' .. options.BEFORE) or '+'
+  local low = options.AFTER and exclusive_after(options.AFTER) or '-'
+  local high = options.BEFORE and exclusive_before(options.BEFORE) or '+'
   local entries
   if count and not options.AFTER then
     entries = redis.pcall('XREVRANGE', keys[1], high, low, 'COUNT', count)

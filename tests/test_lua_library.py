@@ -176,12 +176,6 @@ def test_append_without_ttl_or_with_ttl_0_leaves_expiry_as_it_is(raw: Any) -> No
     assert raw.client.xlen(raw.keys[0]) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: an append with TTL 0 (or no TTL) to a session that has a TTL creates the :i "
-    "dedup hash (first message with a data.id) without any TTL; only existing keys keep "
-    "their expiry, so the session then expires only in part",
-)
 def test_append_ttl_0_does_not_leave_a_new_key_of_an_expiring_session_persistent(
     raw: Any,
 ) -> None:
@@ -191,12 +185,6 @@ def test_append_ttl_0_does_not_leave_a_new_key_of_an_expiring_session_persistent
         assert raw.client.pttl(key) > 0, key
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: consequence of the persistent :i hash: after the session's stream expired, "
-    "re-sending a message with the same data.id stores nothing and returns the stream id of "
-    "an entry that no longer exists",
-)
 def test_dedup_map_does_not_outlive_an_expired_session(raw: Any) -> None:
     raw.call("append", "TTL", "1", "MESSAGES", msg("a"))
     raw.call("append", "MESSAGES", msg("b", id="m1"))
@@ -358,11 +346,6 @@ def test_range_accepts_millisecond_times_between_messages(
     assert ids_of(raw.call("range", "AFTER", between_ab, "COUNT", "2")) == b[:2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: BEFORE <ms> is not exclusive of that millisecond: Redis reads an end id "
-    "'(<ms>' as '(<ms>-18446744073709551615', so every message stored at <ms> is returned",
-)
 def test_range_before_a_millisecond_time_excludes_messages_stored_at_that_time(
     three_times: tuple[Any, list[list[str]]],
 ) -> None:
@@ -370,11 +353,6 @@ def test_range_before_a_millisecond_time_excludes_messages_stored_at_that_time(
     assert ids_of(raw.call("range", "BEFORE", str(ms_of(b[0])))) == a
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: AFTER <ms> excludes only <ms>-0: Redis reads '(<ms>' as '(<ms>-0', so the "
-    "other messages stored in that same millisecond (<ms>-1, <ms>-2 ...) are returned",
-)
 def test_range_after_a_millisecond_time_excludes_messages_stored_at_that_time(
     three_times: tuple[Any, list[list[str]]],
 ) -> None:
@@ -669,23 +647,12 @@ def test_every_error_has_its_code_and_writes_nothing(populated: Any, case: str) 
     assert_unchanged(before, snapshot(client))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: 'MESSAGES' followed by no message is accepted (reply: empty array) though the "
-    "contract requires at least one message (BADARG); append checks 'at > #args' instead of "
-    "'at >= #args'",
-)
 def test_append_messages_keyword_without_any_message_is_refused(populated: Any) -> None:
     with pytest.raises(redis.ResponseError) as info:
         populated.call("append", "TTL", "1000", "MESSAGES")
     assert error_code(info.value) == "BADARG"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: data.content that is a JSON object (not a string or list) is accepted, since "
-    "cjson decodes objects and arrays both to tables; LangChain then cannot read the session",
-)
 def test_append_refuses_object_content(raw: Any) -> None:
     with pytest.raises(redis.ResponseError) as info:
         raw.call("append", "MESSAGES", msg({"text": "not a list"}))

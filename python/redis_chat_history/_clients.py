@@ -16,9 +16,7 @@ DEFAULT_URL = "redis://localhost:6379"
 
 _lock = threading.Lock()
 _sync_clients: dict[str, redis.Redis] = {}
-_async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, Any]] = (
-    weakref.WeakKeyDictionary()
-)
+_async_clients: dict[tuple[str, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
 
 
 def default_url() -> str:
@@ -65,13 +63,22 @@ def sync_client(url: str) -> redis.Redis:
 def async_client(url: str) -> Any:
     """The ``redis.asyncio`` client for ``url`` on the running event loop.
 
-    Async connections belong to one event loop, so clients are shared per loop.
+    Async connections belong to one event loop, so clients are shared per loop;
+    clients of loops that have closed are dropped when a new one is made.
     """
     loop = asyncio.get_running_loop()
+    key = (url, id(loop))
     with _lock:
-        per_loop = _async_clients.setdefault(loop, {})
-        client = per_loop.get(url)
-        if client is None:
-            client = redis.asyncio.Redis.from_url(url)
-            per_loop[url] = client
+        entry = _async_clients.get(key)
+        if entry is not None and entry[0]() is loop:
+            return entry[1]
+        for stale in [k for k, (ref, _) in _async_clients.items() if _is_gone(ref)]:
+            del _async_clients[stale]
+        client = redis.asyncio.Redis.from_url(url)
+        _async_clients[key] = (weakref.ref(loop), client)
         return client
+
+
+def _is_gone(loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> bool:
+    loop = loop_ref()
+    return loop is None or loop.is_closed()

@@ -42,7 +42,7 @@ class Call:
 
     function: str
     keys: tuple[str, ...]
-    args: tuple[str | int, ...]
+    args: tuple[str | int | bytes, ...]
     read_only: bool
 
 
@@ -69,18 +69,30 @@ def session_keys(key_prefix: str, session_id: str) -> tuple[str, str, str]:
     return (base + KEY_SUFFIXES[0], base + KEY_SUFFIXES[1], base + KEY_SUFFIXES[2])
 
 
-def encode_message(message: BaseMessage) -> str:
-    """LangChain's stored-message JSON of one message, compact and UTF-8."""
-    return json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":"))
+def encode_message(message: BaseMessage, position: int = 1) -> bytes:
+    """LangChain's stored-message JSON of one message, compact UTF-8 bytes.
+
+    Text that UTF-8 cannot carry (a lone surrogate) is refused here, before anything
+    is sent, as the library refuses any other malformed message.
+    """
+    text = json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":"))
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInputError(
+            f"message {position} holds text that is not valid Unicode ({error.reason} at "
+            f"character {error.start})",
+            "BADMSG",
+        ) from None
 
 
 def append_call(keys: tuple[str, ...], messages: Sequence[BaseMessage], ttl: int | None) -> Call:
     """Store ``messages`` in one atomic call, refreshing the session's TTL if given."""
-    args: list[str | int] = []
+    args: list[str | int | bytes] = []
     if ttl:
         args += ["TTL", ttl]
     args.append("MESSAGES")
-    args += [encode_message(message) for message in messages]
+    args += [encode_message(message, position) for position, message in enumerate(messages, 1)]
     return Call(APPEND, keys, tuple(args), read_only=False)
 
 
@@ -91,7 +103,7 @@ def range_call(
     after: str | None = None,
 ) -> Call:
     """Read the whole session, the latest ``count``, or a page before/after an id."""
-    args: list[str | int] = []
+    args: list[str | int | bytes] = []
     if count is not None:
         args += ["COUNT", count]
     if before is not None:

@@ -110,6 +110,8 @@ class SyncTransport:
                     raise
                 self.ensure_library()
                 return self._send(call)
+        except ChatHistoryError:
+            raise
         except Exception as error:
             raise translate(error, self.where) from error
 
@@ -163,6 +165,8 @@ class AsyncTransport:
                     raise
                 await self.ensure_library()
                 return await self._send(call)
+        except ChatHistoryError:
+            raise
         except Exception as error:
             raise translate(error, self.where) from error
 

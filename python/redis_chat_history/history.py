@@ -101,6 +101,10 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """Every message of the session, oldest first, in one call."""
         return protocol.decode_messages(await self._arun(protocol.range_call(self._keys)))
 
+    def __bool__(self) -> bool:
+        """Always true: a history object is a handle, whether or not it has messages yet."""
+        return True
+
     def __len__(self) -> int:
         """The number of messages in the session."""
         return int(self._run(protocol.len_call(self._keys)))
