@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
 
-from redis_chat_history import session_keys
+from redis_chat_history import library_source, session_keys
 from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
 
 
@@ -41,10 +42,25 @@ def client(redis_url: str) -> Iterator[redis.Redis]:
 @pytest.fixture
 def loaded(client: redis.Redis) -> redis.Redis:
     """A raw client on a server with the shipped library loaded."""
-    from redis_chat_history import library_source
-
     client.function_load(library_source(), replace=True)
     return client
+
+
+def source_with_version(version: str) -> str:
+    """The shipped library's source relabelled as ``version`` (an older or newer release)."""
+    source, replaced = re.subn(
+        r"^local LIBRARY_VERSION = '[^']+'$",
+        f"local LIBRARY_VERSION = '{version}'",
+        library_source(),
+        flags=re.MULTILINE,
+    )
+    assert replaced == 1
+    return source
+
+
+def load_library_as(client: redis.Redis, version: str) -> None:
+    """Load the shipped library relabelled as ``version``."""
+    client.function_load(source_with_version(version), replace=True)
 
 
 class RawSession:

@@ -11,7 +11,8 @@ import redis
 from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage
 
-from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, library_source
+from conftest import load_library_as
+from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import free_port
 
@@ -23,14 +24,6 @@ def invoke(url: str | None, *args: str, env: dict[str, str | None] | None = None
     options = ["--url", url] if url is not None else []
     environment: dict[str, str | None] = {"REDIS_URL": None, **(env or {})}
     return CliRunner().invoke(main, [*options, *args], env=environment)
-
-
-def load_version(client: redis.Redis, version: str) -> None:
-    """Load the shipped library, relabelled as ``version``."""
-    source = library_source().replace(
-        f"local LIBRARY_VERSION = '{LIBRARY_VERSION}'", f"local LIBRARY_VERSION = '{version}'"
-    )
-    client.function_load(source, replace=True)
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
@@ -91,7 +84,7 @@ def test_status_before_and_after_load(redis_url: str) -> None:
 def test_status_of_another_version(
     client: redis.Redis, redis_url: str, version: str, state: str, advice: str
 ) -> None:
-    load_version(client, version)
+    load_library_as(client, version)
     result = invoke(redis_url, "status")
     assert result.exit_code == 1
     assert version in result.stdout and advice in result.stdout
@@ -100,7 +93,7 @@ def test_status_of_another_version(
 
 
 def test_load_leaves_a_newer_library_unless_forced(client: redis.Redis, redis_url: str) -> None:
-    load_version(client, "1.5.0")
+    load_library_as(client, "1.5.0")
     refused = invoke(redis_url, "load")
     assert refused.exit_code == 1
     assert "1.5.0" in refused.output and "--force" in refused.output

@@ -33,6 +33,7 @@ from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from redis.cluster import key_slot
 
+from conftest import source_with_version
 from redis_chat_history import (
     LIBRARY_VERSION,
     ChatHistoryError,
@@ -86,17 +87,6 @@ def library_code(client: redis.Redis) -> str:
     (library,) = client.function_list(library="chathist", withcode=True)
     fields = dict(zip(library[0::2], library[1::2], strict=True))
     return fields[b"library_code"].decode()
-
-
-def source_with_version(version: str) -> str:
-    source, replaced = re.subn(
-        r"^local LIBRARY_VERSION = '[^']+'$",
-        f"local LIBRARY_VERSION = '{version}'",
-        library_source(),
-        flags=re.MULTILINE,
-    )
-    assert replaced == 1
-    return source
 
 
 def every_kind_of_message() -> list[BaseMessage]:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from ._protocol import LIBRARY_VERSION
-
 LUA_FILE = "chat_history.lua"
-_VERSION_LINE = re.compile(r"^local LIBRARY_VERSION = '([0-9.]+)'$", re.MULTILINE)
 
 
 @cache
@@ -24,16 +20,3 @@ def library_source() -> str:
     if packaged.is_file():
         return packaged.read_text(encoding="utf-8")
     return (Path(__file__).resolve().parents[2] / "lua" / LUA_FILE).read_text(encoding="utf-8")
-
-
-def source_version(source: str) -> str:
-    """The LIBRARY_VERSION declared in a library source text."""
-    match = _VERSION_LINE.search(source)
-    if not match:
-        raise ValueError("the library source declares no LIBRARY_VERSION")
-    return match.group(1)
-
-
-def shipped_version() -> str:
-    """The version of the library this package ships (equal to LIBRARY_VERSION)."""
-    return LIBRARY_VERSION

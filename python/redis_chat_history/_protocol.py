@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -138,11 +138,6 @@ def as_text(value: bytes | str) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else value
 
 
-def decode_ids(reply: Reply) -> list[str]:
-    """The stream ids an append returned."""
-    return [as_text(item) for item in reply]
-
-
 def decode_pairs(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """``(id, stored-message dict)`` pairs from a flat ``id, json, id, json`` reply."""
     items = list(reply)
@@ -233,8 +228,3 @@ def check_compatible(server_version: str) -> str:
     if server < ours:
         return "upgrade"
     return "ok"
-
-
-def iter_text(values: Iterable[bytes | str]) -> list[str]:
-    """Every element of a reply as text."""
-    return [as_text(value) for value in values]
