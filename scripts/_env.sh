@@ -22,7 +22,16 @@ ensure_venv() {
   local extras="$1"
   local stamp="$VENV/.installed-$extras"
   if [ ! -x "$VENV/bin/python" ]; then
-    python3 -m venv "$VENV"
+    if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
+      # Debian's python3 keeps venv in a package of its own.
+      rm -rf "$VENV"
+      local sudo=""
+      [ "$(id -u)" -eq 0 ] || sudo="sudo"
+      echo "python3 cannot make a virtualenv; installing python3-venv with apt-get" >&2
+      $sudo apt-get update -qq >&2
+      DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv >&2
+      python3 -m venv "$VENV"
+    fi
   fi
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
