@@ -8,6 +8,7 @@ error means, whether the server's library will do) are shared functions.
 from __future__ import annotations
 
 import weakref
+from functools import cached_property
 from typing import Any, NoReturn
 
 import redis
@@ -96,7 +97,11 @@ class SyncTransport:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.where = describe(client)
+
+    @cached_property
+    def where(self) -> str:
+        """Where the client connects, for messages; worked out only when one is needed."""
+        return describe(self.client)
 
     def run(self, call: Call) -> Any:
         """Send ``call``; load the library first if needed, and once more if it vanished."""
@@ -123,11 +128,9 @@ class SyncTransport:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(self._send(version_call()))
-        except ResponseError as error:
-            if is_function_missing(error):
-                return None
-            raise translate(error, self.where) from error
         except Exception as error:
+            if isinstance(error, ResponseError) and is_function_missing(error):
+                return None
             raise translate(error, self.where) from error
 
     def load(self) -> str:
@@ -151,7 +154,11 @@ class AsyncTransport:
 
     def __init__(self, client: Any) -> None:
         self.client = client
-        self.where = describe(client)
+
+    @cached_property
+    def where(self) -> str:
+        """Where the client connects, for messages; worked out only when one is needed."""
+        return describe(self.client)
 
     async def run(self, call: Call) -> Any:
         """Send ``call``; load the library first if needed, and once more if it vanished."""
@@ -178,11 +185,9 @@ class AsyncTransport:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(await self._send(version_call()))
-        except ResponseError as error:
-            if is_function_missing(error):
-                return None
-            raise translate(error, self.where) from error
         except Exception as error:
+            if isinstance(error, ResponseError) and is_function_missing(error):
+                return None
             raise translate(error, self.where) from error
 
     async def load(self) -> str:
