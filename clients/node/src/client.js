@@ -1,0 +1,123 @@
+// ChatHistoryClient: the protocol's calls over a node-redis client, with load-on-first-use.
+
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import {
+  ChatHistoryError,
+  DEFAULT_PREFIX,
+  LIBRARY_VERSION,
+  appendCall,
+  checkCompatible,
+  clearCall,
+  commandOf,
+  decodePairs,
+  idTime,
+  lenCall,
+  parseError,
+  rangeCall,
+  searchCall,
+  sessionKeys,
+  versionCall,
+} from "./protocol.js";
+
+const REPO_LIBRARY = new URL("../../../lua/chat_history.lua", import.meta.url);
+
+/** The library source shipped in this repository (lua/chat_history.lua). */
+export function librarySource() {
+  return readFileSync(fileURLToPath(REPO_LIBRARY), "utf8");
+}
+
+function isFunctionMissing(error) {
+  return /function not found/i.test(String(error?.message));
+}
+
+/** The package's error for a server error reply: chathist codes become ChatHistoryError. */
+function translate(error) {
+  const coded = parseError(String(error?.message));
+  return coded ? new ChatHistoryError(coded.message, coded.code) : error;
+}
+
+/**
+ * Sessions of one prefix on one Redis, through the chathist library.
+ * `redis` is a connected node-redis client (RESP2 or RESP3).
+ */
+export class ChatHistoryClient {
+  constructor(redis, { prefix = DEFAULT_PREFIX, source } = {}) {
+    this.redis = redis;
+    this.prefix = prefix;
+    this.source = source;
+    this.checked = false;
+  }
+
+  keys(sessionId) {
+    return sessionKeys(this.prefix, sessionId);
+  }
+
+  /** Load the library when the server lacks it or has an older one; refuse a newer major. */
+  async ensureLibrary() {
+    let server = null;
+    try {
+      server = String(await this.redis.sendCommand(commandOf(versionCall())));
+    } catch (error) {
+      if (!isFunctionMissing(error)) throw error;
+    }
+    const verdict = server === null ? "upgrade" : checkCompatible(server);
+    if (verdict === "incompatible") {
+      throw new ChatHistoryError(
+        `the server runs chathist ${server}, a newer major version than ${LIBRARY_VERSION}`,
+        "INCOMPATIBLE",
+      );
+    }
+    if (verdict === "upgrade") {
+      await this.redis.sendCommand(["FUNCTION", "LOAD", "REPLACE", this.source ?? librarySource()]);
+    }
+    this.checked = true;
+  }
+
+  /** Send a call; load the library first if needed, and once more if it vanished. */
+  async run(call) {
+    if (!this.checked) await this.ensureLibrary();
+    try {
+      return await this.redis.sendCommand(commandOf(call));
+    } catch (error) {
+      if (!isFunctionMissing(error)) throw translate(error);
+      await this.ensureLibrary();
+      try {
+        return await this.redis.sendCommand(commandOf(call));
+      } catch (again) {
+        throw translate(again);
+      }
+    }
+  }
+
+  /** Store stored-message objects (or JSON texts) atomically; returns their stream ids. */
+  async append(sessionId, messages, { ttl } = {}) {
+    return (await this.run(appendCall(this.keys(sessionId), messages, { ttl }))).map(String);
+  }
+
+  /** [{id, time, message}] oldest first: all, the latest `count`, or a page before/after. */
+  async range(sessionId, options = {}) {
+    return withTimes(await this.run(rangeCall(this.keys(sessionId), options)));
+  }
+
+  /** [{id, time, message}] of the latest `limit` messages holding every query token. */
+  async search(sessionId, query, options = {}) {
+    return withTimes(await this.run(searchCall(this.keys(sessionId), query, options)));
+  }
+
+  async clear(sessionId) {
+    return Number(await this.run(clearCall(this.keys(sessionId))));
+  }
+
+  async len(sessionId) {
+    return Number(await this.run(lenCall(this.keys(sessionId))));
+  }
+
+  async version() {
+    return String(await this.run(versionCall()));
+  }
+}
+
+function withTimes(reply) {
+  return decodePairs(reply).map(({ id, message }) => ({ id, time: idTime(id), message }));
+}

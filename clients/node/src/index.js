@@ -1,0 +1,2 @@
+export * from "./protocol.js";
+export { ChatHistoryClient, librarySource } from "./client.js";
