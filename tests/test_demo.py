@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import types
@@ -68,9 +69,13 @@ def assert_in_order(lines: list[str], expected: list[str]) -> None:
             )
 
 
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+
+
 def demo_lines(url: str | None, capsys: pytest.CaptureFixture[str]) -> list[str]:
+    """The demo's output lines, with the message ids it assigns (uuid4) masked."""
     run_demo(url)
-    return capsys.readouterr().out.splitlines()
+    return UUID.sub("<uuid>", capsys.readouterr().out).splitlines()
 
 
 @pytest.fixture

@@ -179,12 +179,25 @@ def history(redis_url: str) -> Iterator[RedisChatMessageHistory]:
 # -- round trips ---------------------------------------------------------------------------------
 
 
+def assert_round_trip(back: list[BaseMessage], sent: list[BaseMessage]) -> None:
+    """``back`` equals ``sent``, except that messages sent without an id came back with a
+    new uuid4 id (assigned so that retried appends are stored once); ``sent`` is unchanged."""
+    assert [type(m) for m in back] == [type(m) for m in sent]
+    for got, original in zip(back, sent, strict=True):
+        if original.id:
+            assert got == original
+        else:
+            assert str(uuid.UUID(got.id, version=4)) == got.id
+            assert got == original.model_copy(update={"id": got.id})
+    assert sent == every_kind_of_message(), "the caller's messages were not changed"
+
+
 def test_every_message_type_round_trips_equal(history: RedisChatMessageHistory) -> None:
     messages = every_kind_of_message()
     history.add_messages(messages)
     back = history.messages
-    assert [type(m) for m in back] == [type(m) for m in messages]
-    assert back == messages
+    assert_round_trip(back, messages)
+    assert len({m.id for m in back}) == len(messages)
     assert len(history) == len(messages)
 
 
@@ -193,8 +206,9 @@ async def test_every_message_type_round_trips_equal_async(
 ) -> None:
     messages = every_kind_of_message()
     await history.aadd_messages(messages)
-    assert await history.aget_messages() == messages
-    assert history.messages == messages, "sync and async read the same session"
+    back = await history.aget_messages()
+    assert_round_trip(back, messages)
+    assert history.messages == back, "sync and async read the same session"
 
 
 def test_add_message_and_order_across_calls(history: RedisChatMessageHistory) -> None:

@@ -10,24 +10,38 @@ from ._errors import (
     InvalidInputError,
     LibraryError,
     LibraryIncompatibleError,
+    PermissionDeniedError,
+    ReadOnlyReplicaError,
+    RedisTimeoutError,
     RedisUnavailableError,
+    ServerBusyError,
     ServerError,
+    ServerOutOfMemoryError,
 )
 from ._library import library_source
-from ._protocol import LIBRARY_VERSION, StoredMessage, session_keys
+from ._protocol import LIBRARY_VERSION, MAX_MESSAGE_BYTES, StoredMessage, session_keys
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from .history import RedisChatMessageHistory
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_RETRY",
     "LIBRARY_VERSION",
+    "MAX_MESSAGE_BYTES",
     "ChatHistoryError",
     "InvalidInputError",
     "LibraryError",
     "LibraryIncompatibleError",
+    "PermissionDeniedError",
+    "ReadOnlyReplicaError",
     "RedisChatMessageHistory",
+    "RedisTimeoutError",
     "RedisUnavailableError",
+    "RetryPolicy",
+    "ServerBusyError",
     "ServerError",
+    "ServerOutOfMemoryError",
     "StoredMessage",
     "__version__",
     "library_source",

@@ -12,6 +12,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import redis
 import redis.asyncio
 
+from ._retry import no_async_client_retry, no_client_retry
+
 DEFAULT_URL = "redis://localhost:6379"
 
 _lock = threading.Lock()
@@ -51,11 +53,15 @@ def redact_url(url: str) -> str:
 
 
 def sync_client(url: str) -> redis.Redis:
-    """The process-wide sync client for ``url`` (created on first use, no round trip)."""
+    """The process-wide sync client for ``url`` (created on first use, no round trip).
+
+    The client itself never retries: histories retry by their own policy, and only
+    calls that are safe to repeat.
+    """
     with _lock:
         client = _sync_clients.get(url)
         if client is None:
-            client = redis.Redis.from_url(url)
+            client = redis.Redis.from_url(url, retry=no_client_retry())
             _sync_clients[url] = client
         return client
 
@@ -74,7 +80,7 @@ def async_client(url: str) -> Any:
             return entry[1]
         for stale in [k for k, (ref, _) in _async_clients.items() if _is_gone(ref)]:
             del _async_clients[stale]
-        client = redis.asyncio.Redis.from_url(url)
+        client = redis.asyncio.Redis.from_url(url, retry=no_async_client_retry())
         _async_clients[key] = (weakref.ref(loop), client)
         return client
 

@@ -36,3 +36,28 @@ class InvalidInputError(ChatHistoryError, ValueError):
 
 class ServerError(ChatHistoryError):
     """Redis replied with an error that is not about the call's input."""
+
+
+class RedisTimeoutError(RedisUnavailableError):
+    """Redis did not answer in time (slow or stalled); a write may or may not have happened.
+
+    Retrying the same messages is safe: each carries an id, stored at most once.
+    """
+
+
+class ServerBusyError(ServerError):
+    """Redis could not serve the call now: loading its data (``LOADING``) or running a
+    long script or function (``BUSY``). Transient: retried by the retry policy."""
+
+
+class ReadOnlyReplicaError(ServerError):
+    """Redis is a read-only replica (``READONLY``), as an old primary is after a failover."""
+
+
+class ServerOutOfMemoryError(ServerError):
+    """Redis is over its ``maxmemory`` and refuses writes (``OOM``); nothing was written."""
+
+
+class PermissionDeniedError(ServerError):
+    """The Redis user's ACL does not allow the call (``NOPERM``): a key outside its key
+    pattern, or a command it may not run."""

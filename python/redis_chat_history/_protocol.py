@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -228,3 +229,33 @@ def check_compatible(server_version: str) -> str:
     if server < ours:
         return "upgrade"
     return "ok"
+
+
+#: The library's limit on one stored message JSON (docs/PROTOCOL.md, Limits).
+MAX_MESSAGE_BYTES = 1048576
+
+
+def with_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
+    """``messages`` with a fresh uuid4 ``id`` on copies of those that have none.
+
+    The library stores a message id at most once per session, so an append of
+    messages that all carry ids can be sent again after a lost reply without being
+    stored twice. The caller's messages are never changed.
+    """
+    return [
+        message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
+        for message in messages
+    ]
+
+
+def check_message_sizes(call: Call, limit: int) -> None:
+    """Refuse an append call with a message over ``limit`` bytes, before it is sent."""
+    start = call.args.index("MESSAGES") + 1
+    for position, encoded in enumerate(call.args[start:], 1):
+        size = len(encoded) if isinstance(encoded, bytes) else len(str(encoded).encode())
+        if size > limit:
+            raise InvalidInputError(
+                f"message {position} is {size} bytes, over the limit of {limit} "
+                "(max_message_bytes)",
+                "TOOBIG",
+            )

@@ -13,18 +13,30 @@ from typing import Any, NoReturn
 
 import redis
 import redis.asyncio
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+)
 
 from ._errors import (
     ChatHistoryError,
     InvalidInputError,
     LibraryError,
     LibraryIncompatibleError,
+    PermissionDeniedError,
+    ReadOnlyReplicaError,
+    RedisTimeoutError,
     RedisUnavailableError,
+    ServerBusyError,
     ServerError,
+    ServerOutOfMemoryError,
 )
 from ._library import library_source
 from ._protocol import LIBRARY_VERSION, Call, as_text, check_compatible, error_code, version_call
+from ._retry import NO_RETRY, RetryPolicy, is_busy, is_transient, needs_new_connection
 
 _FUNCTION_MISSING = "function not found"
 # Clients whose server library has been checked in this process.
@@ -46,6 +58,21 @@ def describe(client: Any) -> str:
     return "the configured Redis"
 
 
+def _is_acl_refusal(error: Exception) -> bool:
+    """True when a command run inside a function was refused by the caller's ACL."""
+    return isinstance(error, ResponseError) and "user executing the script can't run" in str(error)
+
+
+def final_error(error: Exception, where: str, attempts: int) -> ChatHistoryError:
+    """The package's exception for the last failure of a call tried ``attempts`` times."""
+    cause = error.__cause__ if isinstance(error, ChatHistoryError) else error
+    final = translate(error, where)
+    if attempts > 1 and cause is not None and is_transient(cause):
+        final = type(final)(f"{final} (gave up after {attempts} attempts)")
+    final.__cause__ = cause
+    return final
+
+
 def is_function_missing(error: ResponseError) -> bool:
     """True when Redis says the called function does not exist (library not loaded)."""
     return _FUNCTION_MISSING in str(error).lower()
@@ -57,12 +84,39 @@ def translate(error: Exception, where: str) -> ChatHistoryError:
         return error
     if isinstance(error, redis.AuthenticationError):
         return RedisUnavailableError(f"Redis at {where} refused the credentials: {error}")
-    if isinstance(error, redis.ConnectionError | redis.TimeoutError):
+    if isinstance(error, BusyLoadingError):
+        return ServerBusyError(
+            f"Redis at {where} is loading its data set into memory (LOADING); try again shortly"
+        )
+    if isinstance(error, redis.TimeoutError):
+        return RedisTimeoutError(
+            f"Redis at {where} did not answer in time ({error}); if it was a write, sending "
+            "the same messages again is safe: each is stored once"
+        )
+    if isinstance(error, redis.ConnectionError):
         return RedisUnavailableError(
             f"no Redis answered at {where} ({error}); start one or pass --url / redis_url"
         )
-    if isinstance(error, NoPermissionError):
-        return ServerError(f"Redis at {where} denied the call to this user: {error}")
+    if isinstance(error, NoPermissionError) or _is_acl_refusal(error):
+        return PermissionDeniedError(
+            f"Redis at {where} denied the call to this user ({error}); its ACL must allow "
+            "the session's keys and the commands of the chathist library (README: Access control)"
+        )
+    if isinstance(error, ReadOnlyError):
+        return ReadOnlyReplicaError(
+            f"Redis at {where} is a read-only replica (READONLY), as an old primary is after a "
+            "failover; nothing was written: point the URL at the primary"
+        )
+    if isinstance(error, OutOfMemoryError):
+        return ServerOutOfMemoryError(
+            f"Redis at {where} is over its maxmemory and refused the write (OOM); nothing was "
+            "written: raise maxmemory, set an eviction policy, or give sessions a ttl"
+        )
+    if is_busy(error):
+        return ServerBusyError(
+            f"Redis at {where} is busy running a long script or function (BUSY); nothing was "
+            "written: try again when it ends, or stop it with SCRIPT KILL / FUNCTION KILL"
+        )
     if isinstance(error, ResponseError):
         coded = error_code(str(error))
         if coded:
@@ -93,10 +147,14 @@ def judge_version(server_version: str, where: str) -> bool:
 
 
 class SyncTransport:
-    """Runs protocol calls on a sync redis-py client (standalone or cluster)."""
+    """Runs protocol calls on a sync redis-py client (standalone or cluster).
 
-    def __init__(self, client: Any) -> None:
+    Transient failures are retried by ``retry`` (none by default); see ``_retry``.
+    """
+
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
         self.client = client
+        self.retry = retry or NO_RETRY
 
     @cached_property
     def where(self) -> str:
@@ -104,21 +162,35 @@ class SyncTransport:
         return describe(self.client)
 
     def run(self, call: Call) -> Any:
-        """Send ``call``; load the library first if needed, and once more if it vanished."""
+        """Send ``call``, retrying transient failures as the retry policy says."""
+        attempts = [0]
+
+        def failed(error: Exception, failures: int) -> None:
+            attempts[0] = failures
+            if needs_new_connection(error):
+                pool = getattr(self.client, "connection_pool", None)
+                if pool is not None:
+                    pool.disconnect()
+
         try:
-            if self.client not in _checked_sync:
-                self.ensure_library()
-            try:
-                return self._send(call)
-            except ResponseError as error:
-                if not is_function_missing(error):
-                    raise
-                self.ensure_library()
-                return self._send(call)
-        except ChatHistoryError:
-            raise
+            return self.retry.sync_retry().call_with_retry(
+                lambda: self._attempt(call), failed, is_transient, with_failure_count=True
+            )
         except Exception as error:
-            raise translate(error, self.where) from error
+            final = final_error(error, self.where, attempts[0])
+            raise final from final.__cause__
+
+    def _attempt(self, call: Call) -> Any:
+        """Send ``call``; load the library first if needed, and once more if it vanished."""
+        if self.client not in _checked_sync:
+            self.ensure_library()
+        try:
+            return self._send(call)
+        except ResponseError as error:
+            if not is_function_missing(error):
+                raise
+            self.ensure_library()
+            return self._send(call)
 
     def _send(self, call: Call) -> Any:
         send = self.client.fcall_ro if call.read_only else self.client.fcall
@@ -152,8 +224,9 @@ class SyncTransport:
 class AsyncTransport:
     """Runs protocol calls on a ``redis.asyncio`` client; the twin of SyncTransport."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Any, retry: RetryPolicy | None = None) -> None:
         self.client = client
+        self.retry = retry or NO_RETRY
 
     @cached_property
     def where(self) -> str:
@@ -161,21 +234,35 @@ class AsyncTransport:
         return describe(self.client)
 
     async def run(self, call: Call) -> Any:
-        """Send ``call``; load the library first if needed, and once more if it vanished."""
+        """Send ``call``, retrying transient failures as the retry policy says."""
+        attempts = [0]
+
+        async def failed(error: Exception, failures: int) -> None:
+            attempts[0] = failures
+            if needs_new_connection(error):
+                pool = getattr(self.client, "connection_pool", None)
+                if pool is not None:
+                    await pool.disconnect()
+
         try:
-            if self.client not in _checked_async:
-                await self.ensure_library()
-            try:
-                return await self._send(call)
-            except ResponseError as error:
-                if not is_function_missing(error):
-                    raise
-                await self.ensure_library()
-                return await self._send(call)
-        except ChatHistoryError:
-            raise
+            return await self.retry.async_retry().call_with_retry(
+                lambda: self._attempt(call), failed, is_transient, with_failure_count=True
+            )
         except Exception as error:
-            raise translate(error, self.where) from error
+            final = final_error(error, self.where, attempts[0])
+            raise final from final.__cause__
+
+    async def _attempt(self, call: Call) -> Any:
+        """Send ``call``; load the library first if needed, and once more if it vanished."""
+        if self.client not in _checked_async:
+            await self.ensure_library()
+        try:
+            return await self._send(call)
+        except ResponseError as error:
+            if not is_function_missing(error):
+                raise
+            await self.ensure_library()
+            return await self._send(call)
 
     async def _send(self, call: Call) -> Any:
         send = self.client.fcall_ro if call.read_only else self.client.fcall

@@ -23,6 +23,7 @@ from click.core import ParameterSource
 from . import _protocol as protocol
 from ._clients import DEFAULT_URL, redact_url
 from ._errors import ChatHistoryError, InvalidInputError
+from ._retry import DEFAULT_RETRY, MAX_RETRIES, RetryPolicy, no_client_retry
 from ._transport import SyncTransport, translate
 from .history import DEFAULT_KEY_PREFIX
 
@@ -38,6 +39,7 @@ class Target:
 
     url: str
     chosen: bool
+    retries: int = DEFAULT_RETRY.retries
 
 
 # -- connecting and errors ---------------------------------------------------------
@@ -64,7 +66,9 @@ def friendly_errors(where: str) -> Iterator[None]:
 def open_client(url: str) -> redis.Redis:
     """A new client for ``url`` (no round trip yet), or a clear error for a malformed URL."""
     try:
-        return redis.Redis.from_url(url, socket_connect_timeout=CONNECT_TIMEOUT)
+        return redis.Redis.from_url(
+            url, socket_connect_timeout=CONNECT_TIMEOUT, retry=no_client_retry()
+        )
     except ValueError as error:
         raise click.ClickException(
             f"invalid Redis URL {shown_url(url)}: {error}; pass --url (or set REDIS_URL) "
@@ -76,7 +80,7 @@ def open_client(url: str) -> redis.Redis:
 def connected(target: Target) -> Iterator[SyncTransport]:
     """A transport on a fresh client for ``target``, closed afterwards; errors become messages."""
     client = open_client(target.url)
-    transport = SyncTransport(client)
+    transport = SyncTransport(client, RetryPolicy(retries=target.retries))
     try:
         with friendly_errors(transport.where):
             yield transport
@@ -204,12 +208,20 @@ json_option = click.option(
     metavar="URL",
     help="The Redis: redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path.",
 )
+@click.option(
+    "--retries",
+    type=click.IntRange(0, MAX_RETRIES),
+    default=DEFAULT_RETRY.retries,
+    show_default=True,
+    help="Retries after a transient failure (connection lost, timeout, LOADING, BUSY, "
+    "READONLY), with exponential backoff up to 1 s.",
+)
 @click.version_option(
     package_name="redis-chat-history",
     message=f"%(prog)s %(version)s ({protocol.LIBRARY_NAME} library {protocol.LIBRARY_VERSION})",
 )
 @click.pass_context
-def main(ctx: click.Context, url: str) -> None:
+def main(ctx: click.Context, url: str, retries: int) -> None:
     """Chat histories kept in Redis by the chathist Redis Functions library.
 
     Errors are reported in one line on stderr with exit status 1 (2 for bad usage);
@@ -217,7 +229,7 @@ def main(ctx: click.Context, url: str) -> None:
     """
     source = ctx.get_parameter_source("url")
     chosen = source in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    ctx.obj = Target(url=url, chosen=chosen)
+    ctx.obj = Target(url=url, chosen=chosen, retries=retries)
 
 
 @main.command()

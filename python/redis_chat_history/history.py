@@ -12,6 +12,7 @@ from langchain_core.messages import BaseMessage
 from . import _protocol as protocol
 from ._clients import async_client, default_url, redact_url, sync_client
 from ._errors import InvalidInputError
+from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import AsyncTransport, SyncTransport
 
 DEFAULT_KEY_PREFIX = "chat:"
@@ -38,6 +39,14 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         redis_client: A ready sync client (``redis.Redis`` or ``redis.cluster.RedisCluster``)
             to use instead of ``redis_url``.
         async_redis_client: A ready ``redis.asyncio`` client for the async methods.
+        retry: How transient failures (connection lost, timeout, ``LOADING``, ``BUSY``,
+            ``READONLY``) are retried: a :class:`RetryPolicy`, by default 3 retries with
+            exponential backoff; None for a single attempt. Appends are safe to retry:
+            a message without an ``id`` is sent as a copy given a uuid4 ``id``, and the
+            library stores each id once per session.
+        max_message_bytes: The largest stored-message JSON this history sends (at most,
+            and by default, the library's 1 MiB); a larger message raises
+            :class:`InvalidInputError` before anything is sent.
     """
 
     def __init__(
@@ -50,10 +59,24 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         redis_client: Any | None = None,
         *,
         async_redis_client: Any | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         **kwargs: Any,
     ) -> None:
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
             raise InvalidInputError("ttl must be None or a non-negative integer of seconds")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidInputError("retry must be a RetryPolicy or None")
+        if (
+            not isinstance(max_message_bytes, int)
+            or isinstance(max_message_bytes, bool)
+            or not 1 <= max_message_bytes <= protocol.MAX_MESSAGE_BYTES
+        ):
+            raise InvalidInputError(
+                f"max_message_bytes must be an integer from 1 to {protocol.MAX_MESSAGE_BYTES}"
+            )
+        self.retry = retry
+        self.max_message_bytes = max_message_bytes
         self.session_id = session_id
         self.key_prefix = key_prefix
         self.ttl = ttl
@@ -81,14 +104,14 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         return self._redis_client or sync_client(self.redis_url)
 
     def _run(self, call: protocol.Call) -> Any:
-        return SyncTransport(self.redis_client).run(call)
+        return SyncTransport(self.redis_client, self.retry).run(call)
 
     async def _arun(self, call: protocol.Call) -> Any:
         if self._async_redis_client is None and self._redis_client is not None:
             # Only a sync client was given: the URL may not lead to it, so use it in a thread.
             return await asyncio.to_thread(self._run, call)
         client = self._async_redis_client or async_client(self.redis_url)
-        return await AsyncTransport(client).run(call)
+        return await AsyncTransport(client, self.retry).run(call)
 
     # -- reading ---------------------------------------------------------------
 
@@ -129,15 +152,25 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     # -- writing ---------------------------------------------------------------
 
+    def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
+        """The append of ``messages``, each with an id (so a retry stores it once), checked
+        against ``max_message_bytes``."""
+        call = protocol.append_call(self._keys, protocol.with_ids(messages), self.ttl)
+        protocol.check_message_sizes(call, self.max_message_bytes)
+        return call
+
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        """Store ``messages`` atomically in one call, renewing the session's TTL."""
+        """Store ``messages`` atomically in one call, renewing the session's TTL.
+
+        A message without an ``id`` is stored as a copy with a new uuid4 ``id``.
+        """
         if messages:
-            self._run(protocol.append_call(self._keys, messages, self.ttl))
+            self._run(self._append_call(messages))
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of :meth:`add_messages`."""
         if messages:
-            await self._arun(protocol.append_call(self._keys, messages, self.ttl))
+            await self._arun(self._append_call(messages))
 
     def add_message(self, message: BaseMessage) -> None:
         """Store one message (one call)."""
