@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -236,3 +237,40 @@ def test_call_encoding_vector(vector: dict[str, Any]) -> None:
             assert contains(json.loads(got), want["$json"]), (got, want)
         else:
             assert got == want
+
+
+# -- the redis-cli walkthrough of docs/PROTOCOL.md ------------------------------------------------
+
+PROTOCOL_DOC = Path(__file__).resolve().parents[1] / "docs" / "PROTOCOL.md"
+
+
+def walkthrough() -> tuple[str, list[str]]:
+    """The walkthrough's bash block and the output the doc says it prints."""
+    section = PROTOCOL_DOC.read_text(encoding="utf-8").split("## Walkthrough with redis-cli")[1]
+    script, printed = re.findall(r"```(?:bash)?\n(.*?)```", section, re.S)[:2]
+    return script, printed.splitlines()
+
+
+def shape(line: str) -> str:
+    """A printed line with what differs on every run (ids, TTL, version) made generic."""
+    line = re.sub(r"\b\d{13}-\d+\b", "<id>", line)
+    line = re.sub(r"^\d+\.\d+\.\d+$", "<version>", line)
+    return re.sub(r"^35\d{5}$", "<pttl>", line)
+
+
+def test_protocol_walkthrough_runs_as_documented(redis_url: str) -> None:
+    script, printed = walkthrough()
+    port = redis.Redis.from_url(redis_url).connection_pool.connection_kwargs["port"]
+    script = script.replace("redis-cli ", f"redis-cli -p {port} ")
+    result = subprocess.run(
+        ["bash", "-e", "-c", script],
+        cwd=PROTOCOL_DOC.parents[1],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line]
+    assert [shape(line) for line in lines] == [shape(line) for line in printed]
+    ids = [line for line in lines if re.fullmatch(r"\d+-\d+", line)]
+    assert ids[2] == ids[0], "the retried message kept its first id"
