@@ -259,3 +259,140 @@ def check_message_sizes(call: Call, limit: int) -> None:
                 "(max_message_bytes)",
                 "TOOBIG",
             )
+
+
+# -- managing sessions: paging, listing, live tail ----------------------------------------
+
+#: The stream field that holds a message's stored JSON (readers of the raw stream use it).
+MESSAGE_FIELD = "m"
+_MAX_SEQUENCE = 2**64 - 1
+_TAG_UNESCAPES = {"%25": "%", "%7B": "{", "%7D": "}"}
+_STREAM_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?", re.ASCII)
+
+
+def stream_id_key(stream_id: str, default_sequence: int) -> tuple[int, int]:
+    """``"ms-seq"`` (or a bare ``"ms"``) as an orderable ``(ms, seq)``.
+
+    A bare millisecond time takes ``default_sequence`` (0 for an upper bound, the
+    largest sequence for a lower bound), the way the library reads it.
+    """
+    match = _STREAM_ID.fullmatch(stream_id) if isinstance(stream_id, str) else None
+    if match is None:
+        raise InvalidInputError(f'{stream_id!r} is not a stream id "ms-seq" or a time in ms')
+    sequence = match.group(2)
+    return (int(match.group(1)), int(sequence) if sequence is not None else default_sequence)
+
+
+def _milliseconds(moment: datetime, name: str) -> int:
+    """The first whole millisecond at or after ``moment`` (an aware datetime), since the epoch."""
+    if not isinstance(moment, datetime):
+        raise InvalidInputError(f"{name} must be a datetime, not {type(moment).__name__}")
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidInputError(
+            f"{name} must be timezone-aware (e.g. datetime.now(timezone.utc)); "
+            "a naive datetime is ambiguous"
+        )
+    delta = moment - datetime(1970, 1, 1, tzinfo=timezone.utc)
+    microseconds = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return max(0, -(-microseconds // 1000))
+
+
+def _limit(limit: int | None) -> int | None:
+    if limit is None:
+        return None
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise InvalidInputError(f"limit must be None or a non-negative integer, not {limit!r}")
+    return limit
+
+
+def page_call(
+    keys: tuple[str, ...],
+    limit: int | None = None,
+    *,
+    before: str | None = None,
+    after: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> Call:
+    """A chathist_range call for one page of a session, bounds checked and merged here.
+
+    ``before`` / ``after`` are stream ids (or ms times), exclusive; ``since`` is inclusive
+    and ``until`` exclusive, at millisecond precision. When both an id and a time bound
+    one side, the tighter wins. With ``limit``, a page with a lower bound is the first
+    ``limit`` messages after it (paging forward); without one, the latest ``limit``
+    before the upper bound (paging back). Only the page is read on the server.
+    """
+    lower: tuple[tuple[int, int], str] | None = None
+    upper: tuple[tuple[int, int], str] | None = None
+    if after is not None:
+        lower = (stream_id_key(after, _MAX_SEQUENCE), after)
+    if since is not None:
+        first = _milliseconds(since, "since")
+        if first > 0:
+            bound = ((first - 1, _MAX_SEQUENCE), str(first - 1))
+            lower = bound if lower is None or bound[0] > lower[0] else lower
+    if before is not None:
+        upper = (stream_id_key(before, 0), before)
+    if until is not None:
+        end = _milliseconds(until, "until")
+        bound = ((end, 0), str(end))
+        upper = bound if upper is None or bound[0] < upper[0] else upper
+    count = _limit(limit)
+    if upper is not None and upper[0] == (0, 0):
+        count = 0  # nothing is stored before the epoch: an empty page
+    return range_call(
+        keys,
+        count=count,
+        before=upper[1] if upper else None,
+        after=lower[1] if lower else None,
+    )
+
+
+def latest_call(keys: tuple[str, ...], count: int) -> Call:
+    """The latest ``count`` messages of a session (oldest first in the reply)."""
+    if _limit(count) is None:
+        raise InvalidInputError("latest needs a count")
+    return range_call(keys, count=count)
+
+
+def export_page_call(keys: tuple[str, ...], after: str | None, count: int) -> Call:
+    """The first ``count`` messages after stream id ``after`` (None: from the start)."""
+    return range_call(keys, count=count, after=after or "0-0")
+
+
+def session_pattern(key_prefix: str) -> str:
+    """The SCAN MATCH pattern of every session's messages key under ``key_prefix``."""
+    if "{" in key_prefix or "}" in key_prefix:
+        raise InvalidInputError("key_prefix must not contain '{' or '}'", "BADKEYS")
+    escaped = re.sub(r"([*?\[\]\\])", r"\\\1", key_prefix)
+    return f"{escaped}{{*}}{KEY_SUFFIXES[0]}"
+
+
+def session_from_key(key_prefix: str, key: bytes | str) -> str | None:
+    """The session id whose messages key is ``key``, or None if it is not one under the prefix.
+
+    Undoes the tag's escaping (``%7B`` → ``{``, ``%7D`` → ``}``, ``%25`` → ``%``, the
+    last one last), the inverse of :func:`session_keys`.
+    """
+    text = as_text(key)
+    base = key_prefix + "{"
+    if not (text.startswith(base) and text.endswith("}" + KEY_SUFFIXES[0])):
+        return None
+    tag = text[len(base) : -len(KEY_SUFFIXES[0]) - 1]
+    if not tag or "{" in tag or "}" in tag:
+        return None
+    session = re.sub(r"%25|%7B|%7D", lambda match: _TAG_UNESCAPES[match.group(0)], tag)
+    return session if session_keys(key_prefix, session)[0] == text else None
+
+
+def decode_entries(entries: Reply) -> list[StoredMessage]:
+    """Typed records from raw stream entries ``[(id, {field: value}), ...]`` (XREAD, XRANGE).
+
+    Entries without the message field (written by something else) are skipped.
+    """
+    flat: list[Any] = []
+    for entry_id, fields in entries:
+        stored = fields.get(MESSAGE_FIELD.encode(), fields.get(MESSAGE_FIELD))
+        if stored is not None:
+            flat += [entry_id, stored]
+    return decode_stored(flat)

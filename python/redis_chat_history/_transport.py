@@ -8,6 +8,7 @@ error means, whether the server's library will do) are shared functions.
 from __future__ import annotations
 
 import weakref
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Any, NoReturn
 
@@ -146,6 +147,14 @@ def judge_version(server_version: str, where: str) -> bool:
     return verdict == "upgrade"
 
 
+def first_error(replies: Sequence[Any]) -> list[Any]:
+    """A pipeline's replies, or its first error raised as Redis sent it (no pipeline wording)."""
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return list(replies)
+
+
 class SyncTransport:
     """Runs protocol calls on a sync redis-py client (standalone or cluster).
 
@@ -163,6 +172,19 @@ class SyncTransport:
 
     def run(self, call: Call) -> Any:
         """Send ``call``, retrying transient failures as the retry policy says."""
+        return self._retrying(call)
+
+    def run_all(self, calls: Sequence[Call]) -> list[Any]:
+        """Send ``calls`` in one pipeline (one round trip, not a transaction); replies in order.
+
+        Loaded and retried as :meth:`run` is (a retry sends every call again, so use it
+        for calls that may be repeated: reads, TTL changes); the first error reply is
+        raised, as the package's exception, after every call has run.
+        """
+        return list(self._retrying(tuple(calls)))
+
+    def _retrying(self, work: Call | tuple[Call, ...]) -> Any:
+        """Send one call or a pipeline of calls, retrying transient failures."""
         attempts = [0]
 
         def failed(error: Exception, failures: int) -> None:
@@ -174,27 +196,37 @@ class SyncTransport:
 
         try:
             return self.retry.sync_retry().call_with_retry(
-                lambda: self._attempt(call), failed, is_transient, with_failure_count=True
+                lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
         except Exception as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
-    def _attempt(self, call: Call) -> Any:
-        """Send ``call``; load the library first if needed, and once more if it vanished."""
+    def _attempt(self, work: Call | tuple[Call, ...]) -> Any:
+        """Send ``work``; load the library first if needed, and once more if it vanished."""
         if self.client not in _checked_sync:
             self.ensure_library()
         try:
-            return self._send(call)
+            return self._deliver(work)
         except ResponseError as error:
             if not is_function_missing(error):
                 raise
             self.ensure_library()
-            return self._send(call)
+            return self._deliver(work)
+
+    def _deliver(self, work: Call | tuple[Call, ...]) -> Any:
+        return self._send(work) if isinstance(work, Call) else self._send_all(work)
 
     def _send(self, call: Call) -> Any:
         send = self.client.fcall_ro if call.read_only else self.client.fcall
         return send(call.function, len(call.keys), *call.keys, *call.args)
+
+    def _send_all(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            send = pipe.fcall_ro if call.read_only else pipe.fcall
+            send(call.function, len(call.keys), *call.keys, *call.args)
+        return first_error(pipe.execute(raise_on_error=False))
 
     def server_version(self) -> str | None:
         """The loaded library's version, or None when it is not loaded."""
@@ -235,6 +267,14 @@ class AsyncTransport:
 
     async def run(self, call: Call) -> Any:
         """Send ``call``, retrying transient failures as the retry policy says."""
+        return await self._retrying(call)
+
+    async def run_all(self, calls: Sequence[Call]) -> list[Any]:
+        """Async twin of :meth:`SyncTransport.run_all`."""
+        return list(await self._retrying(tuple(calls)))
+
+    async def _retrying(self, work: Call | tuple[Call, ...]) -> Any:
+        """Send one call or a pipeline of calls, retrying transient failures."""
         attempts = [0]
 
         async def failed(error: Exception, failures: int) -> None:
@@ -246,27 +286,37 @@ class AsyncTransport:
 
         try:
             return await self.retry.async_retry().call_with_retry(
-                lambda: self._attempt(call), failed, is_transient, with_failure_count=True
+                lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
         except Exception as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
-    async def _attempt(self, call: Call) -> Any:
-        """Send ``call``; load the library first if needed, and once more if it vanished."""
+    async def _attempt(self, work: Call | tuple[Call, ...]) -> Any:
+        """Send ``work``; load the library first if needed, and once more if it vanished."""
         if self.client not in _checked_async:
             await self.ensure_library()
         try:
-            return await self._send(call)
+            return await self._deliver(work)
         except ResponseError as error:
             if not is_function_missing(error):
                 raise
             await self.ensure_library()
-            return await self._send(call)
+            return await self._deliver(work)
+
+    async def _deliver(self, work: Call | tuple[Call, ...]) -> Any:
+        return await (self._send(work) if isinstance(work, Call) else self._send_all(work))
 
     async def _send(self, call: Call) -> Any:
         send = self.client.fcall_ro if call.read_only else self.client.fcall
         return await send(call.function, len(call.keys), *call.keys, *call.args)
+
+    async def _send_all(self, calls: Sequence[Call]) -> list[Any]:
+        pipe = self.client.pipeline(transaction=False)
+        for call in calls:
+            send = pipe.fcall_ro if call.read_only else pipe.fcall
+            send(call.function, len(call.keys), *call.keys, *call.args)
+        return first_error(await pipe.execute(raise_on_error=False))
 
     async def server_version(self) -> str | None:
         """The loaded library's version, or None when it is not loaded."""

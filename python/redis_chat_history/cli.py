@@ -338,5 +338,9 @@ def demo(target: Target) -> None:
         run_demo(url)
 
 
+# Commands that manage conversations (list, export, import, tail, ...) live in their own
+# module, built on the helpers above; importing it adds them to `main`.
+from . import cli_sessions  # noqa: E402, F401
+
 if __name__ == "__main__":
     main()

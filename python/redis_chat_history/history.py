@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -12,6 +13,7 @@ from langchain_core.messages import BaseMessage
 from . import _protocol as protocol
 from ._clients import async_client, default_url, redact_url, sync_client
 from ._errors import InvalidInputError
+from ._protocol import StoredMessage
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import AsyncTransport, SyncTransport
 
@@ -149,6 +151,54 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """Async twin of :meth:`search_messages`."""
         call = protocol.search_call(self._keys, query, limit)
         return protocol.decode_search(await self._arun(call))
+
+    # -- pages and ranges --------------------------------------------------------
+
+    def page(
+        self,
+        limit: int | None = None,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMessage]:
+        """One page of the session, oldest first, each with its stream id and time.
+
+        ``before`` / ``after`` are stream ids (``StoredMessage.id``), exclusive;
+        ``since`` (inclusive) and ``until`` (exclusive) are timezone-aware datetimes.
+        With ``limit`` and a lower bound (``after`` / ``since``): the first ``limit``
+        messages after it, to page forward; otherwise the latest ``limit`` before the
+        upper bound, to page back (pass the first record's id as ``before``). One call;
+        the server reads only the page, never the whole session.
+        """
+        call = protocol.page_call(
+            self._keys, limit, before=before, after=after, since=since, until=until
+        )
+        return protocol.decode_stored(self._run(call))
+
+    async def apage(
+        self,
+        limit: int | None = None,
+        *,
+        before: str | None = None,
+        after: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[StoredMessage]:
+        """Async twin of :meth:`page`."""
+        call = protocol.page_call(
+            self._keys, limit, before=before, after=after, since=since, until=until
+        )
+        return protocol.decode_stored(await self._arun(call))
+
+    def latest(self, n: int) -> list[StoredMessage]:
+        """The latest ``n`` messages, oldest first, with their ids and times (one call)."""
+        return protocol.decode_stored(self._run(protocol.latest_call(self._keys, n)))
+
+    async def alatest(self, n: int) -> list[StoredMessage]:
+        """Async twin of :meth:`latest`."""
+        return protocol.decode_stored(await self._arun(protocol.latest_call(self._keys, n)))
 
     # -- writing ---------------------------------------------------------------
 

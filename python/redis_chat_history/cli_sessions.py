@@ -1,0 +1,375 @@
+"""Commands that manage conversations: list sessions, export them, follow one live.
+
+They use the same pieces as :mod:`redis_chat_history.cli` (a fresh client per run,
+errors as one line, calls built by ``_protocol``) and are added to its command group
+when this module is imported (``cli`` imports it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TextIO
+
+import click
+
+from . import _protocol as protocol
+from ._errors import InvalidInputError
+from ._jsonl import encode_json, export_line
+from ._transport import SyncTransport
+from .cli import (
+    Target,
+    connected,
+    keys_of,
+    main,
+    record_json,
+    record_line,
+    session_command,
+    stored_records,
+)
+from .history import DEFAULT_KEY_PREFIX
+
+#: Messages per chathist_range call when exporting.
+EXPORT_PAGE = 500
+#: Sessions whose details are fetched in one pipeline when listing.
+LIST_BATCH = 200
+#: Longest single XREAD BLOCK while tailing, in ms (bounds how late --timeout is noticed).
+TAIL_BLOCK_MS = 1000
+
+prefix_option = click.option(
+    "--prefix",
+    default=DEFAULT_KEY_PREFIX,
+    show_default=True,
+    help="Prefix of the sessions' keys (RedisChatMessageHistory's key_prefix).",
+)
+
+
+# -- finding sessions ----------------------------------------------------------------
+
+
+def scan_sessions(client: Any, prefix: str) -> Iterator[str]:
+    """Every session under ``prefix``: SCAN for its messages stream, on every primary.
+
+    A cluster client (one with ``get_primaries``) is scanned node by node, since each
+    primary holds only its own slots; a plain client is one node.
+    """
+    try:
+        pattern = protocol.session_pattern(prefix)
+    except InvalidInputError as error:
+        raise click.UsageError(str(error)) from None
+    primaries = getattr(client, "get_primaries", None)
+    nodes: list[Any] = list(primaries()) if callable(primaries) else [None]
+    for node in nodes:
+        where = {} if node is None else {"target_nodes": node}
+        for key in client.scan_iter(match=pattern, count=1000, _type="stream", **where):
+            session = protocol.session_from_key(prefix, key)
+            if session is not None:
+                yield session
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """What ``list`` shows of a session."""
+
+    session: str
+    messages: int
+    last_id: str | None
+
+    @property
+    def last_activity(self) -> datetime | None:
+        """When the newest message was stored."""
+        return protocol.id_time(self.last_id) if self.last_id else None
+
+    def as_json(self) -> dict[str, Any]:
+        """The row as a JSON object for ``--json``."""
+        last = self.last_activity
+        return {
+            "session": self.session,
+            "messages": self.messages,
+            "last_id": self.last_id,
+            "last_activity": last.isoformat(timespec="milliseconds") if last else None,
+        }
+
+
+def session_infos(
+    transport: SyncTransport, prefix: str, sessions: Iterable[str]
+) -> Iterator[SessionInfo]:
+    """Count and newest id of each session, fetched in pipelines of :data:`LIST_BATCH`."""
+    batch: list[str] = []
+    for session in sessions:
+        batch.append(session)
+        if len(batch) == LIST_BATCH:
+            yield from _infos(transport, prefix, batch)
+            batch = []
+    if batch:
+        yield from _infos(transport, prefix, batch)
+
+
+def _infos(transport: SyncTransport, prefix: str, sessions: list[str]) -> list[SessionInfo]:
+    calls: list[protocol.Call] = []
+    for session in sessions:
+        keys = protocol.session_keys(prefix, session)
+        calls += [protocol.len_call(keys), protocol.latest_call(keys, 1)]
+    replies = transport.run_all(calls)
+    infos = []
+    for position, session in enumerate(sessions):
+        count, last = replies[2 * position], list(replies[2 * position + 1])
+        infos.append(SessionInfo(session, int(count), protocol.as_text(last[0]) if last else None))
+    return infos
+
+
+def table(rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows as aligned text columns (columns in ``right`` right-aligned)."""
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    return [
+        "  ".join(
+            cell.rjust(widths[column]) if column in right else cell.ljust(widths[column])
+            for column, cell in enumerate(row)
+        ).rstrip()
+        for row in rows
+    ]
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@click.command("list")
+@prefix_option
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON lines: session, messages, last activity."
+)
+@click.pass_obj
+def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
+    """List the sessions under --prefix: message count and last activity, by session id.
+
+    Finds sessions with SCAN (every primary of a cluster), never KEYS.
+    """
+    with connected(target) as transport:
+        sessions = sorted(set(scan_sessions(transport.client, prefix)))
+        infos = list(session_infos(transport, prefix, sessions))
+    if as_json:
+        for info in infos:
+            click.echo(encode_json(info.as_json()))
+        return
+    if not infos:
+        click.echo(f"no sessions under prefix {prefix!r}", err=True)
+        return
+    rows = [["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)"]]
+    for info in infos:
+        last = info.last_activity
+        rows.append(
+            [
+                info.session,
+                str(info.messages),
+                f"{last:%Y-%m-%d %H:%M:%S}" if last else "-",
+            ]
+        )
+    for line in table(rows, right={1}):
+        click.echo(line)
+
+
+@click.command("export")
+@click.argument("sessions", nargs=-1)
+@prefix_option
+@click.option("--all", "every", is_flag=True, help="Export every session under --prefix.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.File("w", encoding="utf-8", lazy=True),
+    default="-",
+    help="Write to this file instead of stdout.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar on stderr (default: when stderr is a terminal).",
+)
+@click.pass_obj
+def export(
+    target: Target,
+    sessions: tuple[str, ...],
+    prefix: str,
+    every: bool,
+    output: TextIO,
+    progress: bool | None,
+) -> None:
+    """Write SESSIONS (or --all under --prefix) as JSON Lines, one message per line.
+
+    Each line holds the session, the stream id, the ISO time and LangChain's stored
+    message; `import` reads it back with the same ids, order, times and fields.
+    Streams page by page, so a session of any size is exported in bounded memory.
+    """
+    if bool(sessions) == every:
+        raise click.UsageError("name the SESSIONS to export, or pass --all (not both)")
+    for session in sessions:
+        keys_of(prefix, session)
+    with connected(target) as transport:
+        names = sorted(set(scan_sessions(transport.client, prefix))) if every else list(sessions)
+        counts = [int(reply) for reply in transport.run_all(_len_calls(prefix, names))]
+        show = sys.stderr.isatty() if progress is None else progress
+        total = sum(counts)
+        with click.progressbar(
+            length=total, label="exporting", file=sys.stderr, hidden=not show
+        ) as bar:
+            written = 0
+            for session in names:
+                for stream_id, stored in _session_pages(transport, prefix, session):
+                    output.write(export_line(session, stream_id, stored) + "\n")
+                    written += 1
+                    bar.update(1)
+    output.flush()
+    click.echo(
+        f"exported {written} message{'' if written == 1 else 's'} "
+        f"from {len(names)} session{'' if len(names) == 1 else 's'}",
+        err=True,
+    )
+
+
+def _len_calls(prefix: str, sessions: list[str]) -> list[protocol.Call]:
+    return [protocol.len_call(protocol.session_keys(prefix, session)) for session in sessions]
+
+
+def _session_pages(
+    transport: SyncTransport, prefix: str, session: str
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every message of a session as ``(stream id, stored dict)``, one page per call."""
+    keys = protocol.session_keys(prefix, session)
+    after: str | None = None
+    while True:
+        pairs = protocol.decode_pairs(
+            transport.run(protocol.export_page_call(keys, after, EXPORT_PAGE))
+        )
+        yield from pairs
+        if len(pairs) < EXPORT_PAGE:
+            return
+        after = pairs[-1][0]
+
+
+@click.command()
+@session_command
+@click.option(
+    "--lines",
+    "-n",
+    type=click.IntRange(min=0),
+    default=10,
+    show_default=True,
+    help="First print the latest N messages.",
+)
+@click.option(
+    "--from",
+    "from_id",
+    default=None,
+    metavar="ID",
+    help="Start after this stream id instead: print every message after it, then follow.",
+)
+@click.option(
+    "--count", type=click.IntRange(min=1), default=None, help="Exit after N new messages."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Exit after SECONDS of following (default: until Ctrl-C).",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON lines: id, timestamp, type, content."
+)
+@click.pass_obj
+def tail(
+    target: Target,
+    session: str,
+    prefix: str,
+    lines: int,
+    from_id: str | None,
+    count: int | None,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Print the latest messages of SESSION, then each new one as it arrives (like tail -f).
+
+    Follows the session's stream with a blocking XREAD; Ctrl-C stops it.
+    """
+    keys = keys_of(prefix, session)
+    if from_id is not None:
+        try:
+            protocol.stream_id_key(from_id, 0)
+        except InvalidInputError as error:
+            raise click.BadParameter(str(error), param_hint="--from") from None
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with connected(target) as transport:
+        if from_id is None:
+            latest = stored_records(transport.run(protocol.latest_call(keys, max(lines, 1))))
+            for record in latest[-lines:] if lines else []:
+                _print_record(record, as_json)
+            from_id = latest[-1].id if latest else "0-0"
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a tail, quietly
+            _follow(transport, keys[0], from_id, count, deadline, as_json)
+
+
+def _follow(
+    transport: SyncTransport,
+    stream_key: str,
+    last_id: str,
+    count: int | None,
+    deadline: float | None,
+    as_json: bool,
+) -> None:
+    """XREAD BLOCK on the session's stream from ``last_id``, printing each new message."""
+    printed = 0
+    while count is None or printed < count:
+        block = TAIL_BLOCK_MS
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            block = max(1, min(block, int(left * 1000)))
+        wanted = 100 if count is None else min(100, count - printed)
+        reply = transport.client.xread({stream_key: last_id}, count=wanted, block=block)
+        for entries in _stream_entries(reply):
+            if not entries:
+                continue
+            last_id = protocol.as_text(entries[-1][0])
+            for record in _records(entries):
+                _print_record(record, as_json)
+                printed += 1
+
+
+def _stream_entries(reply: Any) -> list[Any]:
+    """The entry lists of an XREAD reply, RESP2 (a list of pairs) or RESP3 (a map)."""
+    if not reply:
+        return []
+    if isinstance(reply, dict):
+        return [
+            entries[0] if entries and isinstance(entries[0], list) else entries
+            for entries in reply.values()
+        ]
+    return [entries for _, entries in reply]
+
+
+def _records(entries: Any) -> list[protocol.StoredMessage]:
+    try:
+        return protocol.decode_entries(entries)
+    except (ValueError, KeyError, TypeError) as error:
+        raise click.ClickException(
+            f"the session holds a message that is not a LangChain message: {error}"
+        ) from None
+
+
+def _print_record(record: protocol.StoredMessage, as_json: bool) -> None:
+    click.echo(
+        json.dumps(record_json(record), ensure_ascii=False) if as_json else record_line(record)
+    )
+
+
+def register(group: click.Group) -> None:
+    """Add these commands to a command group."""
+    for command in (list_sessions, export, tail):
+        group.add_command(command)
+
+
+register(main)
