@@ -2,11 +2,11 @@
 --[[
 redis-chat-history: chat message history kept inside Redis.
 
-One Redis Functions library. Every function takes the three keys of one
-session, in this order (see docs/PROTOCOL.md):
+One Redis Functions library. Every session function takes the three keys of
+one session, in this order (see docs/PROTOCOL.md):
 
   KEYS[1]  <prefix>{<tag>}:m   stream of messages (one entry per message, field "m")
-  KEYS[2]  <prefix>{<tag>}:x   search index (reserved; deleted with the session)
+  KEYS[2]  <prefix>{<tag>}:x   hash: the session's token index and two meta fields
   KEYS[3]  <prefix>{<tag>}:i   hash: client message id -> stream id (retry dedup)
 
 <tag> is the session id with "%", "{" and "}" percent-encoded, so all keys of a
@@ -14,17 +14,46 @@ session share one hash slot and no two sessions can collide.
 
 Errors are replied as "ERR CHATHIST_<CODE> <what was wrong>". A function that
 replies an error has written nothing: every argument is checked first.
+
+The index (KEYS[2]) maps each token to a list of postings (the stream ids of
+the messages holding it). Fields:
+  "\0v"             present iff the session is indexed (index format version)
+  "\0b"             total bytes of the stored message JSON (for MAXBYTES)
+  <token>           head: varint first_block, varint next_block, then the
+                    newest block of postings
+  <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
+A block is varint base_ms, varint base_seq (its first posting when it was
+started, a lower bound of the ids in it) and postings, each varint(2 * (ms -
+base_ms) + has_seq) [varint seq]. Blocks hold increasing ids and a block's ids
+are all below the next block's base, so a posting can be found, added or
+removed by touching one block: work per message is O(its tokens).
+Message types are indexed as the token "\1" <type>. Tokens never hold a byte
+below 0x20, so they cannot collide with the meta fields or block names.
 ]]
 
-local LIBRARY_VERSION = '1.0.0'
+local LIBRARY_VERSION = '1.1.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
-local MAX_BATCH_MESSAGES = 10000     -- messages in one append
+local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete
 local MAX_TTL_SECONDS = 315360000    -- ten years
 local MAX_QUERY_BYTES = 4096
+local MAX_QUERY_TOKENS = 64
 local DEFAULT_SEARCH_LIMIT = 10
 local MAX_SEARCH_LIMIT = 1000
+local MAX_WINDOW = 1000000000        -- MAXLEN
+local MAX_WINDOW_BYTES = 1099511627776  -- MAXBYTES, 1 TiB
+local MAX_TOKEN_BYTES = 64
+local BLOCK_BYTES = 200              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
+local INDEX_FORMAT = '1'
+local META_INDEXED = '\0v'
+local META_BYTES = '\0b'
+local META_EPOCH = '\0e'
+local META_PENDING = '\0p'
+local PENDING_BYTES = 16384        -- pending postings this long are folded into the index
+local TYPE_TOKEN = '\1'
+local BLOCK_MARK = '\0'
+local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
 local SUFFIXES = {':m', ':x', ':i'}
 local KEY_TYPES = {'stream', 'hash', 'hash'}
 
@@ -57,13 +86,13 @@ local function check_keys(keys)
   return nil
 end
 
--- Parses a non-negative decimal integer no larger than max; returns the number or nil.
-local function parse_count(text, max)
+-- Parses a decimal integer from min to max; returns the number or nil.
+local function parse_count(text, max, min)
   if type(text) ~= 'string' or not string.match(text, '^%d+$') or #text > 15 then
     return nil
   end
   local n = tonumber(text)
-  if n > max then return nil end
+  if n > max or n < (min or 0) then return nil end
   return n
 end
 
@@ -73,10 +102,19 @@ local function is_stream_id(text)
     and #text <= 41
 end
 
--- Reads "NAME value" option pairs from args starting at index first, until
--- the end or until a name listed in stop_words. Returns options table, index
--- of the stop word (or #args + 1), or nil and an error reply.
-local function read_options(args, first, allowed, stop_words)
+-- A full stream id "ms-seq" whose parts Lua numbers hold exactly, as (ms, seq); or nil.
+local function parse_full_id(text)
+  if type(text) ~= 'string' or #text > 33 then return nil end
+  local ms, seq = string.match(text, '^(%d+)%-(%d+)$')
+  if not ms or #ms > 15 or #seq > 15 then return nil end
+  return tonumber(ms), tonumber(seq)
+end
+
+-- Reads "NAME value" option pairs (and value-less flags) from args starting
+-- at index first, until the end or until a name listed in stop_words.
+-- Returns options table and the index of the stop word (or #args + 1), or
+-- nil and an error reply.
+local function read_options(args, first, allowed, stop_words, flags)
   local options = {}
   local i = first
   while i <= #args do
@@ -84,19 +122,34 @@ local function read_options(args, first, allowed, stop_words)
     if stop_words and stop_words[name] then
       return options, i
     end
-    if not allowed[name] then
-      return nil, fail('BADARG', 'unknown option "' .. string.sub(args[i], 1, 64) .. '"')
-    end
     if options[name] ~= nil then
       return nil, fail('BADARG', 'option ' .. name .. ' given twice')
     end
-    if i == #args then
+    if flags and flags[name] then
+      options[name] = true
+      i = i + 1
+    elseif not allowed[name] then
+      return nil, fail('BADARG', 'unknown option "' .. string.sub(args[i], 1, 64) .. '"')
+    elseif i == #args then
       return nil, fail('BADARG', 'option ' .. name .. ' needs a value')
+    else
+      options[name] = args[i + 1]
+      i = i + 2
     end
-    options[name] = args[i + 1]
-    i = i + 2
   end
   return options, i
+end
+
+-- Parses an optional numeric option; returns the value (or default), or nil
+-- and an error reply.
+local function count_option(options, name, max, min, default)
+  if options[name] == nil then return default end
+  local n = parse_count(options[name], max, min)
+  if not n then
+    return nil, fail('BADARG', name .. ' must be an integer from ' .. (min or 0) .. ' to '
+      .. string.format('%.0f', max))
+  end
+  return n
 end
 
 -- True for a decoded JSON array (cjson gives arrays and objects both as tables).
@@ -118,8 +171,10 @@ local function decode_message(json, position)
   if not ok or type(message) ~= 'table' then
     return nil, 'BADMSG', 'message ' .. position .. ' is not a JSON object'
   end
-  if type(message.type) ~= 'string' or message.type == '' or #message.type > 64 then
-    return nil, 'BADMSG', 'message ' .. position .. ' has no "type" string'
+  if type(message.type) ~= 'string' or message.type == '' or #message.type > 64
+      or string.find(message.type, '%c') then
+    return nil, 'BADMSG', 'message ' .. position .. ' has no "type" string (1 to 64 bytes, no'
+      .. ' control characters)'
   end
   local data = message.data
   if type(data) ~= 'table' then
@@ -129,6 +184,13 @@ local function decode_message(json, position)
     return nil, 'BADMSG', 'message ' .. position .. ' has no "data.content" (string or list)'
   end
   return message
+end
+
+-- A stored JSON decoded without checks (it was checked when stored); nil if unreadable.
+local function decode_stored(json)
+  local ok, message = pcall(cjson.decode, json)
+  if ok and type(message) == 'table' and type(message.data) == 'table' then return message end
+  return nil
 end
 
 -- The client-assigned id of a decoded message (LangChain's message.id), or nil.
@@ -168,12 +230,712 @@ local function stored_id(keys, id)
   return nil
 end
 
+------------------------------------------------------------------------------
+-- Tokenizer: the same for stored messages and for queries.
+------------------------------------------------------------------------------
+
+-- Code point classes: a letter kept inside words, a character that is a token
+-- by itself (CJK, emoji), or a separator.
+local WORD, SINGLE, SEPARATOR = 1, 2, 3
+
+local function classify(cp)
+  if cp < 0xC0 then
+    if cp == 0xAA or cp == 0xB5 or cp == 0xBA then return WORD end
+    return SEPARATOR
+  end
+  if cp == 0xD7 or cp == 0xF7 then return SEPARATOR end
+  if cp < 0x0370 then return WORD end                        -- Latin, IPA, combining marks
+  if cp < 0x0530 then                                         -- Greek, Cyrillic
+    if cp == 0x037E or cp == 0x0387 or cp == 0x0375 or cp == 0x0482 then return SEPARATOR end
+    return WORD
+  end
+  if cp < 0x1100 then return WORD end                        -- other alphabets: whole words
+  if cp < 0x1200 then return SINGLE end                      -- Hangul jamo
+  if cp < 0x2000 then return WORD end                        -- incl. Latin Extended Additional
+  if cp < 0x2600 then return SEPARATOR end                   -- punctuation, symbols, arrows
+  if cp < 0x27C0 then return SINGLE end                      -- misc symbols, dingbats (emoji)
+  if cp < 0x2E80 then return SEPARATOR end
+  if cp < 0x3000 then return SINGLE end                      -- CJK radicals
+  if cp < 0x3040 then return SEPARATOR end                   -- CJK punctuation
+  if cp == 0x30FB then return SEPARATOR end                  -- katakana middle dot
+  if cp < 0xA000 then return SINGLE end                      -- kana, jamo, CJK ideographs
+  if cp < 0xAC00 then return WORD end
+  if cp < 0xD7B0 then return SINGLE end                      -- Hangul syllables
+  if cp < 0xF900 then return SEPARATOR end                   -- surrogates, private use
+  if cp < 0xFB00 then return SINGLE end                      -- CJK compatibility ideographs
+  if cp < 0xFE00 then return WORD end
+  if cp < 0xFF10 then return SEPARATOR end                   -- variation selectors, forms
+  if cp < 0xFF1A or (cp >= 0xFF21 and cp < 0xFF3B) or (cp >= 0xFF41 and cp < 0xFF5B) then
+    return WORD                                              -- fullwidth digits and letters
+  end
+  if cp >= 0xFF66 and cp < 0xFFA0 then return SINGLE end     -- halfwidth katakana
+  if cp < 0x10000 then return SEPARATOR end
+  if cp >= 0x1F3FB and cp <= 0x1F3FF then return SEPARATOR end  -- skin tone modifiers
+  if cp >= 0x1F000 and cp < 0x1FB00 then return SINGLE end   -- emoji
+  if cp >= 0x20000 and cp < 0x32000 then return SINGLE end   -- CJK extensions
+  if cp >= 0xE0000 then return SEPARATOR end                 -- tags, private use
+  return WORD
+end
+
+-- The lower-case form of a letter where Unicode's simple case folding is a
+-- fixed offset (Latin-1, Latin Extended-A, Greek, Cyrillic, fullwidth Latin).
+local function fold(cp)
+  if cp < 0x0100 then
+    if cp >= 0x41 and cp <= 0x5A then return cp + 32 end
+    if cp >= 0xC0 and cp <= 0xDE and cp ~= 0xD7 then return cp + 32 end
+    return cp
+  end
+  if cp < 0x0180 then
+    if cp == 0x0178 then return 0xFF end
+    if (cp < 0x0138 or (cp >= 0x014A and cp < 0x0178)) then
+      return cp % 2 == 0 and cp + 1 or cp
+    end
+    if (cp >= 0x0139 and cp < 0x0149) or (cp >= 0x0179 and cp < 0x017F) then
+      return cp % 2 == 1 and cp + 1 or cp
+    end
+    return cp
+  end
+  if cp >= 0x0386 and cp < 0x03D0 then
+    if cp >= 0x0391 and cp <= 0x03AB and cp ~= 0x03A2 then return cp + 32 end
+    if cp == 0x0386 then return 0x03AC end
+    if cp >= 0x0388 and cp <= 0x038A then return cp + 37 end
+    if cp == 0x038C then return 0x03CC end
+    if cp == 0x038E or cp == 0x038F then return cp + 63 end
+    if cp == 0x03C2 then return 0x03C3 end
+    return cp
+  end
+  if cp >= 0x0400 and cp < 0x0500 then
+    if cp < 0x0410 then return cp + 80 end
+    if cp < 0x0430 then return cp + 32 end
+    if (cp >= 0x0460 and cp < 0x0482) or (cp >= 0x048A and cp < 0x04C0)
+        or (cp >= 0x04D0) then
+      return cp % 2 == 0 and cp + 1 or cp
+    end
+    if cp >= 0x04C1 and cp < 0x04CF then return cp % 2 == 1 and cp + 1 or cp end
+    return cp
+  end
+  if cp >= 0x1E00 and cp < 0x1F00 and (cp < 0x1E96 or cp >= 0x1EA0) then
+    return cp % 2 == 0 and cp + 1 or cp
+  end
+  if cp >= 0xFF21 and cp <= 0xFF3A then return cp - 0xFF21 + 0x61 end   -- fullwidth A-Z
+  if cp >= 0xFF41 and cp <= 0xFF5A then return cp - 0xFF41 + 0x61 end   -- fullwidth a-z
+  if cp >= 0xFF10 and cp <= 0xFF19 then return cp - 0xFF10 + 0x30 end   -- fullwidth 0-9
+  return cp
+end
+
+local function utf8_char(cp)
+  if cp < 0x80 then return string.char(cp) end
+  if cp < 0x800 then
+    return string.char(0xC0 + math.floor(cp / 64), 0x80 + cp % 64)
+  end
+  if cp < 0x10000 then
+    return string.char(0xE0 + math.floor(cp / 4096), 0x80 + math.floor(cp / 64) % 64,
+      0x80 + cp % 64)
+  end
+  return string.char(0xF0 + math.floor(cp / 262144), 0x80 + math.floor(cp / 4096) % 64,
+    0x80 + math.floor(cp / 64) % 64, 0x80 + cp % 64)
+end
+
+-- Decodes the UTF-8 character at byte i of s: code point and next index.
+-- A malformed byte decodes as -1 (a separator) of length 1.
+local function utf8_at(s, i)
+  local b = string.byte(s, i)
+  local length, cp
+  if b < 0x80 then return b, i + 1
+  elseif b >= 0xF0 and b < 0xF5 then length, cp = 4, b - 0xF0
+  elseif b >= 0xE0 then length, cp = 3, b - 0xE0
+  elseif b >= 0xC2 and b < 0xE0 then length, cp = 2, b - 0xC0
+  else return -1, i + 1 end
+  for j = i + 1, i + length - 1 do
+    local c = string.byte(s, j)
+    if not c or c < 0x80 or c >= 0xC0 then return -1, i + 1 end
+    cp = cp * 64 + c - 0x80
+  end
+  return cp, i + length
+end
+
+-- Splits a run of non-ASCII-punctuation bytes that holds UTF-8 into tokens.
+-- joined[n] is set when token n is a single character written right after
+-- the previous single character (a CJK run, an implicit phrase).
+local function tokenize_unicode(run, tokens, joined, offset)
+  local word, word_bytes = {}, 0
+  local previous_single = false
+  local function flush()
+    if word_bytes > 0 then
+      tokens[#tokens + 1] = table.concat(word)
+      word, word_bytes = {}, 0
+    end
+  end
+  local i, n = 1, #run
+  while i <= n do
+    local cp, next_i = utf8_at(run, i)
+    local class
+    if cp < 0 then class = SEPARATOR elseif cp < 0x80 then class = WORD else class = classify(cp) end
+    if class == WORD then
+      local char = utf8_char(fold(cp))
+      if word_bytes + #char <= MAX_TOKEN_BYTES then
+        word[#word + 1] = char
+        word_bytes = word_bytes + #char
+      end
+      previous_single = false
+    elseif class == SINGLE then
+      flush()
+      tokens[#tokens + 1] = utf8_char(cp)
+      if joined and previous_single then joined[offset + #tokens] = true end
+      previous_single = true
+    else
+      flush()
+      previous_single = false
+    end
+    i = next_i
+  end
+  flush()
+end
+
+-- Calls emit(token) for each token of text, in order (see docs/PROTOCOL.md).
+-- ASCII text takes a fast path with the same result.
+local function each_token(text, emit, joined, tokens)
+  if not string.find(text, '[\128-\255]') then
+    for word in string.gmatch(string.lower(text), '%w+') do
+      emit(#word > MAX_TOKEN_BYTES and string.sub(word, 1, MAX_TOKEN_BYTES) or word)
+    end
+    return
+  end
+  for run in string.gmatch(text, '[%w\128-\255]+') do
+    if string.find(run, '[\128-\255]') then
+      local found = {}
+      tokenize_unicode(run, found, joined, tokens and #tokens or 0)
+      for _, token in ipairs(found) do emit(token) end
+    else
+      emit(string.lower(#run > MAX_TOKEN_BYTES and string.sub(run, 1, MAX_TOKEN_BYTES) or run))
+    end
+  end
+end
+
+-- Appends the tokens of text to the list tokens, in order.
+local function tokenize(text, tokens, joined)
+  each_token(text, function(token) tokens[#tokens + 1] = token end, joined, tokens)
+  return tokens
+end
+
+-- Calls emit for each token of a message's text: string content, or the
+-- string items and "text" fields of list content.
+local function each_message_token(message, emit)
+  local content = message.data.content
+  if type(content) == 'string' then
+    each_token(content, emit)
+  elseif type(content) == 'table' then
+    for _, part in ipairs(content) do
+      if type(part) == 'string' then
+        each_token(part, emit)
+      elseif type(part) == 'table' and type(part.text) == 'string' then
+        each_token(part.text, emit)
+      end
+    end
+  end
+end
+
+-- The tokens of a message's text, in order.
+local function message_tokens(message)
+  local tokens = {}
+  each_message_token(message, function(token) tokens[#tokens + 1] = token end)
+  return tokens
+end
+
+-- Appends to parts the tokens of text joined by NUL bytes, computed by
+-- string.gsub in C for ASCII text. Repeated tokens and empty pieces may
+-- appear, and ASCII words are not yet cut to MAX_TOKEN_BYTES (see
+-- cut_term); neither changes which terms the text holds.
+local function add_text_terms(text, parts)
+  if not string.find(text, '[\128-\255]') then
+    parts[#parts + 1] = (string.gsub(string.lower(text), '%W+', '\0'))
+  else
+    parts[#parts + 1] = table.concat(tokenize(text, {}), '\0')
+  end
+end
+
+-- The terms of a message as one NUL-separated text, its type first.
+local function message_term_text(message)
+  local parts = {TYPE_TOKEN .. message.type}
+  local content = message.data.content
+  if type(content) == 'string' then
+    add_text_terms(content, parts)
+  elseif type(content) == 'table' then
+    for _, part in ipairs(content) do
+      if type(part) == 'string' then
+        add_text_terms(part, parts)
+      elseif type(part) == 'table' and type(part.text) == 'string' then
+        add_text_terms(part.text, parts)
+      end
+    end
+  end
+  return table.concat(parts, '\0')
+end
+
+-- The distinct index terms of a message: its tokens and its type.
+local function message_terms(message)
+  local terms, seen = {}, {}
+  each_message_token(message, function(token)
+    if not seen[token] then
+      seen[token] = true
+      terms[#terms + 1] = token
+    end
+  end)
+  terms[#terms + 1] = TYPE_TOKEN .. message.type
+  return terms
+end
+
+------------------------------------------------------------------------------
+-- Postings: varint-coded stream ids in blocks (see the header comment).
+------------------------------------------------------------------------------
+
+local function varint(n)
+  if n < 128 then return string.char(n) end
+  local bytes = {}
+  while n >= 128 do
+    bytes[#bytes + 1] = n % 128 + 128
+    n = math.floor(n / 128)
+  end
+  bytes[#bytes + 1] = n
+  return string.char(unpack(bytes))
+end
+
+local function read_varint(s, pos)
+  local n, scale = 0, 1
+  while true do
+    local b = string.byte(s, pos)
+    if b < 128 then return n + b * scale, pos + 1 end
+    n = n + (b - 128) * scale
+    scale = scale * 128
+    pos = pos + 1
+  end
+end
+
+-- The posting of stream id (ms, seq) in an index whose epoch is the time of
+-- its first indexed message: varint(2 * (ms - epoch) + has_seq) [varint seq].
+local function posting(epoch, ms, seq)
+  if seq == 0 then return varint((ms - epoch) * 2) end
+  return varint((ms - epoch) * 2 + 1) .. varint(seq)
+end
+
+-- Decodes the posting at pos: ms, seq and the position after it.
+local function read_posting(epoch, body, pos)
+  local code
+  code, pos = read_varint(body, pos)
+  local seq = 0
+  if code % 2 == 1 then seq, pos = read_varint(body, pos) end
+  return epoch + (code - code % 2) / 2, seq, pos
+end
+
+local function id_after(ams, aseq, bms, bseq)
+  return ams > bms or (ams == bms and aseq > bseq)
+end
+
+local function format_id(ms, seq)
+  return string.format('%.0f-%.0f', ms, seq)
+end
+
+-- Parses a head value: first block, next block, and where its postings start.
+local function parse_head(head)
+  local first_block, pos = read_varint(head, 1)
+  local next_block
+  next_block, pos = read_varint(head, pos)
+  return first_block, next_block, pos
+end
+
+local function head_value(first_block, next_block, postings)
+  return varint(first_block) .. varint(next_block) .. postings
+end
+
+local function block_field(term, k)
+  return term .. BLOCK_MARK .. k
+end
+
+-- Decodes the postings of a block from pos into ascending lists ms, seq and
+-- their byte offsets (start of each posting), for splicing.
+local function decode_block(epoch, body, pos)
+  local ms, seq, starts = {}, {}, {}
+  local n = #body
+  while pos <= n do
+    starts[#starts + 1] = pos
+    ms[#ms + 1], seq[#seq + 1], pos = read_posting(epoch, body, pos)
+  end
+  return ms, seq, starts
+end
+
+-- Reads hash fields in chunks; returns a table field -> value (or false).
+local function hash_get_many(key, fields)
+  local values = {}
+  for first = 1, #fields, HASH_CHUNK do
+    local last = math.min(first + HASH_CHUNK - 1, #fields)
+    local reply = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = first, last do values[fields[i]] = reply[i - first + 1] end
+  end
+  return values
+end
+
+-- Writes field -> value pairs (a flat list) in chunks.
+local function hash_set_many(key, pairs_list)
+  for first = 1, #pairs_list, 2 * HASH_CHUNK do
+    local last = math.min(first + 2 * HASH_CHUNK - 1, #pairs_list)
+    redis.call('HSET', key, unpack(pairs_list, first, last))
+  end
+end
+
+-- The index epoch: the time of the first message indexed (set by the first
+-- call that indexes, from the first id it indexes).
+local function index_epoch(index_key, first_ms)
+  local epoch = redis.call('HGET', index_key, META_EPOCH)
+  if epoch then return tonumber(epoch) end
+  if first_ms then redis.call('HSET', index_key, META_EPOCH, string.format('%.0f', first_ms)) end
+  return first_ms
+end
+
+-- Adds postings to the index: entries is a list of {ms, seq, terms}, in
+-- increasing id order. One HMGET and one HSET for the whole batch, and one
+-- string built per term; a head that grows past BLOCK_BYTES is moved to a
+-- numbered block.
+local function add_postings(index_key, entries)
+  if #entries == 0 then return end
+  local epoch = index_epoch(index_key, entries[1][1])
+  local fields, added = {}, {}
+  for _, entry in ipairs(entries) do
+    local p = posting(epoch, entry[1], entry[2])
+    for _, term in ipairs(entry[3]) do
+      local list = added[term]
+      if not list then
+        list = {}
+        added[term] = list
+        fields[#fields + 1] = term
+      end
+      list[#list + 1] = p
+    end
+  end
+  local heads = hash_get_many(index_key, fields)
+  local writes = {}
+  for _, term in ipairs(fields) do
+    local head = heads[term] or '\1\1'
+    local list = added[term]
+    local new = table.concat(list)
+    if #head + #new > BLOCK_BYTES then
+      local first_block, next_block, pos = parse_head(head)
+      local body = string.sub(head, pos)
+      for _, p in ipairs(list) do
+        if #body >= BLOCK_BYTES then
+          writes[#writes + 1] = block_field(term, next_block)
+          writes[#writes + 1] = body
+          next_block = next_block + 1
+          body = p
+        else
+          body = body .. p
+        end
+      end
+      new = head_value(first_block, next_block, body)
+    else
+      new = head .. new
+    end
+    writes[#writes + 1] = term
+    writes[#writes + 1] = new
+  end
+  hash_set_many(index_key, writes)
+end
+
+-- The body without the posting (ms, seq), and how many postings it keeps.
+local function without_posting(epoch, body, pos, ms, seq)
+  local list_ms, list_seq, starts = decode_block(epoch, body, pos)
+  for i = 1, #list_ms do
+    if list_ms[i] == ms and list_seq[i] == seq then
+      local stop = starts[i + 1] or (#body + 1)
+      return string.sub(body, 1, starts[i] - 1) .. string.sub(body, stop), #list_ms - 1
+    end
+  end
+  return body, #list_ms
+end
+
+-- Removes one posting of term. Its block is found by a binary search on the
+-- first posting of each block: O(log blocks + block size). A block other
+-- than the oldest is never emptied: its last posting stays, as a stale
+-- posting that search skips (it verifies every hit), so that block bases
+-- stay ordered; the oldest block is dropped when empty.
+local function remove_posting(index_key, epoch, term, ms, seq)
+  local head = redis.call('HGET', index_key, term)
+  if not head then return end
+  local first_block, next_block, pos = parse_head(head)
+  if pos <= #head then
+    local head_ms, head_seq = read_posting(epoch, head, pos)
+    if not id_after(head_ms, head_seq, ms, seq) then
+      local body, left = without_posting(epoch, head, pos, ms, seq)
+      if left == 0 and first_block == next_block then
+        redis.call('HDEL', index_key, term)
+      else
+        redis.call('HSET', index_key, term, body)
+      end
+      return
+    end
+  end
+  local low, high, found, found_body = first_block, next_block - 1, nil, nil
+  while low <= high do
+    local k = math.floor((low + high) / 2)
+    local body = redis.call('HGET', index_key, block_field(term, k))
+    if not body then return end
+    local base_ms, base_seq = read_posting(epoch, body, 1)
+    if id_after(base_ms, base_seq, ms, seq) then
+      high = k - 1
+    else
+      found, found_body = k, body
+      low = k + 1
+    end
+  end
+  if not found then return end
+  local body, left = without_posting(epoch, found_body, 1, ms, seq)
+  if left > 0 then
+    redis.call('HSET', index_key, block_field(term, found), body)
+  elseif found == first_block then
+    redis.call('HDEL', index_key, block_field(term, found))
+    redis.call('HSET', index_key, term, head_value(found + 1, next_block, string.sub(head, pos)))
+  end
+end
+
+------------------------------------------------------------------------------
+-- Session state shared by the writers.
+------------------------------------------------------------------------------
+
+-- Pending postings: the newest messages' terms, one record each,
+-- "\n" <stream id> "\0" <term> "\0" <term> "\0" ..., kept in one field until
+-- they fill PENDING_BYTES and are folded into the index in one pass. This
+-- turns one hash update per term and message into one per term and fold.
+local function pending_record(stream_id, message)
+  return '\n' .. stream_id .. '\0' .. message_term_text(message) .. '\0'
+end
+
+-- The pending records, oldest first: {id, ms, seq, text} (text is the record
+-- from its first NUL, so a term t is in it iff it holds "\0" t "\0").
+local function pending_records(pending)
+  local records = {}
+  if not pending then return records end
+  for record in string.gmatch(pending, '\n([^\n]+)') do
+    local cut = string.find(record, '\0', 1, true)
+    local id = string.sub(record, 1, cut - 1)
+    local ms, seq = parse_full_id(id)
+    records[#records + 1] = {id = id, ms = ms, seq = seq, text = string.sub(record, cut)}
+  end
+  return records
+end
+
+local function fold_pending(index_key, pending)
+  local entries = {}
+  for _, record in ipairs(pending_records(pending)) do
+    local terms, seen = {}, {}
+    for term in string.gmatch(record.text, '[^%z]+') do
+      if #term > MAX_TOKEN_BYTES then term = string.sub(term, 1, MAX_TOKEN_BYTES) end
+      if not seen[term] then
+        seen[term] = true
+        terms[#terms + 1] = term
+      end
+    end
+    entries[#entries + 1] = {record.ms, record.seq, terms}
+  end
+  add_postings(index_key, entries)
+end
+
+-- The pending text without the record of stream id, or nil if it has none.
+local function without_record(pending, stream_id)
+  if not pending then return nil end
+  local start = string.find(pending, '\n' .. stream_id .. '\0', 1, true)
+  if not start then return nil end
+  local stop = string.find(pending, '\n', start + 1, true) or (#pending + 1)
+  return string.sub(pending, 1, start - 1) .. string.sub(pending, stop)
+end
+
+-- True if the session keeps an index.
+local function is_indexed(keys)
+  return redis.call('HEXISTS', keys[2], META_INDEXED) == 1
+end
+
+-- Total bytes of the stored message JSON. A session written before this
+-- counter existed is measured once.
+local function measure_bytes(keys)
+  local total = 0
+  for _, entry in ipairs(redis.call('XRANGE', keys[1], '-', '+')) do
+    total = total + #entry[2][2]
+  end
+  return total
+end
+
+-- Before a write: the session's state {indexed, total, pending}. A session
+-- without messages starts over (clearing what an evicted stream left
+-- behind) and is indexed unless noindex; one with messages keeps its state.
+local function prepare_write(keys, noindex)
+  if redis.call('XLEN', keys[1]) == 0 then
+    redis.call('DEL', keys[2])
+    if not noindex then redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT) end
+    return {indexed = not noindex, total = 0, pending = nil}
+  end
+  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_PENDING)
+  return {indexed = meta[1] ~= false, total = meta[2] and tonumber(meta[2]) or measure_bytes(keys),
+    pending = meta[3] or nil}
+end
+
+-- After a write: saves the byte total and pending postings, folding them
+-- into the index once they are long enough.
+local function finish_write(keys, state)
+  redis.call('HSET', keys[2], META_BYTES, state.total)
+  local pending = state.pending
+  if not state.indexed or pending == state.saved_pending then return end
+  if pending and #pending >= PENDING_BYTES then
+    fold_pending(keys[2], pending)
+    pending = nil
+  end
+  if pending and pending ~= '' then
+    redis.call('HSET', keys[2], META_PENDING, pending)
+  else
+    redis.call('HDEL', keys[2], META_PENDING)
+  end
+end
+
+-- Drops stored entries ({id, {field, json}} as XRANGE gives them) from the
+-- index (or the pending postings) and the client-id map; returns the bytes
+-- of JSON they held. The caller removes the entries from the stream.
+local function forget_entries(keys, entries, state)
+  local freed = 0
+  local epoch
+  for _, entry in ipairs(entries) do
+    local json = entry[2][2]
+    freed = freed + #json
+    local message = decode_stored(json)
+    if message then
+      local id = client_id(message)
+      if id and redis.call('HGET', keys[3], id) == entry[1] then
+        redis.call('HDEL', keys[3], id)
+      end
+      if state.indexed then
+        local pending = without_record(state.pending, entry[1])
+        if pending then
+          state.pending = pending
+        else
+          local ms, seq = parse_full_id(entry[1])
+          epoch = epoch or index_epoch(keys[2])
+          for _, term in ipairs(message_terms(message)) do
+            remove_posting(keys[2], epoch, term, ms, seq)
+          end
+        end
+      end
+    end
+  end
+  return freed
+end
+
+-- Builds the index of entries ({id, {field, json}} as XRANGE gives them)
+-- into an empty index hash; returns the bytes of JSON they hold.
+local function index_entries(keys, entries)
+  local to_index, total = {}, 0
+  for _, entry in ipairs(entries) do
+    local json = entry[2][2]
+    total = total + #json
+    local message = decode_stored(json)
+    if message then
+      local ms, seq = parse_full_id(entry[1])
+      to_index[#to_index + 1] = {ms, seq, message_terms(message)}
+    end
+  end
+  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
+  add_postings(keys[2], to_index)
+  return total
+end
+
+-- Removes the oldest messages until at most max_count remain and their JSON
+-- takes at most max_bytes (the newest message always stays). Dropping more
+-- messages than are kept rebuilds the index from the kept ones instead of
+-- removing postings one by one.
+local function trim(keys, state, max_count, max_bytes)
+  local length = redis.call('XLEN', keys[1])
+  local drop = max_count and math.max(length - max_count, 0) or 0
+  if drop > 0 then
+    local entries = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', drop)
+    local rebuild = state.indexed and drop > length - drop
+    if rebuild then
+      state.indexed = false
+      state.total = state.total - forget_entries(keys, entries, state)
+      state.indexed = true
+    else
+      state.total = state.total - forget_entries(keys, entries, state)
+    end
+    redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - drop)
+    length = length - drop
+    if rebuild then
+      redis.call('DEL', keys[2])
+      index_entries(keys, redis.call('XRANGE', keys[1], '-', '+'))
+      state.pending, state.saved_pending = nil, false
+    end
+  end
+  while max_bytes and state.total > max_bytes and length > 1 do
+    local oldest = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
+    state.total = state.total - forget_entries(keys, oldest, state)
+    length = length - 1
+    redis.call('XTRIM', keys[1], 'MAXLEN', '=', length)
+  end
+end
+
+-- Stores decoded messages (with their JSON) under the explicit stream ids
+-- in ids, or new ones ("*") when ids is nil; returns the stream ids. A
+-- message whose client id is stored already is not stored again.
+local function store_messages(keys, jsons, messages, ids, state)
+  local stream_ids, seen, records = {}, {}, {}
+  state.saved_pending = state.pending
+  for position, json in ipairs(jsons) do
+    local id = client_id(messages[position])
+    local existing = id and (seen[id] or stored_id(keys, id))
+    if existing then
+      stream_ids[position] = existing
+    else
+      local stream_id = redis.call('XADD', keys[1], ids and ids[position] or '*',
+        MESSAGE_FIELD, json)
+      if id then
+        redis.call('HSET', keys[3], id, stream_id)
+        seen[id] = stream_id
+      end
+      stream_ids[position] = stream_id
+      state.total = state.total + #json
+      if state.indexed then
+        records[#records + 1] = pending_record(stream_id, messages[position])
+      end
+    end
+  end
+  if #records > 0 then state.pending = (state.pending or '') .. table.concat(records) end
+  return stream_ids
+end
+
+-- Decodes and checks message JSONs args[first..last]; returns the decoded
+-- list or nil and an error reply.
+local function decode_batch(args, first, last, step)
+  local count = math.floor((last - first) / step) + 1
+  if count > MAX_BATCH_MESSAGES then
+    return nil, fail('TOOBIG', 'batch of ' .. count .. ' messages is over the limit of '
+      .. MAX_BATCH_MESSAGES)
+  end
+  local messages, jsons = {}, {}
+  for position = 1, count do
+    local json = args[first + (position - 1) * step]
+    local message, code, text = decode_message(json, position)
+    if not message then return nil, fail(code, text) end
+    messages[position], jsons[position] = message, json
+  end
+  return messages, jsons
+end
+
+local function ttl_option(options)
+  return count_option(options, 'TTL', MAX_TTL_SECONDS, 0, 0)
+end
+
 --[[
 chathist_append: store a batch of messages, atomically.
   KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] MESSAGES json [json ...]
+  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] MESSAGES json [json ...]
     TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
     expire n seconds from now (a sliding TTL for the whole conversation).
+    MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
+    at most n remain / their JSON takes at most n bytes (the newest stays).
+    NOINDEX: a session with no index yet is not given one.
     A message whose data.id was already stored in this session is not stored
     again: its existing stream id is returned (safe retries).
   Reply: array of stream ids, one per message, in order.
@@ -181,47 +943,124 @@ chathist_append: store a batch of messages, atomically.
 local function append(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {MESSAGES = true})
+  local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true},
+    {MESSAGES = true}, {NOINDEX = true})
   if not options then return at end
   if at >= #args then
     return fail('BADARG', 'MESSAGES and at least one message JSON are required')
   end
-  local ttl = 0
-  if options.TTL then
-    ttl = parse_count(options.TTL, MAX_TTL_SECONDS)
-    if not ttl then
-      return fail('BADARG', 'TTL must be an integer from 0 to ' .. MAX_TTL_SECONDS .. ' seconds')
-    end
-  end
-  local count = #args - at
-  if count > MAX_BATCH_MESSAGES then
-    return fail('TOOBIG', 'batch of ' .. count .. ' messages is over the limit of ' .. MAX_BATCH_MESSAGES)
-  end
-  local ids = {}
-  for position = 1, count do
-    local message, code, text = decode_message(args[at + position], position)
-    if not message then return fail(code, text) end
-    ids[position] = client_id(message)
-  end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local max_count, max_bytes
+  max_count, err = count_option(options, 'MAXLEN', MAX_WINDOW, 1)
+  if err then return err end
+  max_bytes, err = count_option(options, 'MAXBYTES', MAX_WINDOW_BYTES, 1)
+  if err then return err end
+  local messages, jsons = decode_batch(args, at + 1, #args, 1)
+  if not messages then return jsons end
 
-  local stream_ids = {}
-  local seen = {}
-  for position = 1, count do
-    local id = ids[position]
-    local existing = id and (seen[id] or stored_id(keys, id))
-    if existing then
-      stream_ids[position] = existing
-    else
-      local stream_id = redis.call('XADD', keys[1], '*', MESSAGE_FIELD, args[at + position])
-      if id then
-        redis.call('HSET', keys[3], id, stream_id)
-        seen[id] = stream_id
-      end
-      stream_ids[position] = stream_id
-    end
-  end
+  local state = prepare_write(keys, options.NOINDEX)
+  local stream_ids = store_messages(keys, jsons, messages, nil, state)
+  trim(keys, state, max_count, max_bytes)
+  finish_write(keys, state)
   refresh_ttl(keys, ttl)
   return stream_ids
+end
+
+--[[
+chathist_import: store messages under explicit stream ids (export/import).
+  KEYS: the session's 3 keys.
+  ARGV: [TTL seconds] [NOINDEX] ENTRIES id json [id json ...]
+    ids are "ms-seq", strictly increasing, after the session's last id.
+  Reply: array of stream ids, one per message (the stored one for a message
+  whose data.id is stored already).
+]]
+local function import(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {ENTRIES = true}, {NOINDEX = true})
+  if not options then return at end
+  if at >= #args or (#args - at) % 2 ~= 0 then
+    return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
+  end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local ids = {}
+  local last_ms, last_seq = 0, 0
+  if redis.call('EXISTS', keys[1]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', keys[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[i + 1]) end
+    end
+  end
+  for i = at + 1, #args, 2 do
+    local position = (i - at + 1) / 2
+    local ms, seq = parse_full_id(args[i])
+    if not ms then
+      return fail('BADARG', 'entry ' .. position .. ' id is not a stream id "ms-seq"')
+    end
+    if not id_after(ms, seq, last_ms, last_seq) then
+      return fail('BADARG', 'entry ' .. position .. ' id ' .. args[i]
+        .. ' is not after the session\'s last id ' .. format_id(last_ms, last_seq))
+    end
+    last_ms, last_seq = ms, seq
+    ids[#ids + 1] = args[i]
+  end
+  local messages, jsons = decode_batch(args, at + 2, #args, 2)
+  if not messages then return jsons end
+
+  local state = prepare_write(keys, options.NOINDEX)
+  local stream_ids = store_messages(keys, jsons, messages, ids, state)
+  finish_write(keys, state)
+  refresh_ttl(keys, ttl)
+  return stream_ids
+end
+
+--[[
+chathist_delete: delete messages by id, atomically.
+  KEYS: the session's 3 keys.
+  ARGV: IDS id [id ...]            stream ids "ms-seq"
+     or MESSAGEIDS mid [mid ...]   client ids (LangChain message.id)
+  Unknown ids are ignored. Reply: the number of messages deleted.
+]]
+local function delete(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  if (form ~= 'IDS' and form ~= 'MESSAGEIDS') or #args < 2 then
+    return fail('BADARG', 'expected IDS id [id ...] or MESSAGEIDS id [id ...]')
+  end
+  if #args - 1 > MAX_BATCH_MESSAGES then
+    return fail('TOOBIG', (#args - 1) .. ' ids is over the limit of ' .. MAX_BATCH_MESSAGES)
+  end
+  for i = 2, #args do
+    if form == 'IDS' and not parse_full_id(args[i]) then
+      return fail('BADARG', 'id ' .. (i - 1) .. ' is not a stream id "ms-seq"')
+    end
+    if args[i] == '' then return fail('BADARG', 'id ' .. (i - 1) .. ' is empty') end
+  end
+  if redis.call('XLEN', keys[1]) == 0 then return 0 end
+  local entries, seen = {}, {}
+  for i = 2, #args do
+    local stream_id = args[i]
+    if form == 'MESSAGEIDS' then stream_id = redis.call('HGET', keys[3], args[i]) end
+    if stream_id and not seen[stream_id] then
+      seen[stream_id] = true
+      local found = redis.call('XRANGE', keys[1], stream_id, stream_id)
+      if #found > 0 then entries[#entries + 1] = found[1] end
+    end
+  end
+  if #entries == 0 then return 0 end
+  local state = prepare_write(keys)
+  state.saved_pending = state.pending
+  state.total = state.total - forget_entries(keys, entries, state)
+  for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
+  if redis.call('XLEN', keys[1]) == 0 then
+    redis.call('DEL', keys[1], keys[2], keys[3])
+  else
+    finish_write(keys, state)
+  end
+  return #entries
 end
 
 -- Flattens XRANGE entries into {id1, json1, id2, json2, ...}, oldest first.
@@ -249,6 +1088,16 @@ local function exclusive_before(id)
   return '(' .. id .. '-0'
 end
 
+-- Checks BEFORE/AFTER options; returns an error reply or nil.
+local function check_bounds(options, names)
+  for _, name in ipairs(names) do
+    if options[name] and not is_stream_id(options[name]) then
+      return fail('BADARG', name .. ' must be a stream id "ms-seq" or a time in ms')
+    end
+  end
+  return nil
+end
+
 --[[
 chathist_range: read messages in order (read-only).
   KEYS: the session's 3 keys.
@@ -272,11 +1121,8 @@ local function range(keys, args)
     if not count then return fail('BADARG', 'COUNT must be a non-negative integer') end
     if count == 0 then return {} end
   end
-  for _, name in ipairs({'BEFORE', 'AFTER'}) do
-    if options[name] and not is_stream_id(options[name]) then
-      return fail('BADARG', name .. ' must be a stream id "ms-seq" or a time in ms')
-    end
-  end
+  bad = check_bounds(options, {'BEFORE', 'AFTER'})
+  if bad then return bad end
   local low = options.AFTER and exclusive_after(options.AFTER) or '-'
   local high = options.BEFORE and exclusive_before(options.BEFORE) or '+'
   local entries
@@ -293,76 +1139,361 @@ local function range(keys, args)
   return flatten(entries, not options.AFTER and count ~= nil)
 end
 
--- Lower-cases ASCII letters and splits text into word tokens; bytes of
--- UTF-8 sequences stay inside words.
-local function tokenize(text, into)
-  for word in string.gmatch(string.lower(text), '[%w\128-\255]+') do
-    into[#into + 1] = word
-  end
-  return into
-end
+------------------------------------------------------------------------------
+-- Search.
+------------------------------------------------------------------------------
 
--- The searchable text of a message: string content, or the "text" of the
--- parts of list content.
-local function message_tokens(message)
-  local content = message.data.content
-  local tokens = {}
-  if type(content) == 'string' then
-    return tokenize(content, tokens)
-  end
-  for _, part in ipairs(content) do
-    if type(part) == 'string' then
-      tokenize(part, tokens)
-    elseif type(part) == 'table' and type(part.text) == 'string' then
-      tokenize(part.text, tokens)
+-- Parses a query: distinct tokens, and phrases (token lists that must appear
+-- consecutively): quoted text, and runs of CJK characters.
+local function parse_query(query)
+  local terms, seen, phrases = {}, {}, {}
+  local quoted = false
+  for part in string.gmatch(query .. '"', '([^"]*)"') do
+    local joined = {}
+    local tokens = tokenize(part, {}, joined)
+    for _, token in ipairs(tokens) do
+      if not seen[token] then
+        seen[token] = true
+        terms[#terms + 1] = token
+      end
     end
+    if quoted and #tokens > 1 then
+      phrases[#phrases + 1] = tokens
+    elseif not quoted then
+      local run = {}
+      for i = 1, #tokens + 1 do
+        if i <= #tokens and joined[i] then
+          run[#run + 1] = tokens[i]
+        else
+          if #run > 1 then phrases[#phrases + 1] = run end
+          run = {tokens[i]}
+        end
+      end
+    end
+    quoted = not quoted
   end
-  return tokens
+  return terms, phrases
 end
 
-local function contains_all(tokens, wanted)
+-- True if the token list holds the phrase as consecutive tokens.
+local function holds_phrase(tokens, phrase)
+  for start = 1, #tokens - #phrase + 1 do
+    local all = true
+    for j = 1, #phrase do
+      if tokens[start + j - 1] ~= phrase[j] then all = false break end
+    end
+    if all then return true end
+  end
+  return false
+end
+
+-- How a decoded message matches a query: the number of distinct query terms
+-- it holds, and whether it holds all of them and every phrase.
+local function judge(message, query)
+  if query.type and message.type ~= query.type then return 0, false end
+  local tokens = message_tokens(message)
   local present = {}
   for _, token in ipairs(tokens) do present[token] = true end
-  for _, token in ipairs(wanted) do
-    if not present[token] then return false end
+  local score = 0
+  for _, term in ipairs(query.terms) do
+    if present[term] then score = score + 1 end
   end
-  return true
+  if score < #query.terms then return score, false end
+  for _, phrase in ipairs(query.phrases) do
+    if not holds_phrase(tokens, phrase) then return score, false end
+  end
+  return score, true
+end
+
+-- True if a stored entry holds every term and phrase of the query.
+local function matches_all(entry, query)
+  local message = decode_stored(entry[2][2])
+  return message ~= nil and select(2, judge(message, query))
+end
+
+-- The entry {id, {field, json}} stored under an id, or nil if it is gone.
+local function entry_at(keys, id)
+  return redis.call('XRANGE', keys[1], id, id)[1]
+end
+
+-- Ranks ANY-mode hits: more matched terms first, then newer first.
+local function by_rank(a, b)
+  if a.score ~= b.score then return a.score > b.score end
+  return id_after(a.ms, a.seq, b.ms, b.seq)
+end
+
+-- Search without an index: a scan of the session, newest first, a page at
+-- a time so that ALL mode stops at its limit.
+local SCAN_PAGE = 256
+
+local function scan_search(keys, query)
+  local high = query.before and exclusive_before(query.before) or '+'
+  local hits = {}
+  while query.any or #hits < query.limit do
+    local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', SCAN_PAGE)
+    for _, entry in ipairs(entries) do
+      local message = decode_stored(entry[2][2])
+      local score, all = 0, false
+      if message then score, all = judge(message, query) end
+      if query.any and score > 0 then
+        local ms, seq = parse_full_id(entry[1])
+        hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
+      elseif all and not query.any and #hits < query.limit then
+        hits[#hits + 1] = entry
+      end
+    end
+    if #entries < SCAN_PAGE then break end
+    high = '(' .. entries[#entries][1]
+  end
+  if not query.any then return flatten(hits, true) end
+  table.sort(hits, by_rank)
+  local out = {}
+  for i = 1, math.min(query.limit, #hits) do out[i] = hits[i].entry end
+  return flatten(out, false)
+end
+
+-- A cursor walks one term's postings from newest to oldest, loading one
+-- block at a time and skipping whole blocks by their first posting.
+local function open_cursor(index_key, epoch, term, head)
+  local first_block, next_block, pos = parse_head(head)
+  return {key = index_key, epoch = epoch, term = term, first = first_block, k = next_block,
+    body = head, pos = pos, ms = nil, seq = nil, i = 0,
+    size = (next_block - first_block) * BLOCK_BYTES + #head}
+end
+
+-- Moves to the next older block; false when there is none.
+local function cursor_older(c)
+  c.ms = nil
+  while c.k > c.first do
+    c.k = c.k - 1
+    c.body = redis.call('HGET', c.key, block_field(c.term, c.k))
+    c.pos = 1
+    if c.body then return true end
+  end
+  c.body = nil
+  return false
+end
+
+-- Moves the cursor to the newest posting at or before (ms, seq) (math.huge
+-- seq for "any"); returns its id, or nil when no posting is that old.
+local function cursor_seek(c, ms, seq)
+  while c.body do
+    if not c.ms then
+      if c.pos > #c.body then
+        cursor_older(c)
+      else
+        local base_ms, base_seq = read_posting(c.epoch, c.body, c.pos)
+        if id_after(base_ms, base_seq, ms, seq) then
+          cursor_older(c)
+        else
+          c.ms, c.seq = decode_block(c.epoch, c.body, c.pos)
+          c.i = #c.ms
+        end
+      end
+    else
+      while c.i > 0 and id_after(c.ms[c.i], c.seq[c.i], ms, seq) do c.i = c.i - 1 end
+      if c.i > 0 then return c.ms[c.i], c.seq[c.i] end
+      cursor_older(c)
+    end
+  end
+  return nil
+end
+
+-- The greatest id before (ms, seq).
+local function before_id(ms, seq)
+  if seq > 0 then return ms, seq - 1 end
+  return ms - 1, math.huge
+end
+
+-- The bound below which hits are searched: just before query.before, or everything.
+local function search_start(query)
+  if not query.before then return math.huge, math.huge end
+  local ms, seq = string.match(query.before, '^(%d+)%-?(%d*)$')
+  if seq == '' then return tonumber(ms) - 1, math.huge end
+  return before_id(tonumber(ms), tonumber(seq))
+end
+
+-- True if a pending record holds the term. A term of MAX_TOKEN_BYTES may
+-- be the cut form of a longer word there, so it matches as a prefix.
+local function record_holds(record, term)
+  local needle = #term < MAX_TOKEN_BYTES and ('\0' .. term .. '\0') or ('\0' .. term)
+  return string.find(record.text, needle, 1, true) ~= nil
+end
+
+-- The index fields a query needs: its terms, and in ALL mode its type.
+local function query_fields(query)
+  local fields = {}
+  for i, term in ipairs(query.terms) do fields[i] = term end
+  if query.type and not query.any then fields[#fields + 1] = TYPE_TOKEN .. query.type end
+  return fields
+end
+
+-- ALL mode: the pending records newest first, then the index, walking the
+-- rarest term's postings newest first and keeping the ids every other term
+-- also holds.
+local function index_search_all(keys, query, fields, records, cursors)
+  local hits = {}
+  local start_ms, start_seq = search_start(query)
+  local function consider(id)
+    local entry = entry_at(keys, id)
+    if entry and (#query.phrases == 0 or matches_all(entry, query)) then
+      hits[#hits + 1] = entry
+    end
+  end
+  for r = #records, 1, -1 do
+    if #hits >= query.limit then break end
+    local record = records[r]
+    if not id_after(record.ms, record.seq, start_ms, start_seq) then
+      local all = true
+      for _, field in ipairs(fields) do
+        if not record_holds(record, field) then all = false break end
+      end
+      if all then consider(record.id) end
+    end
+  end
+  if not cursors then return flatten(hits, true) end
+  table.sort(cursors, function(a, b) return a.size < b.size end)
+  local driver = cursors[1]
+  local ms, seq = cursor_seek(driver, start_ms, start_seq)
+  while ms and #hits < query.limit do
+    local all = true
+    for j = 2, #cursors do
+      local other_ms, other_seq = cursor_seek(cursors[j], ms, seq)
+      if other_ms ~= ms or other_seq ~= seq then all = false break end
+    end
+    if all then consider(format_id(ms, seq)) end
+    ms, seq = cursor_seek(driver, before_id(ms, seq))
+  end
+  return flatten(hits, true)
+end
+
+-- ANY mode: count, per message, the query terms it holds, in the pending
+-- records and in the index; rank; verify the best.
+local function index_search_any(keys, query, records, cursors)
+  local scores, order = {}, {}
+  local start_ms, start_seq = search_start(query)
+  local function count(id, ms, seq)
+    local at_ms = scores[ms]
+    if not at_ms then
+      at_ms = {}
+      scores[ms] = at_ms
+    end
+    local hit = at_ms[seq]
+    if not hit then
+      hit = {id = id, ms = ms, seq = seq, score = 0}
+      at_ms[seq] = hit
+      order[#order + 1] = hit
+    end
+    hit.score = hit.score + 1
+  end
+  for _, record in ipairs(records) do
+    if not id_after(record.ms, record.seq, start_ms, start_seq) then
+      for _, term in ipairs(query.terms) do
+        if record_holds(record, term) then count(record.id, record.ms, record.seq) end
+      end
+    end
+  end
+  for _, c in ipairs(cursors) do
+    local ms, seq = cursor_seek(c, start_ms, start_seq)
+    while ms do
+      count(nil, ms, seq)
+      ms, seq = cursor_seek(c, before_id(ms, seq))
+    end
+  end
+  table.sort(order, by_rank)
+  local hits = {}
+  for _, hit in ipairs(order) do
+    if #hits >= query.limit then break end
+    local entry = entry_at(keys, hit.id or format_id(hit.ms, hit.seq))
+    if entry and (not query.type or (decode_stored(entry[2][2]) or {}).type == query.type) then
+      hits[#hits + 1] = entry
+    end
+  end
+  return flatten(hits, false)
+end
+
+local function index_search(keys, query)
+  local fields = query_fields(query)
+  local lookup = {META_PENDING}
+  for i, field in ipairs(fields) do lookup[i + 1] = field end
+  local values = hash_get_many(keys[2], lookup)
+  local records = pending_records(values[META_PENDING] or nil)
+  local epoch = index_epoch(keys[2])
+  local cursors = {}
+  for _, field in ipairs(fields) do
+    if values[field] then
+      cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, values[field])
+    elseif not query.any then
+      -- A term no indexed message holds: only pending records can match.
+      return index_search_all(keys, query, fields, records, nil)
+    end
+  end
+  if query.any then return index_search_any(keys, query, records, cursors) end
+  return index_search_all(keys, query, fields, records, cursors)
 end
 
 --[[
-chathist_search: messages whose text holds every token of a query (read-only).
+chathist_search: find messages by their words (read-only).
   KEYS: the session's 3 keys.
-  ARGV: query [LIMIT n]   (LIMIT defaults to 10, at most 1000)
-  Tokens are runs of letters and digits, ASCII case-folded.
-  Reply: flat array id1, json1, ... of the most recent matches, oldest first.
+  ARGV: query [LIMIT n] [MODE ALL|ANY] [TYPE type] [BEFORE id]
+    query: tokens (see docs/PROTOCOL.md); "quoted words" must appear as a
+    phrase; a run of CJK characters is a phrase too.
+    MODE ALL (default): messages holding every token and phrase; the LIMIT
+    most recent, oldest first.
+    MODE ANY: messages holding any token, best first: most tokens matched,
+    then most recent.
+    TYPE: only messages of this type.  BEFORE id: only messages older than id.
+    LIMIT defaults to 10, at most 1000.
+  Reply: flat array id1, json1, id2, json2, ...
 ]]
 local function search(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
-  local query = args[1]
-  if type(query) ~= 'string' or #query > MAX_QUERY_BYTES then
+  local text = args[1]
+  if type(text) ~= 'string' or #text > MAX_QUERY_BYTES then
     return fail('BADARG', 'a query of at most ' .. MAX_QUERY_BYTES .. ' bytes is required')
   end
-  local options, err = read_options(args, 2, {LIMIT = true})
+  local options, err = read_options(args, 2, {LIMIT = true, MODE = true, TYPE = true,
+    BEFORE = true})
   if not options then return err end
-  local limit = DEFAULT_SEARCH_LIMIT
-  if options.LIMIT then
-    limit = parse_count(options.LIMIT, MAX_SEARCH_LIMIT)
-    if not limit then return fail('BADARG', 'LIMIT must be an integer from 0 to ' .. MAX_SEARCH_LIMIT) end
+  local limit
+  limit, err = count_option(options, 'LIMIT', MAX_SEARCH_LIMIT, 0, DEFAULT_SEARCH_LIMIT)
+  if err then return err end
+  local mode = options.MODE and string.upper(options.MODE) or 'ALL'
+  if mode ~= 'ALL' and mode ~= 'ANY' then return fail('BADARG', 'MODE must be ALL or ANY') end
+  if options.TYPE and (options.TYPE == '' or #options.TYPE > 64) then
+    return fail('BADARG', 'TYPE must be a message type of 1 to 64 bytes')
   end
-  local wanted = tokenize(query, {})
-  if #wanted == 0 or limit == 0 then return {} end
-  local entries = redis.call('XREVRANGE', keys[1], '+', '-')
-  local hits = {}
-  for _, entry in ipairs(entries) do
-    if #hits >= limit then break end
-    local ok, message = pcall(cjson.decode, entry[2][2])
-    if ok and type(message) == 'table' and type(message.data) == 'table'
-        and contains_all(message_tokens(message), wanted) then
-      hits[#hits + 1] = entry
-    end
+  bad = check_bounds(options, {'BEFORE'})
+  if bad then return bad end
+  local terms, phrases = parse_query(text)
+  if #terms > MAX_QUERY_TOKENS then
+    return fail('BADARG', 'the query has ' .. #terms .. ' distinct tokens, over the limit of '
+      .. MAX_QUERY_TOKENS)
   end
-  return flatten(hits, true)
+  if #terms == 0 or limit == 0 then return {} end
+  local query = {terms = terms, phrases = phrases, limit = limit, any = mode == 'ANY',
+    type = options.TYPE, before = options.BEFORE}
+  if is_indexed(keys) then return index_search(keys, query) end
+  return scan_search(keys, query)
+end
+
+--[[
+chathist_reindex: rebuild the session's index from its messages.
+  KEYS: the session's 3 keys.  ARGV: none.
+  Work is O(session) in one call. Reply: the number of messages indexed.
+]]
+local function reindex(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  if #args > 0 then return fail('BADARG', 'reindex takes no arguments') end
+  local entries = redis.call('XRANGE', keys[1], '-', '+')
+  if #entries == 0 then return 0 end
+  local pttl = redis.call('PTTL', keys[1])
+  redis.call('DEL', keys[2])
+  redis.call('HSET', keys[2], META_BYTES, index_entries(keys, entries))
+  if pttl > 0 then redis.call('PEXPIRE', keys[2], pttl) end
+  return #entries
 end
 
 --[[
@@ -391,6 +1522,42 @@ local function len(keys, args)
 end
 
 --[[
+chathist_ttl: the session's remaining time to live (read-only).
+  KEYS: the session's 3 keys.  ARGV: none.
+  Reply: integer ms; -1 when it has no TTL, -2 when the session does not exist.
+]]
+local function ttl(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  if #args > 0 then return fail('BADARG', 'ttl takes no arguments') end
+  return redis.call('PTTL', keys[1])
+end
+
+--[[
+chathist_expire: set or drop the TTL of every key of the session.
+  KEYS: the session's 3 keys.  ARGV: seconds (1 to 315360000) | PERSIST
+  Reply: 1 if the session exists, else 0.
+]]
+local function expire(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local persist = #args == 1 and string.upper(args[1]) == 'PERSIST'
+  local seconds = #args == 1 and parse_count(args[1], MAX_TTL_SECONDS, 1)
+  if not persist and not seconds then
+    return fail('BADARG', 'expected seconds (1 to ' .. MAX_TTL_SECONDS .. ') or PERSIST')
+  end
+  if redis.call('EXISTS', keys[1]) == 0 then return 0 end
+  for i = 1, #keys do
+    if persist then
+      redis.call('PERSIST', keys[i])
+    else
+      redis.call('EXPIRE', keys[i], seconds)
+    end
+  end
+  return 1
+end
+
+--[[
 chathist_version: the library version, "major.minor.patch" (read-only).
   KEYS: none.  ARGV: none.  Reply: bulk string.
   Same major: compatible protocol; a higher minor only adds.
@@ -400,9 +1567,15 @@ local function version(keys, args)
   return LIBRARY_VERSION
 end
 
+local READ_ONLY = {'no-writes'}
 redis.register_function{function_name = 'chathist_append', callback = append}
-redis.register_function{function_name = 'chathist_range', callback = range, flags = {'no-writes'}}
-redis.register_function{function_name = 'chathist_search', callback = search, flags = {'no-writes'}}
+redis.register_function{function_name = 'chathist_import', callback = import}
+redis.register_function{function_name = 'chathist_delete', callback = delete}
+redis.register_function{function_name = 'chathist_range', callback = range, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_search', callback = search, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_reindex', callback = reindex}
 redis.register_function{function_name = 'chathist_clear', callback = clear}
-redis.register_function{function_name = 'chathist_len', callback = len, flags = {'no-writes'}}
-redis.register_function{function_name = 'chathist_version', callback = version, flags = {'no-writes'}}
+redis.register_function{function_name = 'chathist_len', callback = len, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_expire', callback = expire}
+redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}

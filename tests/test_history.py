@@ -736,7 +736,7 @@ def test_len_and_clear_delete_every_key(
     assert len(history) == 0
     history.add_messages([HumanMessage("a", id="1"), AIMessage("b", id="2")])
     assert len(history) == 2
-    assert client.exists(*history.keys) == 2  # :m and :i (the :x index is reserved)
+    assert client.exists(*history.keys) == 3  # messages, index, client ids
     history.clear()
     assert len(history) == 0
     assert client.exists(*history.keys) == 0

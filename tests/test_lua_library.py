@@ -479,6 +479,11 @@ def test_library_registers_the_documented_functions_with_read_only_flags(
         "chathist_search": {"no-writes"},
         "chathist_len": {"no-writes"},
         "chathist_version": {"no-writes"},
+        "chathist_import": set(),
+        "chathist_delete": set(),
+        "chathist_reindex": set(),
+        "chathist_ttl": {"no-writes"},
+        "chathist_expire": set(),
     }
 
 

@@ -21,7 +21,7 @@ from ._errors import InvalidInputError
 
 LIBRARY_NAME = "chathist"
 #: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
-LIBRARY_VERSION = "1.0.0"
+LIBRARY_VERSION = "1.1.0"
 
 APPEND = "chathist_append"
 RANGE = "chathist_range"
