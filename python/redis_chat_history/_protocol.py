@@ -27,6 +27,7 @@ APPEND = "chathist_append"
 RANGE = "chathist_range"
 SEARCH = "chathist_search"
 CLEAR = "chathist_clear"
+REINDEX = "chathist_reindex"
 LEN = "chathist_len"
 VERSION = "chathist_version"
 
@@ -87,11 +88,29 @@ def encode_message(message: BaseMessage, position: int = 1) -> bytes:
         ) from None
 
 
-def append_call(keys: tuple[str, ...], messages: Sequence[BaseMessage], ttl: int | None) -> Call:
-    """Store ``messages`` in one atomic call, refreshing the session's TTL if given."""
+def append_call(
+    keys: tuple[str, ...],
+    messages: Sequence[BaseMessage],
+    ttl: int | None,
+    *,
+    index: bool = True,
+    max_messages: int | None = None,
+    max_bytes: int | None = None,
+) -> Call:
+    """Store ``messages`` in one atomic call, refreshing the session's TTL if given.
+
+    ``index=False`` keeps a new session out of the search index (search then scans);
+    ``max_messages`` / ``max_bytes`` trim the oldest messages in the same call.
+    """
     args: list[str | int | bytes] = []
     if ttl:
         args += ["TTL", ttl]
+    if max_messages is not None:
+        args += ["MAXLEN", max_messages]
+    if max_bytes is not None:
+        args += ["MAXBYTES", max_bytes]
+    if not index:
+        args.append("NOINDEX")
     args.append("MESSAGES")
     args += [encode_message(message, position) for position, message in enumerate(messages, 1)]
     return Call(APPEND, keys, tuple(args), read_only=False)
@@ -114,9 +133,49 @@ def range_call(
     return Call(RANGE, keys, tuple(args), read_only=True)
 
 
-def search_call(keys: tuple[str, ...], query: str, limit: int = 10) -> Call:
-    """Find the latest ``limit`` messages holding every token of ``query``."""
-    return Call(SEARCH, keys, (query, "LIMIT", limit), read_only=True)
+SEARCH_MODES = ("all", "any")
+
+
+def bound(value: str | datetime) -> str:
+    """A range or search bound: a stream id as is, a datetime as its time in ms."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise InvalidInputError("a datetime bound must carry a timezone", "BADARG")
+        return str(int(value.timestamp() * 1000))
+    return value
+
+
+def search_call(
+    keys: tuple[str, ...],
+    query: str,
+    limit: int = 10,
+    *,
+    mode: str = "all",
+    message_type: str | None = None,
+    before: str | datetime | None = None,
+) -> Call:
+    """Find messages by their words.
+
+    ``mode="all"``: the latest ``limit`` messages holding every word and "quoted
+    phrase", oldest first. ``mode="any"``: those holding the most words, best first.
+    ``message_type`` keeps one type (``"human"``, ``"ai"``, ...); ``before`` (an id or a
+    datetime) pages to older matches.
+    """
+    if mode not in SEARCH_MODES:
+        raise InvalidInputError(f"mode must be one of {SEARCH_MODES}, not {mode!r}", "BADARG")
+    args: list[str | int | bytes] = [query, "LIMIT", limit]
+    if mode != "all":
+        args += ["MODE", mode.upper()]
+    if message_type is not None:
+        args += ["TYPE", message_type]
+    if before is not None:
+        args += ["BEFORE", bound(before)]
+    return Call(SEARCH, keys, tuple(args), read_only=True)
+
+
+def reindex_call(keys: tuple[str, ...]) -> Call:
+    """Rebuild the session's search index from its messages."""
+    return Call(REINDEX, keys, (), read_only=False)
 
 
 def clear_call(keys: tuple[str, ...]) -> Call:

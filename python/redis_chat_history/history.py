@@ -49,6 +49,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         max_message_bytes: The largest stored-message JSON this history sends (at most,
             and by default, the library's 1 MiB); a larger message raises
             :class:`InvalidInputError` before anything is sent.
+        search_index: Keep a token index of a new session so that search costs
+            O(matches), not O(session). False saves memory and append time for apps that
+            never search; search then scans the session.
     """
 
     def __init__(
@@ -63,6 +66,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         async_redis_client: Any | None = None,
         retry: RetryPolicy | None = DEFAULT_RETRY,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
+        search_index: bool = True,
         **kwargs: Any,
     ) -> None:
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
@@ -87,6 +91,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._keys = protocol.session_keys(key_prefix, session_id)
         self._redis_client = redis_client
         self._async_redis_client = async_redis_client
+        self.search_index = search_index
 
     def __repr__(self) -> str:
         return (
@@ -138,19 +143,65 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """The number of messages in the session."""
         return int(await self._arun(protocol.len_call(self._keys)))
 
-    def search_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
-        """The latest ``limit`` messages whose text holds every word of ``query``.
+    def search(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: str = "all",
+        message_type: str | None = None,
+        before: str | datetime | None = None,
+    ) -> list[protocol.StoredMessage]:
+        """Messages found by their words, with their ids and times, in one call.
 
-        Case-insensitive; oldest first. Each hit is a dict with ``id``, ``timestamp``,
-        ``type``, ``content`` and ``message`` (the LangChain message).
+        Words match case-insensitively (accents kept; Chinese, Japanese and Korean
+        by character); "quoted words" must appear together. ``mode="all"`` (the
+        default) gives the latest ``limit`` messages holding every word, oldest first;
+        ``mode="any"`` those holding the most words, best first. ``message_type``
+        keeps one type (``"human"``, ``"ai"``, ``"tool"``, ``"system"``); ``before``
+        (an id or an aware datetime) pages to older matches: pass the oldest hit's id.
         """
-        call = protocol.search_call(self._keys, query, limit)
+        call = protocol.search_call(
+            self._keys, query, limit, mode=mode, message_type=message_type, before=before
+        )
+        return protocol.decode_stored(self._run(call))
+
+    async def asearch(
+        self,
+        query: str,
+        *,
+        limit: int = 10,
+        mode: str = "all",
+        message_type: str | None = None,
+        before: str | datetime | None = None,
+    ) -> list[protocol.StoredMessage]:
+        """Async twin of :meth:`search`."""
+        call = protocol.search_call(
+            self._keys, query, limit, mode=mode, message_type=message_type, before=before
+        )
+        return protocol.decode_stored(await self._arun(call))
+
+    def search_messages(self, query: str, limit: int = 10, **options: Any) -> list[dict[str, Any]]:
+        """:meth:`search` with hits as dicts (``id``, ``timestamp``, ``type``, ``content``,
+        ``message``), the shape langchain-redis returns."""
+        call = protocol.search_call(self._keys, query, limit, **options)
         return protocol.decode_search(self._run(call))
 
-    async def asearch_messages(self, query: str, limit: int = 10) -> list[dict[str, Any]]:
+    async def asearch_messages(
+        self, query: str, limit: int = 10, **options: Any
+    ) -> list[dict[str, Any]]:
         """Async twin of :meth:`search_messages`."""
-        call = protocol.search_call(self._keys, query, limit)
+        call = protocol.search_call(self._keys, query, limit, **options)
         return protocol.decode_search(await self._arun(call))
+
+    def reindex(self) -> int:
+        """Rebuild the session's search index (for sessions written without one); one
+        call, O(session). Returns the number of messages indexed."""
+        return int(self._run(protocol.reindex_call(self._keys)))
+
+    async def areindex(self) -> int:
+        """Async twin of :meth:`reindex`."""
+        return int(await self._arun(protocol.reindex_call(self._keys)))
 
     # -- pages and ranges --------------------------------------------------------
 
@@ -205,7 +256,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
         """The append of ``messages``, each with an id (so a retry stores it once), checked
         against ``max_message_bytes``."""
-        call = protocol.append_call(self._keys, protocol.with_ids(messages), self.ttl)
+        call = protocol.append_call(
+            self._keys, protocol.with_ids(messages), self.ttl, index=self.search_index
+        )
         protocol.check_message_sizes(call, self.max_message_bytes)
         return call
 

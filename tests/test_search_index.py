@@ -1,0 +1,441 @@
+"""The search index, tokenizer, windows, deletes and imports of the library (raw FCALL).
+
+Every search is checked against the Python reference model in search_reference.py,
+on an indexed session and on one written with NOINDEX (searched by a scan).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import RawSession
+from redis_chat_history import library_source
+from search_reference import ReferenceSession, parse_query, tokenize
+
+TYPES = ["human", "ai", "tool", "system"]
+
+
+def stored(text: Any, message_type: str = "human", message_id: str | None = None) -> str:
+    """A stored-message JSON as LangChain writes it."""
+    data = {"content": text, "type": message_type, "id": message_id, "additional_kwargs": {}}
+    return json.dumps({"type": message_type, "data": data}, ensure_ascii=False)
+
+
+def small_library(pending_bytes: int = 48, block_bytes: int = 6) -> str:
+    """The shipped library with tiny pending and block sizes, so that a few messages
+    fold pending postings, roll blocks and remove postings across blocks."""
+    source = library_source()
+    source, a = re.subn(r"PENDING_BYTES = \d+", f"PENDING_BYTES = {pending_bytes}", source)
+    source, b = re.subn(r"BLOCK_BYTES = \d+", f"BLOCK_BYTES = {block_bytes}", source)
+    assert a == b == 1
+    return source
+
+
+class Pair:
+    """An indexed session and a NOINDEX session fed the same operations, with models."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.indexed = RawSession(client, "t:", f"{name}-index")
+        self.scanned = RawSession(client, "t:", f"{name}-scan")
+        self.models = {self.indexed: ReferenceSession(), self.scanned: ReferenceSession()}
+
+    def append(self, jsons: list[str], max_messages: int | None = None) -> None:
+        window = ["MAXLEN", max_messages] if max_messages else []
+        for session, flag in ((self.indexed, []), (self.scanned, ["NOINDEX"])):
+            ids = session.call("append", *window, *flag, "MESSAGES", *jsons)
+            model = self.models[session]
+            known = {stream_id for stream_id, _ in model.messages}
+            for stream_id, text in zip(ids, jsons, strict=True):
+                if stream_id.decode() not in known:
+                    model.messages.append((stream_id.decode(), json.loads(text)))
+            if max_messages:
+                del model.messages[: max(len(model.messages) - max_messages, 0)]
+
+    def delete_positions(self, positions: list[int]) -> None:
+        for session, model in self.models.items():
+            ids = [model.messages[p][0] for p in positions if p < len(model.messages)]
+            if not ids:
+                continue
+            assert session.call("delete", "IDS", *ids) == len(set(ids))
+            model.messages = [m for m in model.messages if m[0] not in ids]
+
+    def check(self, query: str, **options: Any) -> None:
+        args: list[Any] = [query, "LIMIT", options.get("limit", 10)]
+        if options.get("mode", "all") != "all":
+            args += ["MODE", options["mode"]]
+        if options.get("message_type"):
+            args += ["TYPE", options["message_type"]]
+        for session, model in self.models.items():
+            before = options.get("before_position")
+            before_id = None
+            if before is not None and before < len(model.messages):
+                before_id = model.messages[before][0]
+            extra = ["BEFORE", before_id] if before_id else []
+            reply = session.call("search", *args, *extra, read_only=True)
+            got = [item.decode() for item in reply[0::2]]
+            expected = model.search(
+                query,
+                limit=options.get("limit", 10),
+                mode=options.get("mode", "all"),
+                message_type=options.get("message_type"),
+                before=before_id,
+            )
+            assert got == expected, (session.keys[0], query, options)
+
+
+# -- the tokenizer -------------------------------------------------------------
+
+LANGUAGES = {
+    "english": ("The QUICK fox, 3.14 times!", ["the", "quick", "fox", "3", "14", "times"]),
+    "french": ("Ça va? L'élève ÉCOLE naïve", ["ça", "va", "l", "élève", "école", "naïve"]),
+    "german": ("Straße GRÖSSE Über", ["straße", "grösse", "über"]),
+    "russian": ("Привет, МИР! Ёлка", ["привет", "мир", "ёлка"]),
+    "greek": ("ΣΊΣΥΦΟΣ σίσυφος", ["σίσυφοσ", "σίσυφοσ"]),
+    "chinese": ("我喜欢中文。", ["我", "喜", "欢", "中", "文"]),
+    "japanese": ("東京に行く、カタカナ", ["東", "京", "に", "行", "く", "カ", "タ", "カ", "ナ"]),
+    "korean": ("한국어 텍스트", ["한", "국", "어", "텍", "스", "트"]),
+    "emoji": ("party 🎉🎉 ok 👍🏽", ["party", "🎉", "🎉", "ok", "👍"]),
+    "fullwidth": ("\uff21\uff22\uff23\uff11\uff12", ["abc12"]),  # fullwidth ABC12
+}
+
+
+@pytest.mark.parametrize("language", sorted(LANGUAGES))
+def test_reference_tokenizer_follows_the_documented_rules(language: str) -> None:
+    text, tokens = LANGUAGES[language]
+    assert tokenize(text) == tokens
+
+
+@pytest.mark.parametrize("language", sorted(LANGUAGES))
+def test_every_token_of_every_language_finds_its_message(raw: RawSession, language: str) -> None:
+    texts = [text for text, _ in LANGUAGES.values()]
+    ids = [x.decode() for x in raw.call("append", "MESSAGES", *[stored(t) for t in texts])]
+    text, tokens = LANGUAGES[language]
+    for token in tokens:
+        upper = token.upper()  # the same word in capitals, where Unicode round-trips it
+        query = upper if upper.lower() == token and len(upper) == len(token) else token
+        reply = raw.call("search", query, read_only=True)
+        assert ids[texts.index(text)] in [x.decode() for x in reply[0::2]], token
+
+
+@pytest.mark.parametrize(
+    ("query", "found"),
+    [
+        ("中文", True),
+        ("喜欢", True),
+        ("欢喜", False),  # both characters are there, not in this order
+        ("文中", False),
+        ('"quick brown"', True),
+        ('"brown quick"', False),
+        ("quick brown", True),
+        ("东京", False),  # simplified 东 is not 東
+        ("東京", True),
+        ("カタカナ", True),
+        ("ÉLÈVE", True),
+    ],
+)
+def test_phrases_quoted_and_cjk_runs(raw: RawSession, query: str, found: bool) -> None:
+    raw.call("append", "MESSAGES", *[stored(t) for t, _ in LANGUAGES.values()])
+    reply = raw.call("search", query, read_only=True)
+    assert bool(reply) is found
+
+
+def test_query_parsing_matches_the_reference() -> None:
+    assert parse_query('hello "big world" 你好世界') == (
+        ["hello", "big", "world", "你", "好", "世", "界"],
+        [["big", "world"], ["你", "好", "世", "界"]],
+    )
+
+
+def test_long_words_are_cut_to_64_bytes_on_both_sides(raw: RawSession) -> None:
+    word = "a" * 100
+    raw.call("append", "MESSAGES", stored(f"x {word} y"))
+    assert raw.call("search", "a" * 64, read_only=True)
+    assert raw.call("search", "a" * 80, read_only=True)
+    assert not raw.call("search", "a" * 63, read_only=True)
+
+
+# -- index against the reference model -----------------------------------------
+
+WORDS = [
+    "alpha",
+    "Beta",
+    "GAMMA",
+    "delta",
+    "ça",
+    "Élève",
+    "straße",
+    "привет",
+    "МИР",
+    "中",
+    "文",
+    "你好",
+    "東京",
+    "カタ",
+    "🎉",
+    "42",
+    "x" * 70,
+]
+SEPARATORS = [" ", ", ", "! ", "", "。", " - "]
+
+texts = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(SEPARATORS)), max_size=8).map(
+    lambda pairs: "".join(word + sep for word, sep in pairs)
+)
+contents = st.one_of(
+    texts,
+    st.lists(
+        st.one_of(texts, texts.map(lambda t: {"type": "text", "text": t})), min_size=1, max_size=2
+    ),
+)
+messages = st.builds(stored, contents, st.sampled_from(TYPES))
+operations = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("append"),
+            st.lists(messages, min_size=1, max_size=3),
+            st.one_of(st.none(), st.integers(1, 6)),
+        ),
+        st.tuples(st.just("delete"), st.lists(st.integers(0, 8), min_size=1, max_size=3)),
+        st.tuples(st.just("clear")),
+        st.tuples(st.just("reindex")),
+    ),
+    min_size=1,
+    max_size=12,
+)
+queries = st.tuples(
+    st.lists(st.sampled_from(WORDS), min_size=1, max_size=3).map(" ".join),
+    st.booleans(),
+    st.sampled_from(["all", "any"]),
+    st.one_of(st.none(), st.sampled_from(TYPES)),
+    st.integers(0, 5),
+    st.one_of(st.none(), st.integers(0, 8)),
+)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(operations, st.lists(queries, min_size=1, max_size=6))
+def test_index_and_scan_agree_with_the_reference_after_any_operations(
+    loaded: redis.Redis, ops: list[tuple[Any, ...]], checks: list[tuple[Any, ...]]
+) -> None:
+    loaded.flushall()
+    loaded.function_load(small_library(), replace=True)
+    pair = Pair(loaded, "p")
+    for op in ops:
+        if op[0] == "append":
+            pair.append(op[1], op[2])
+        elif op[0] == "delete":
+            pair.delete_positions(op[1])
+        elif op[0] == "clear":
+            for session, model in pair.models.items():
+                session.call("clear")
+                model.messages.clear()
+        else:
+            for session in pair.models:
+                session.call("reindex")
+        for words, quoted, mode, message_type, limit, before in checks:
+            query = f'"{words}"' if quoted else words
+            pair.check(
+                query,
+                mode=mode,
+                message_type=message_type,
+                limit=limit,
+                before_position=before,
+            )
+
+
+def test_a_long_session_folds_pending_postings_and_rolls_blocks(loaded: redis.Redis) -> None:
+    """With the shipped sizes: enough messages to fold pending postings many times
+    and fill many blocks; then trims and deletes reach into the folded index."""
+    pair = Pair(loaded, "long")
+    for i in range(400):
+        words = ["common", f"w{i % 7}", f"rare{i}", "中文" if i % 50 == 0 else "", "🎉" * (i % 2)]
+        pair.append([stored(" ".join(words), TYPES[i % 4])])
+    fields = loaded.hkeys(pair.indexed.keys[1])
+    assert b"\0e" in fields  # pending postings were folded into the index
+    assert sum(field.startswith(b"common\0") for field in fields) >= 2  # in several blocks
+    for query in ["common", "w3", "rare17", "rare399", "common w2", "中文", "🎉 w1", "missing"]:
+        for mode in ("all", "any"):
+            pair.check(query, mode=mode, limit=50)
+            pair.check(query, mode=mode, message_type="ai", limit=7, before_position=200)
+    pair.delete_positions([0, 5, 100, 250, 399])
+    pair.append([stored("common tail")], max_messages=300)
+    for query in ["common", "rare5", "rare120", "rare260", "w4 common", "tail"]:
+        pair.check(query, limit=1000)
+        pair.check(query, mode="any", limit=1000)
+
+
+# -- index upkeep ----------------------------------------------------------------
+
+
+def test_no_stale_hit_after_the_messages_key_is_evicted(raw: RawSession) -> None:
+    raw.call("append", "MESSAGES", stored("secret plan"), stored("other"))
+    raw.client.delete(raw.keys[0])  # as maxmemory eviction would
+    assert raw.call("search", "secret", read_only=True) == []
+    raw.call("append", "MESSAGES", stored("new secret"))
+    reply = raw.call("search", "secret", read_only=True)
+    assert [json.loads(x)["data"]["content"] for x in reply[1::2]] == ["new secret"]
+
+
+def test_a_lost_index_falls_back_to_a_scan_and_reindex_restores_it(raw: RawSession) -> None:
+    raw.call("append", "MESSAGES", stored("alpha one"), stored("beta two"))
+    raw.client.delete(raw.keys[1])
+    raw.call("append", "MESSAGES", stored("alpha three"))
+    assert len(raw.call("search", "alpha", read_only=True)) == 4  # scanned
+    assert raw.call("reindex") == 3
+    assert raw.client.hexists(raw.keys[1], "\0v")
+    assert len(raw.call("search", "alpha", read_only=True)) == 4  # indexed
+
+
+def test_noindex_sessions_keep_no_postings_and_are_searched_by_scan(raw: RawSession) -> None:
+    raw.call("append", "NOINDEX", "MESSAGES", stored("alpha"), stored("beta"))
+    assert raw.client.hkeys(raw.keys[1]) == [b"\0b"]
+    raw.call("append", "MESSAGES", stored("alpha again"))  # stays unindexed
+    assert not raw.client.hexists(raw.keys[1], "\0v")
+    assert len(raw.call("search", "alpha", read_only=True)) == 4
+
+
+def test_an_indexed_session_ignores_noindex(raw: RawSession) -> None:
+    raw.call("append", "MESSAGES", stored("alpha"))
+    raw.call("append", "NOINDEX", "MESSAGES", stored("alpha beta"))
+    assert raw.client.hexists(raw.keys[1], "\0v")
+    assert len(raw.call("search", "beta", read_only=True)) == 2
+
+
+# -- windows -------------------------------------------------------------------
+
+
+def test_maxlen_keeps_the_newest_and_forgets_index_and_client_ids(raw: RawSession) -> None:
+    for i in range(10):
+        raw.call("append", "MAXLEN", 3, "MESSAGES", stored(f"m{i} common", message_id=f"id{i}"))
+    reply = raw.call("range", read_only=True)
+    assert [json.loads(x)["data"]["content"] for x in reply[1::2]] == [
+        "m7 common",
+        "m8 common",
+        "m9 common",
+    ]
+    assert sorted(raw.client.hkeys(raw.keys[2])) == [b"id7", b"id8", b"id9"]
+    assert raw.call("search", "m2", read_only=True) == []
+    assert len(raw.call("search", "common", "LIMIT", 100, read_only=True)) == 6
+
+
+def test_maxlen_far_below_the_length_rebuilds_the_index(raw: RawSession) -> None:
+    raw.call("append", "MESSAGES", *[stored(f"old{i} x") for i in range(50)])
+    raw.call("append", "MAXLEN", 2, "MESSAGES", stored("new x"))
+    assert raw.call("len", read_only=True) == 2
+    assert raw.call("search", "old10", read_only=True) == []
+    assert len(raw.call("search", "x", read_only=True)) == 4
+
+
+def test_maxbytes_trims_by_stored_json_bytes_and_keeps_the_newest(raw: RawSession) -> None:
+    big = stored("y" * 500)
+    raw.call("append", "MESSAGES", stored("a"), stored("b"), stored("c"))
+    raw.call("append", "MAXBYTES", 600, "MESSAGES", big)
+    assert raw.call("len", read_only=True) == 1  # the newest stays even when larger
+    small = [stored(str(i)) for i in range(5)]
+    raw.call("append", "MAXBYTES", 2 * len(small[0]) + 1, "MESSAGES", *small)
+    assert raw.call("len", read_only=True) == 2
+    assert int(raw.client.hget(raw.keys[1], "\0b")) == 2 * len(small[0])
+
+
+# -- delete, import, ttl ---------------------------------------------------------
+
+
+def test_delete_by_stream_ids_and_by_message_ids(raw: RawSession) -> None:
+    ids = raw.call(
+        "append",
+        "MESSAGES",
+        stored("one", message_id="a"),
+        stored("two", message_id="b"),
+        stored("three"),
+    )
+    assert raw.call("delete", "IDS", ids[2], "1-1") == 1
+    assert raw.call("delete", "MESSAGEIDS", "a", "zzz") == 1
+    reply = raw.call("range", read_only=True)
+    assert [json.loads(x)["data"]["content"] for x in reply[1::2]] == ["two"]
+    assert raw.client.hkeys(raw.keys[2]) == [b"b"]
+    assert raw.call("search", "one", read_only=True) == []
+    assert raw.call("delete", "MESSAGEIDS", "b") == 1
+    assert raw.client.exists(*raw.keys) == 0  # the last message takes the session with it
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["IDS"], ["NAMES", "x"], ["IDS", "not-an-id"], ["IDS", "1"], ["MESSAGEIDS", ""]],
+)
+def test_delete_refuses_bad_arguments_and_deletes_nothing(raw: RawSession, args: list[str]) -> None:
+    raw.call("append", "MESSAGES", stored("keep"))
+    with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+        raw.call("delete", *args)
+    assert raw.call("len", read_only=True) == 1
+
+
+def test_import_keeps_ids_and_refuses_ids_out_of_order(raw: RawSession) -> None:
+    ids = raw.call("import", "ENTRIES", "1000-0", stored("first"), "1000-5", stored("second"))
+    assert ids == [b"1000-0", b"1000-5"]
+    assert raw.call("search", "second", read_only=True)[0] == b"1000-5"
+    for bad in (["999-0"], ["1000-5"], ["x"]):
+        with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+            raw.call("import", "ENTRIES", "2000-0", stored("ok"), bad[0], stored("no"))
+    assert raw.call("len", read_only=True) == 2
+    assert raw.call("append", "MESSAGES", stored("later"))[0] > b"1000-5"
+
+
+def test_ttl_and_expire(raw: RawSession) -> None:
+    assert raw.call("ttl", read_only=True) == -2
+    assert raw.call("expire", 100) == 0
+    raw.call("append", "MESSAGES", stored("x", message_id="a"))
+    assert raw.call("ttl", read_only=True) == -1
+    assert raw.call("expire", 100) == 1
+    assert all(0 < raw.client.ttl(key) <= 100 for key in raw.keys)
+    assert raw.call("expire", "persist") == 1
+    assert all(raw.client.ttl(key) == -1 for key in raw.keys)
+    for bad in (["0"], ["-1"], ["abc"], [], ["1", "2"]):
+        with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+            raw.call("expire", *bad)
+
+
+@pytest.mark.parametrize(
+    ("args", "text"),
+    [
+        (["x", "MODE", "SOME"], "MODE must be ALL or ANY"),
+        (["x", "TYPE", ""], "TYPE must be"),
+        (["x", "BEFORE", "yesterday"], "BEFORE must be"),
+        ([" ".join(f"w{i}" for i in range(65))], "over the limit of 64"),
+        (["x", "LIMIT", "1001"], "LIMIT must be"),
+    ],
+)
+def test_search_refuses_bad_options(raw: RawSession, args: list[str], text: str) -> None:
+    with pytest.raises(redis.ResponseError, match=re.escape(text)):
+        raw.call("search", *args, read_only=True)
+
+
+def test_any_mode_ranks_by_matched_words_then_recency(raw: RawSession) -> None:
+    ids = raw.call(
+        "append",
+        "MESSAGES",
+        stored("red green blue"),
+        stored("red"),
+        stored("green blue"),
+        stored("nothing"),
+        stored("blue"),
+    )
+    reply = raw.call("search", "red green blue", "MODE", "any", read_only=True)
+    assert reply[0::2] == [ids[0], ids[2], ids[4], ids[1]]
+
+
+def test_type_filter_and_paging_to_older_matches(raw: RawSession) -> None:
+    ids = raw.call("append", "MESSAGES", *[stored(f"hit {i}", TYPES[i % 2]) for i in range(10)])
+    page = raw.call("search", "hit", "TYPE", "ai", "LIMIT", 2, read_only=True)[0::2]
+    assert page == [ids[7], ids[9]]
+    older = raw.call("search", "hit", "TYPE", "ai", "LIMIT", 2, "BEFORE", page[0], read_only=True)
+    assert older[0::2] == [ids[3], ids[5]]
