@@ -11,12 +11,17 @@ import {
   clearCall,
   commandOf,
   decodePairs,
+  deleteCall,
+  expireCall,
   idTime,
+  importCall,
   lenCall,
   parseError,
   rangeCall,
+  reindexCall,
   searchCall,
   sessionKeys,
+  ttlCall,
   versionCall,
 } from "./protocol.js";
 
@@ -90,9 +95,37 @@ export class ChatHistoryClient {
     }
   }
 
-  /** Store stored-message objects (or JSON texts) atomically; returns their stream ids. */
-  async append(sessionId, messages, { ttl } = {}) {
-    return (await this.run(appendCall(this.keys(sessionId), messages, { ttl }))).map(String);
+  /**
+   * Store stored-message objects (or JSON texts) atomically; returns their stream ids.
+   * Options: ttl, and (1.1) maxlen, maxbytes, noindex.
+   */
+  async append(sessionId, messages, options = {}) {
+    return (await this.run(appendCall(this.keys(sessionId), messages, options))).map(String);
+  }
+
+  /** Store [{id, message}] under their explicit stream ids (1.1). Options: ttl, noindex. */
+  async import(sessionId, entries, options = {}) {
+    return (await this.run(importCall(this.keys(sessionId), entries, options))).map(String);
+  }
+
+  /** Delete by {ids} (stream ids) or {messageIds} (client ids); returns the number deleted (1.1). */
+  async delete(sessionId, which) {
+    return Number(await this.run(deleteCall(this.keys(sessionId), which)));
+  }
+
+  /** Remaining TTL in ms; -1 without TTL, -2 without session (1.1). */
+  async ttl(sessionId) {
+    return Number(await this.run(ttlCall(this.keys(sessionId))));
+  }
+
+  /** Expire the whole session in `seconds`, or drop its TTL with "PERSIST" (1.1). */
+  async expire(sessionId, seconds) {
+    return Number(await this.run(expireCall(this.keys(sessionId), seconds)));
+  }
+
+  /** Rebuild the session's search index; returns the number of messages indexed (1.1). */
+  async reindex(sessionId) {
+    return Number(await this.run(reindexCall(this.keys(sessionId))));
   }
 
   /** [{id, time, message}] oldest first: all, the latest `count`, or a page before/after. */
@@ -100,7 +133,7 @@ export class ChatHistoryClient {
     return withTimes(await this.run(rangeCall(this.keys(sessionId), options)));
   }
 
-  /** [{id, time, message}] of the latest `limit` messages holding every query token. */
+  /** [{id, time, message}] matching a query. Options: limit, and (1.1) mode, type, before. */
   async search(sessionId, query, options = {}) {
     return withTimes(await this.run(searchCall(this.keys(sessionId), query, options)));
   }

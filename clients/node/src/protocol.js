@@ -14,6 +14,11 @@ export const FUNCTIONS = Object.freeze({
   clear: "chathist_clear",
   len: "chathist_len",
   version: "chathist_version",
+  delete: "chathist_delete",
+  import: "chathist_import",
+  ttl: "chathist_ttl",
+  expire: "chathist_expire",
+  reindex: "chathist_reindex",
 });
 
 /** An error of the chathist protocol, with the library's stable code (BADKEYS, BADARG, ...). */
@@ -52,9 +57,16 @@ function call(fn, keys, args, readOnly) {
   return { function: fn, keys, args, readOnly };
 }
 
-/** Store messages in one atomic call; ttl > 0 renews the whole session's TTL. */
-export function appendCall(keys, messages, { ttl } = {}) {
+/**
+ * Store messages in one atomic call. `ttl` > 0 renews the whole session's TTL; `maxlen` /
+ * `maxbytes` trim the oldest messages in the same call (1.1); `noindex` keeps a session that has
+ * no index without one (1.1).
+ */
+export function appendCall(keys, messages, { ttl, maxlen, maxbytes, noindex } = {}) {
   const args = ttl ? ["TTL", String(ttl)] : [];
+  if (maxlen !== undefined && maxlen !== null) args.push("MAXLEN", String(maxlen));
+  if (maxbytes !== undefined && maxbytes !== null) args.push("MAXBYTES", String(maxbytes));
+  if (noindex) args.push("NOINDEX");
   args.push("MESSAGES", ...messages.map(encodeMessage));
   return call(FUNCTIONS.append, keys, args, false);
 }
@@ -68,10 +80,47 @@ export function rangeCall(keys, { count, before, after } = {}) {
   return call(FUNCTIONS.range, keys, args, true);
 }
 
-/** The latest `limit` messages holding every token of `query`. */
-export function searchCall(keys, query, { limit = 10 } = {}) {
-  return call(FUNCTIONS.search, keys, [query, "LIMIT", String(limit)], true);
+/**
+ * Messages matching `query`: with mode "all" (the default) the latest `limit` holding every token
+ * and phrase, oldest first; with mode "any" (1.1) the best `limit`, best first. `type` keeps one
+ * message type and `before` pages to older matches (1.1).
+ */
+export function searchCall(keys, query, { limit = 10, mode, type, before } = {}) {
+  const args = [query, "LIMIT", String(limit)];
+  if (mode && mode.toUpperCase() !== "ALL") args.push("MODE", mode.toUpperCase());
+  if (type !== undefined && type !== null) args.push("TYPE", type);
+  if (before !== undefined && before !== null) args.push("BEFORE", String(before));
+  return call(FUNCTIONS.search, keys, args, true);
 }
+
+/** Delete messages by stream id (`ids`) or by client id (`messageIds`) (1.1). */
+export function deleteCall(keys, { ids, messageIds } = {}) {
+  if ((ids === undefined) === (messageIds === undefined)) {
+    throw new ChatHistoryError("give either ids or messageIds", "BADARG");
+  }
+  const args = ids !== undefined ? ["IDS", ...ids] : ["MESSAGEIDS", ...messageIds];
+  return call(FUNCTIONS.delete, keys, args.map(String), false);
+}
+
+/** Store [{id, message}] entries under their explicit stream ids (1.1). */
+export function importCall(keys, entries, { ttl, noindex } = {}) {
+  const args = ttl ? ["TTL", String(ttl)] : [];
+  if (noindex) args.push("NOINDEX");
+  args.push("ENTRIES");
+  for (const { id, message } of entries) args.push(String(id), encodeMessage(message));
+  return call(FUNCTIONS.import, keys, args, false);
+}
+
+/** The session's remaining TTL in ms; -1 without TTL, -2 without session (1.1). */
+export const ttlCall = (keys) => call(FUNCTIONS.ttl, keys, [], true);
+
+/** Set every key of the session to expire in `seconds`, or drop the TTL with "PERSIST" (1.1). */
+export function expireCall(keys, seconds) {
+  return call(FUNCTIONS.expire, keys, [String(seconds)], false);
+}
+
+/** Rebuild the session's search index (1.1). */
+export const reindexCall = (keys) => call(FUNCTIONS.reindex, keys, [], false);
 
 export const clearCall = (keys) => call(FUNCTIONS.clear, keys, [], false);
 export const lenCall = (keys) => call(FUNCTIONS.len, keys, [], true);
