@@ -1,0 +1,186 @@
+"""The comparison run: every store, every workload, on one server, in one process run.
+
+Workloads run store after store within each workload (not store by store), so slow
+drift of a shared machine spreads over all stores alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .._protocol import version_tuple
+from .._transport import SyncTransport
+from .corpus import Corpus, rare_and_common
+from .goals import check_goals
+from .load import LoadPlan, run_load
+from .measure import library_version
+from .report import extra_tables, goals_table, row_dict, timing_table, write_chart, write_json
+from .server import bench_server, describe_environment
+from .stores import (
+    FloorStore,
+    LangchainCommunityStore,
+    LangchainRedisStore,
+    OursStore,
+    Store,
+    langchain_community_unavailable,
+    langchain_redis_unavailable,
+)
+from .workloads import (
+    Bench,
+    Row,
+    Settings,
+    append_cost_by_size,
+    append_one,
+    append_turn,
+    fill_read_sessions,
+    memory_per_message,
+    read_all,
+    read_latest,
+    runnable_turn,
+    search,
+)
+
+PREFIX = "bench:"
+NOINDEX_VERSION = (1, 1, 0)
+
+
+def make_stores(url: str, client: redis.Redis, ttl: int, notes: list[str]) -> list[Store]:
+    """The stores this server and environment can run, with a note for each one left out."""
+
+    def prefix(name: str) -> str:
+        return f"{PREFIX}{name}:"
+
+    version = library_version(client) or "0"
+    stores: list[Store] = [OursStore(url, prefix("ours"), ttl)]
+    if version_tuple(version) >= NOINDEX_VERSION:
+        stores.append(OursStore(url, prefix("noindex"), ttl, index=False))
+    else:
+        notes.append(
+            f"ours-noindex not run: the search index is not available in library "
+            f"{version} (it arrives in 1.1.0); search is a scan"
+        )
+    missing = langchain_community_unavailable()
+    if missing:
+        notes.append(missing)
+    else:
+        stores.append(LangchainCommunityStore(url, prefix("lcc"), ttl))
+    missing = langchain_redis_unavailable(client)
+    if missing:
+        notes.append(missing)
+    else:
+        stores.append(LangchainRedisStore(url, prefix("lcr"), ttl))
+    stores.append(FloorStore(url, prefix("floor"), ttl))
+    return stores
+
+
+def run_comparison(
+    url: str | None,
+    settings: Settings,
+    out: Path,
+    chart: bool,
+    load: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    """Run every workload for every store; print the tables; write JSON (and PNG)."""
+    started = time.time()
+    notes: list[str] = []
+    with bench_server(url, (PREFIX,)) as server_url:
+        client = redis.Redis.from_url(server_url)
+        SyncTransport(client).ensure_library()
+        library = library_version(client)
+        stores = make_stores(server_url, client, settings.ttl, notes)
+        corpus = Corpus()
+        bench = Bench(client, corpus, settings)
+        rows: list[Row] = []
+        steps: list[tuple[str, Callable[[Store], Row | None]]] = [
+            ("append one message", lambda s: append_one(bench, s)),
+            ("append a chat turn", lambda s: append_turn(bench, s)),
+            ("RunnableWithMessageHistory turn", lambda s: runnable_turn(bench, s)),
+            ("filling the read sessions", lambda s: fill_read_sessions(bench, s)),
+        ]
+        steps += [
+            (f"read {size:,}", functools.partial(read_all, bench, size=size))
+            for size in settings.read_sizes
+        ]
+        query = rare_and_common(corpus.messages(min(10000, max(settings.read_sizes))))[0]
+        steps += [
+            ("read latest 20", lambda s: read_latest(bench, s)),
+            ("append cost by size", lambda s: append_cost_by_size(bench, s)),
+            ("search", lambda s: search(bench, s, query)),
+            ("memory", lambda s: memory_per_message(bench, s)),
+        ]
+        for name, step in steps:
+            echo(f"... {name}")
+            for store in stores:
+                row = step(store)
+                if row is not None:
+                    rows.append(row)
+            bench.measure_pending()
+        load_results: dict[str, dict[str, Any]] = {}
+        if load:
+            echo(
+                f"... concurrent load ({settings.processes} processes, "
+                f"{settings.load_sessions} sessions, {settings.load_seconds:g} s each)"
+            )
+            for store in stores:
+                plan = LoadPlan(
+                    store, settings.processes, settings.load_sessions, settings.load_seconds
+                )
+                load_results[store.name] = run_load(plan).as_dict()
+        environment = describe_environment(client, library)
+        client.close()
+    verdicts = [
+        v
+        for variant in ("ours", "ours-noindex")
+        if any(s.name == variant for s in stores)
+        for v in check_goals(rows, variant)
+    ]
+    notes.append(
+        "langchain-community builds a new Redis client per history object (and sends "
+        "INFO to check for a cluster): the cost of its per-request construction is counted"
+    )
+    notes.append(
+        "langchain-community and the floor have no server-side search: their search rows read "
+        "the whole session and filter in Python"
+    )
+    notes.append(
+        "langchain-community's API has no latest-N read: its latest-20 row is a raw LRANGE "
+        "on its list"
+    )
+    text = "\n".join(
+        [
+            timing_table(rows),
+            extra_tables(rows, load_results),
+            goals_table(verdicts),
+            "",
+            "notes",
+            *[f"  - {note}" for note in notes],
+        ]
+    )
+    echo("")
+    echo(text)
+    document: dict[str, Any] = {
+        "kind": "comparison",
+        "settings": asdict(settings),
+        "environment": environment,
+        "stores": {store.name: store.label for store in stores},
+        "rows": [row_dict(rows, row) for row in rows],
+        "load": load_results,
+        "goals": [v.as_dict() for v in verdicts],
+        "notes": notes,
+        "seconds": time.time() - started,
+    }
+    write_json(out / "bench.json", document)
+    echo(f"\nJSON: {out / 'bench.json'}")
+    if chart:
+        why = write_chart(out / "bench.png", rows, [store.name for store in stores])
+        echo(why or f"chart: {out / 'bench.png'}")
+    (out / "bench.txt").write_text(text + "\n", encoding="utf-8")
+    return document

@@ -1,0 +1,339 @@
+"""The search index benchmark: server time of search, append cost, memory.
+
+Two sessions hold the same realistic chat text (the seeded corpus, message for message):
+one appended normally (indexed, library 1.1.0+) and one appended with ``NOINDEX``, which
+the library searches by a full scan, the method the index replaces. Each session grows
+by bulk appends to each window size, then a window of one-message appends is timed; at
+``messages`` messages, searches and memory are measured. All times are server times
+from INFO commandstats (CONFIG RESETSTAT, N calls, usec per call).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from .. import _protocol as protocol
+from .._transport import SyncTransport
+from .corpus import Corpus, rare_and_common
+from .measure import library_version, median_usec, memory_usage
+from .report import write_json
+from .server import bench_server, describe_environment
+
+PREFIX = "bench-search:"
+INDEX_VERSION = (1, 1, 0)
+BULK = 1000
+ROUNDS = 5
+SCAN_CALLS = 5
+
+
+@dataclass
+class SearchSettings:
+    """Sizes of a search benchmark run."""
+
+    messages: int = 10000
+    window_sizes: tuple[int, ...] = (1000, 10000)
+    calls: int = 20
+    window: int = 200
+    ttl: int = 3600
+
+
+@dataclass
+class Goal:
+    """One goal: measured value, target, PASS / FAIL / n/a."""
+
+    goal: str
+    value: float | None
+    target: str
+    status: str
+    detail: str = ""
+
+
+class Session:
+    """One benchmark session, grown with the corpus's messages in order."""
+
+    def __init__(
+        self, client: redis.Redis, name: str, noindex: bool, corpus: Corpus, ttl: int
+    ) -> None:
+        self.client = client
+        self.keys = protocol.session_keys(PREFIX, name)
+        self.options: list[Any] = ["TTL", ttl] + (["NOINDEX"] if noindex else [])
+        self.corpus = corpus
+        self.size = 0
+        client.delete(*self.keys)
+
+    def append(self, jsons: list[bytes]) -> None:
+        """One append call of ``jsons``."""
+        self.client.fcall(protocol.APPEND, 3, *self.keys, *self.options, "MESSAGES", *jsons)
+        self.size += len(jsons)
+
+    def grow_to(self, size: int) -> None:
+        """Bulk-append the corpus's next messages until the session holds ``size``."""
+        jsons = self.corpus.cycled_jsons(size)
+        for start in range(self.size, size, BULK):
+            self.append(jsons[start : min(size, start + BULK)])
+
+    def append_window(self, count: int) -> float:
+        """Server usec per call of ``count`` one-message appends (the corpus's next messages).
+
+        The appends run in rounds; the figure is the median round's.
+        """
+        rounds, per_round = window_rounds(count)
+
+        def window() -> int:
+            jsons = self.corpus.cycled_jsons(self.size + per_round)[self.size :]
+            for item in jsons:
+                self.append([item])
+            return len(jsons)
+
+        window()  # unmeasured: the bulk appends' garbage is collected here, not below
+        return median_usec(self.client, lambda name: name == "fcall", window, rounds)
+
+    def search_usec(self, query: str, calls: int) -> tuple[float, int]:
+        """Server usec per search call of ``query`` (LIMIT 10), and the hits of one call."""
+        args = (protocol.SEARCH, 3, *self.keys, query, "LIMIT", 10)
+        hits = self.client.fcall_ro(*args)
+        rounds = max(1, min(ROUNDS, calls))
+        per_round = max(1, calls // rounds)
+
+        def searches() -> int:
+            for _ in range(per_round):
+                self.client.fcall_ro(*args)
+            return per_round
+
+        usec = median_usec(self.client, lambda name: name == "fcall_ro", searches, rounds)
+        return usec, len(hits) // 2
+
+    def memory_ratio(self) -> tuple[int, int]:
+        """Bytes of the session's keys (SAMPLES 0) and bytes of its stored message JSON."""
+        json_bytes = sum(len(j) for j in self.corpus.cycled_jsons(self.size))
+        return memory_usage(self.client, list(self.keys)), json_bytes
+
+
+def window_rounds(count: int) -> tuple[int, int]:
+    """Rounds, and appends per round, of a window of ``count`` measured appends."""
+    rounds = max(1, min(ROUNDS, count))
+    return rounds, max(1, count // rounds)
+
+
+def window_messages(count: int) -> int:
+    """Messages a window of ``count`` appends adds (its unmeasured warm-up round included)."""
+    rounds, per_round = window_rounds(count)
+    return per_round * (rounds + 1)
+
+
+def _goal(
+    goal: str,
+    value: float | None,
+    target: str,
+    ok: Callable[[float], bool],
+    missing: str,
+    detail: str = "",
+) -> Goal:
+    if value is None:
+        return Goal(goal, None, target, "n/a", missing)
+    return Goal(goal, value, target, "PASS" if ok(value) else "FAIL", detail)
+
+
+def run_search_bench(
+    url: str | None, settings: SearchSettings, out: Path, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Measure, print a table with PASS / FAIL per goal, write search.json and search.txt."""
+    started = time.time()
+    corpus = Corpus()
+    notes: list[str] = []
+    with bench_server(url, (PREFIX,)) as server_url:
+        client = redis.Redis.from_url(server_url)
+        SyncTransport(client).ensure_library()
+        version = library_version(client) or "0"
+        indexed = protocol.version_tuple(version) >= INDEX_VERSION
+        if not indexed:
+            notes.append(
+                f"index not available: library {version} < 1.1.0 searches by scan "
+                "and rejects NOINDEX; only the scan is measured"
+            )
+        sessions = {"index": Session(client, "index", False, corpus, settings.ttl)}
+        if indexed:
+            sessions["noindex"] = Session(client, "noindex", True, corpus, settings.ttl)
+        sizes = sorted({*settings.window_sizes, settings.messages})
+        appends: dict[str, dict[str, float]] = {name: {} for name in sessions}
+        searches: dict[str, dict[str, Any]] = {}
+        memory: dict[str, dict[str, float]] = {}
+        rare, common = rare_and_common(corpus.messages(min(settings.messages, 10000)))
+        queries = {"rare": rare, "common": common, "two words": f"{common} {rare}"}
+        for size in sizes:
+            for name, session in sessions.items():
+                measured = size in settings.window_sizes
+                echo(
+                    f"... {name}: growing to {size:,}" + (" and timing appends" if measured else "")
+                )
+                session.grow_to(size - (window_messages(settings.window) if measured else 0))
+                if measured:
+                    appends[name][str(size)] = session.append_window(settings.window)
+                if size == settings.messages:
+                    searches[name] = {}
+                    # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
+                    calls = settings.calls if name == "index" and indexed else SCAN_CALLS
+                    for label, query in queries.items():
+                        usec, hits = session.search_usec(query, calls)
+                        searches[name][label] = {"query": query, "usec": usec, "hits": hits}
+                    used, json_bytes = session.memory_ratio()
+                    memory[name] = {
+                        "bytes": used,
+                        "json_bytes": json_bytes,
+                        "ratio": used / json_bytes,
+                    }
+        environment = describe_environment(client, version)
+        client.close()
+    goals = judge(indexed, settings, searches, appends, memory)
+    text = render(settings, queries, searches, appends, memory, goals, notes)
+    echo("")
+    echo(text)
+    document = {
+        "kind": "search",
+        "settings": asdict(settings),
+        "environment": environment,
+        "index_available": indexed,
+        "queries": queries,
+        "search": searches,
+        "append_usec": appends,
+        "memory": memory,
+        "goals": [asdict(g) for g in goals],
+        "notes": notes,
+        "seconds": time.time() - started,
+    }
+    write_json(out / "search.json", document)
+    (out / "search.txt").write_text(text + "\n", encoding="utf-8")
+    echo(f"\nJSON: {out / 'search.json'}")
+    return document
+
+
+def judge(
+    indexed: bool,
+    settings: SearchSettings,
+    searches: dict[str, dict[str, Any]],
+    appends: dict[str, dict[str, float]],
+    memory: dict[str, dict[str, float]],
+) -> list[Goal]:
+    """The search index goals against the measured figures."""
+    missing = "index not available (library < 1.1.0)"
+    index = searches.get("index", {}) if indexed else {}
+    scan = searches.get("noindex", {})
+
+    def ms(label: str) -> float | None:
+        return index[label]["usec"] / 1000 if label in index else None
+
+    speedup = (
+        scan["rare"]["usec"] / index["rare"]["usec"]
+        if "rare" in scan and "rare" in index and index["rare"]["usec"]
+        else None
+    )
+    ratios = (
+        [
+            appends["index"][s] / appends["noindex"][s]
+            for s in appends.get("noindex", {})
+            if appends["noindex"][s]
+        ]
+        if indexed
+        else []
+    )
+    growth = list(appends.get("index", {}).values()) if indexed else []
+    sizes = ", ".join(f"{int(s):,}" for s in appends.get("index", {}))
+    flat_detail = f"sizes {sizes}" + (
+        "" if 100000 in settings.window_sizes else "; 100,000 only with --full"
+    )
+    return [
+        _goal("search, rare token: server ms", ms("rare"), "<= 1 ms", lambda v: v <= 1.0, missing),
+        _goal(
+            "search, most common token: server ms",
+            ms("common"),
+            "<= 5 ms",
+            lambda v: v <= 5.0,
+            missing,
+        ),
+        _goal(
+            "search, rare token: speed-up over the scan (NOINDEX)",
+            speedup,
+            ">= 20x",
+            lambda v: v >= 20,
+            missing,
+        ),
+        _goal(
+            "append: server time with index / without (worst size)",
+            max(ratios) if ratios else None,
+            "<= 2x",
+            lambda v: v <= 2.0,
+            missing,
+        ),
+        _goal(
+            "append with index: flat as the session grows (max/min)",
+            max(growth) / min(growth) if len(growth) > 1 and min(growth) else None,
+            "<= 1.3x",
+            lambda v: v <= 1.3,
+            missing,
+            flat_detail,
+        ),
+        _goal(
+            "memory with index / stored JSON bytes",
+            memory["index"]["ratio"] if indexed and "index" in memory else None,
+            "<= 2.0x",
+            lambda v: v <= 2.0,
+            missing,
+        ),
+        _goal(
+            "memory without index (NOINDEX) / stored JSON bytes",
+            memory["noindex"]["ratio"] if "noindex" in memory else None,
+            "<= 2.0x",
+            lambda v: v <= 2.0,
+            missing,
+        ),
+    ]
+
+
+def render(
+    settings: SearchSettings,
+    queries: dict[str, str],
+    searches: dict[str, dict[str, Any]],
+    appends: dict[str, dict[str, float]],
+    memory: dict[str, dict[str, float]],
+    goals: list[Goal],
+    notes: list[str],
+) -> str:
+    """The figures and goals as a table for people."""
+    lines = [
+        f"search of a {settings.messages:,}-message session: server us per call "
+        f"(LIMIT 10; median of {ROUNDS} rounds, {settings.calls} calls, {SCAN_CALLS} for a scan)"
+    ]
+    for label, query in queries.items():
+        cells = "  ".join(
+            f"{name}: {found[label]['usec']:>9,.1f} us ({found[label]['hits']} hits)"
+            for name, found in searches.items()
+        )
+        lines.append(f"  {label + ' (' + query + ')':<28} {cells}")
+    lines += [
+        "",
+        f"append, server us per one-message call ({settings.window} calls, "
+        f"median of {ROUNDS} rounds)",
+    ]
+    for name, by_size in appends.items():
+        cells = "  ".join(f"{int(size):>7,}: {usec:7.1f}" for size, usec in by_size.items())
+        lines.append(f"  {name:<10} {cells}")
+    lines += ["", "memory of the session (3 keys, MEMORY USAGE SAMPLES 0)"]
+    for name, figures in memory.items():
+        lines.append(
+            f"  {name:<10} {figures['bytes']:>12,.0f} bytes  "
+            f"JSON {figures['json_bytes']:>12,.0f} bytes  {figures['ratio']:.2f}x"
+        )
+    lines += ["", "goals"]
+    for g in goals:
+        value = "-" if g.value is None else f"{g.value:.2f}"
+        detail = f"  [{g.detail}]" if g.detail else ""
+        lines.append(f"  {g.status:<5} {g.goal}: {value} (target {g.target}){detail}")
+    if notes:
+        lines += ["", "notes", *[f"  - {note}" for note in notes]]
+    return "\n".join(lines)

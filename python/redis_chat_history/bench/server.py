@@ -1,0 +1,67 @@
+"""The Redis a benchmark runs against: a throwaway local redis-server, or one given by URL."""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib import metadata
+from typing import Any
+
+import redis
+
+from ..local_server import start_redis, stop_redis
+
+
+@contextmanager
+def bench_server(url: str | None, prefixes: tuple[str, ...]) -> Iterator[str]:
+    """Yield a server URL: ``url`` (keys under ``prefixes`` deleted after), or a throwaway one.
+
+    The throwaway server runs with no persistence and is stopped (and its directory
+    removed) at the end, whatever happens.
+    """
+    if url:
+        try:
+            yield url
+        finally:
+            client = redis.Redis.from_url(url)
+            for prefix in prefixes:
+                for key in client.scan_iter(match=f"{prefix}*", count=1000):
+                    client.unlink(key)
+            client.close()
+        return
+    server = start_redis()
+    try:
+        yield server.url
+    finally:
+        stop_redis(server)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def describe_environment(client: redis.Redis, library: str | None) -> dict[str, Any]:
+    """Versions and machine facts recorded with every result."""
+    info: dict[str, Any] = client.info("server")
+    return {
+        "redis_server": info.get("redis_version"),
+        "chathist_library": library,
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "packages": {
+            name: _version(name)
+            for name in (
+                "redis",
+                "langchain-core",
+                "langchain-community",
+                "langchain-redis",
+                "matplotlib",
+            )
+        },
+    }

@@ -1,0 +1,108 @@
+"""The benchmarks run end to end with tiny sizes and write JSON of the documented shape.
+
+No timing is asserted (this is a shared, noisy machine): only that every workload ran,
+the figures are numbers, the goals carry a status, and nothing of the benchmark's is
+left on the server.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import redis
+
+from redis_chat_history.bench.__main__ import main
+from redis_chat_history.bench.compare import run_comparison
+from redis_chat_history.bench.corpus import Corpus, rare_and_common, word_tokens
+from redis_chat_history.bench.search_index import SearchSettings, run_search_bench
+from redis_chat_history.bench.workloads import Settings
+
+TINY = Settings(
+    repeats=1,
+    min_seconds=0.0,
+    read_sizes=(10, 30),
+    latest_size=60,
+    window=5,
+    processes=1,
+    load_sessions=3,
+    load_seconds=0.2,
+    turn_sessions=2,
+)
+
+
+def test_corpus_is_deterministic_realistic_chat_text() -> None:
+    first, second = Corpus().messages(200), Corpus().messages(200)
+    assert [m.content for m in first] == [m.content for m in second]
+    assert [m.type for m in first[:4]] == ["human", "ai", "human", "ai"]
+    words = [len(str(m.content).split()) for m in first]
+    assert 25 <= sum(words) / len(words) <= 45
+    stored = json.loads(Corpus().jsons(1)[0])
+    assert stored["type"] == "human" and stored["data"]["content"] == first[0].content
+    rare, common = rare_and_common(first)
+    assert rare != common
+    assert sum(rare in word_tokens(str(m.content)) for m in first) <= 5
+
+
+def test_comparison_writes_every_workload(redis_url: str, tmp_path: Path) -> None:
+    lines: list[str] = []
+    document = run_comparison(redis_url, TINY, tmp_path, chart=True, load=True, echo=lines.append)
+    written = json.loads((tmp_path / "bench.json").read_text())
+    assert written["kind"] == "comparison" == document["kind"]
+    stores = set(written["stores"])
+    assert {"ours", "floor"} <= stores
+    workloads = {row["workload"] for row in written["rows"]}
+    assert workloads >= {
+        "append_1",
+        "append_turn",
+        "runnable_turn",
+        "read_10",
+        "read_30",
+        "read_latest",
+        "search",
+        "memory",
+        "append_by_size",
+    }
+    for row in written["rows"]:
+        if "median_us" in row:
+            assert row["median_us"] > 0 and row["server_usec_per_op"] >= 0
+    rows = {(row["workload"], row["store"]): row for row in written["rows"]}
+    assert rows["runnable_turn", "ours"]["commands_per_op"] == 2.0
+    assert rows["runnable_turn", "floor"]["commands_per_op"] == 3.0
+    assert set(written["load"]) == stores
+    assert all(result["turns"] > 0 for result in written["load"].values())
+    assert {goal["status"] for goal in written["goals"]} <= {"PASS", "FAIL", "n/a", "info"}
+    assert len([g for g in written["goals"] if g["store"] == "ours"]) == 6
+    if "langchain-community" not in stores:
+        assert any("langchain-community not run" in note for note in written["notes"])
+    assert any("langchain-redis" in note for note in written["notes"])
+    assert "goals (medians)" in "\n".join(lines)
+    assert (tmp_path / "bench.txt").read_text().startswith("workload / store")
+    assert not redis.Redis.from_url(redis_url).keys("bench:*")
+
+
+def test_search_benchmark_reports_each_goal(redis_url: str, tmp_path: Path) -> None:
+    settings = SearchSettings(messages=200, window_sizes=(100, 200), calls=2, window=10)
+    document = run_search_bench(redis_url, settings, tmp_path, echo=lambda _: None)
+    written = json.loads((tmp_path / "search.json").read_text())
+    assert written == json.loads(json.dumps(document, default=str))
+    assert len(written["goals"]) == 7
+    assert set(written["queries"]) == {"rare", "common", "two words"}
+    assert written["search"]["index"]["rare"]["hits"] >= 1
+    assert written["memory"]["index"]["ratio"] > 0
+    if written["index_available"]:
+        assert {g["status"] for g in written["goals"]} <= {"PASS", "FAIL"}
+        assert set(written["append_usec"]) == {"index", "noindex"}
+    else:
+        assert {g["status"] for g in written["goals"]} == {"n/a"}
+        assert any("index not available" in note for note in written["notes"])
+    assert not redis.Redis.from_url(redis_url).keys("bench-search:*")
+
+
+def test_command_line_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        main(["--sizes", "10,x"])
+    assert stopped.value.code == 2
+    assert re.search(r"not a comma-separated list", capsys.readouterr().err)
