@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import random
 import re
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -24,6 +25,8 @@ _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"
 _PUNCTUATION = (",", ",", ".", "?", "!", ":", ";", " -")
 _TOKEN = re.compile(r"[a-z0-9]+")
+#: Distinct message texts; larger sessions repeat them (with new ids).
+DISTINCT = 10000
 
 
 def word_tokens(text: str) -> list[str]:
@@ -57,6 +60,7 @@ class Corpus:
     zipf_exponent: float = 1.07
     _cache: list[BaseMessage] = field(default_factory=list, repr=False)
     _json_cache: list[bytes] = field(default_factory=list, repr=False)
+    _ids: list[str] = field(default_factory=list, repr=False)
 
     @cached_property
     def words(self) -> list[str]:
@@ -93,17 +97,36 @@ class Corpus:
                 self._cache.append(kind(content=self._text(rng)))
         return self._cache[:count]
 
-    def jsons(self, count: int) -> list[bytes]:
-        """The stored-message JSON of the first ``count`` messages."""
+    def jsons(self, count: int, ids: bool = True) -> list[bytes]:
+        """The stored-message JSON of ``count`` messages, repeating the first ``DISTINCT`` texts.
+
+        With ``ids``, each message carries a unique uuid4-shaped ``id`` (seeded), as this
+        package stores messages (it gives every id-less message one); without, ``id``
+        is null, as langchain-community stores messages created without one.
+        """
+        base = self._encoded(min(count, DISTINCT))
+        if not ids:
+            return [base[i % len(base)] for i in range(count)]
+        return [
+            base[i % len(base)].replace(b'"id":null', b'"id":"%s"' % self._id(i).encode(), 1)
+            for i in range(count)
+        ]
+
+    def _encoded(self, count: int) -> list[bytes]:
         if len(self._json_cache) < count:
             new = self.messages(count)[len(self._json_cache) :]
             self._json_cache += [encode_message(message) for message in new]
         return self._json_cache[:count]
 
-    def cycled_jsons(self, count: int, distinct: int = 10000) -> list[bytes]:
-        """``count`` stored messages, repeating the first ``distinct`` (cheap large sessions)."""
-        base = self.jsons(min(count, distinct))
-        return [base[i % len(base)] for i in range(count)]
+    def _id(self, position: int) -> str:
+        while len(self._ids) <= position:
+            rng = self._id_rng
+            self._ids.append(str(uuid.UUID(int=rng.getrandbits(128), version=4)))
+        return self._ids[position]
+
+    @cached_property
+    def _id_rng(self) -> random.Random:
+        return random.Random(f"{self.seed}:ids")
 
 
 def token_counts(texts: list[str]) -> Counter[str]:

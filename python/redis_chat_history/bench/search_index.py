@@ -58,12 +58,12 @@ class Session:
     """One benchmark session, grown with the corpus's messages in order."""
 
     def __init__(
-        self, client: redis.Redis, name: str, noindex: bool, corpus: Corpus, ttl: int
+        self, client: redis.Redis, name: str, noindex: bool, jsons: list[bytes], ttl: int
     ) -> None:
         self.client = client
         self.keys = protocol.session_keys(PREFIX, name)
         self.options: list[Any] = ["TTL", ttl] + (["NOINDEX"] if noindex else [])
-        self.corpus = corpus
+        self.jsons = jsons
         self.size = 0
         client.delete(*self.keys)
 
@@ -74,9 +74,8 @@ class Session:
 
     def grow_to(self, size: int) -> None:
         """Bulk-append the corpus's next messages until the session holds ``size``."""
-        jsons = self.corpus.cycled_jsons(size)
         for start in range(self.size, size, BULK):
-            self.append(jsons[start : min(size, start + BULK)])
+            self.append(self.jsons[start : min(size, start + BULK)])
 
     def append_window(self, count: int) -> float:
         """Server usec per call of ``count`` one-message appends (the corpus's next messages).
@@ -86,7 +85,7 @@ class Session:
         rounds, per_round = window_rounds(count)
 
         def window() -> int:
-            jsons = self.corpus.cycled_jsons(self.size + per_round)[self.size :]
+            jsons = self.jsons[self.size : self.size + per_round]
             for item in jsons:
                 self.append([item])
             return len(jsons)
@@ -111,7 +110,7 @@ class Session:
 
     def memory_ratio(self) -> tuple[int, int]:
         """Bytes of the session's keys (SAMPLES 0) and bytes of its stored message JSON."""
-        json_bytes = sum(len(j) for j in self.corpus.cycled_jsons(self.size))
+        json_bytes = sum(len(j) for j in self.jsons[: self.size])
         return memory_usage(self.client, list(self.keys)), json_bytes
 
 
@@ -152,15 +151,20 @@ def run_search_bench(
         SyncTransport(client).ensure_library()
         version = library_version(client) or "0"
         indexed = protocol.version_tuple(version) >= INDEX_VERSION
+        notes.append(
+            "every message carries a uuid4 id, as this package sends them: the session's id map "
+            "(:i) is part of its memory"
+        )
         if not indexed:
             notes.append(
                 f"index not available: library {version} < 1.1.0 searches by scan "
                 "and rejects NOINDEX; only the scan is measured"
             )
-        sessions = {"index": Session(client, "index", False, corpus, settings.ttl)}
-        if indexed:
-            sessions["noindex"] = Session(client, "noindex", True, corpus, settings.ttl)
         sizes = sorted({*settings.window_sizes, settings.messages})
+        jsons = corpus.jsons(max(sizes) + window_messages(settings.window))
+        sessions = {"index": Session(client, "index", False, jsons, settings.ttl)}
+        if indexed:
+            sessions["noindex"] = Session(client, "noindex", True, jsons, settings.ttl)
         appends: dict[str, dict[str, float]] = {name: {} for name in sessions}
         searches: dict[str, dict[str, Any]] = {}
         memory: dict[str, dict[str, float]] = {}

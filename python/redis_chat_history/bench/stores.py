@@ -28,7 +28,7 @@ from langchain_core.messages import BaseMessage, messages_from_dict
 from .. import _protocol as protocol
 from .._transport import SyncTransport
 from ..history import RedisChatMessageHistory
-from .corpus import word_tokens
+from .corpus import Corpus, word_tokens
 
 #: Commands a benchmark sends itself (stats, setup): never counted as a store's work.
 HARNESS_COMMANDS = frozenset({"config|resetstat", "function|load", "memory|usage"})
@@ -68,8 +68,12 @@ class Store:
         """Every Redis key the session occupies."""
         raise NotImplementedError
 
+    def encoded(self, corpus: Corpus, count: int) -> list[bytes]:
+        """The first ``count`` corpus messages as this store writes them."""
+        return corpus.jsons(count, ids=False)
+
     def fill(self, session: str, jsons: Sequence[bytes]) -> None:
-        """Store ``jsons`` (stored-message JSON, oldest first) in ``session``, in bulk."""
+        """Store ``jsons`` (from :meth:`encoded`, oldest first) in ``session``, in bulk."""
         raise NotImplementedError
 
     def latest(self, session: str, count: int) -> list[BaseMessage]:
@@ -94,12 +98,11 @@ class Store:
 class _NoIndexHistory(RedisChatMessageHistory):
     """Our history, appending with ``NOINDEX`` (the session gets no search index)."""
 
-    def add_messages(self, messages: Sequence[BaseMessage]) -> None:
-        if messages:
-            call = protocol.append_call(self.keys, messages, self.ttl)
-            at = call.args.index("MESSAGES")
-            args = (*call.args[:at], "NOINDEX", *call.args[at:])
-            self._run(protocol.Call(call.function, call.keys, args, read_only=False))
+    def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
+        call = super()._append_call(messages)
+        at = call.args.index("MESSAGES")
+        args = (*call.args[:at], "NOINDEX", *call.args[at:])
+        return protocol.Call(call.function, call.keys, args, read_only=False)
 
 
 class OursStore(Store):
@@ -119,6 +122,10 @@ class OursStore(Store):
 
     def keys(self, session: str) -> list[str]:
         return list(protocol.session_keys(self.prefix, session))
+
+    def encoded(self, corpus: Corpus, count: int) -> list[bytes]:
+        # Every message gets an id (the package gives id-less messages a uuid4).
+        return corpus.jsons(count, ids=True)
 
     def fill(self, session: str, jsons: Sequence[bytes]) -> None:
         keys = self.keys(session)
@@ -159,12 +166,15 @@ class LangchainCommunityStore(Store):
     def keys(self, session: str) -> list[str]:
         return [self.prefix + session]
 
+    def encoded(self, corpus: Corpus, count: int) -> list[bytes]:
+        # Its own encoding: json.dumps with its defaults (ASCII escapes, spaces).
+        return [json.dumps(json.loads(item)).encode() for item in corpus.jsons(count, ids=False)]
+
     def fill(self, session: str, jsons: Sequence[bytes]) -> None:
-        # Its own encoding (json.dumps defaults), newest first as LPUSH leaves them.
+        # Newest first, as LPUSH leaves them.
         key = self.keys(session)[0]
-        encoded = [json.dumps(json.loads(item)) for item in jsons]
-        for start in range(0, len(encoded), _FILL_BATCH):
-            self.client.lpush(key, *encoded[start : start + _FILL_BATCH])
+        for start in range(0, len(jsons), _FILL_BATCH):
+            self.client.lpush(key, *jsons[start : start + _FILL_BATCH])
         self.client.expire(key, self.ttl)
 
     def latest(self, session: str, count: int) -> list[BaseMessage]:

@@ -133,7 +133,7 @@ def runnable_turn(bench: Bench, store: Store) -> Row:
         )
     sessions = [f"turn-{i}" for i in range(bench.settings.turn_sessions)]
     for session in sessions:
-        store.fill(session, bench.corpus.jsons(TURN_HISTORY))
+        store.fill(session, store.encoded(bench.corpus, TURN_HISTORY))
     questions = itertools.cycle(str(m.content) for m in bench.corpus.messages(40)[::2])
     order = itertools.cycle(sessions)
 
@@ -149,7 +149,7 @@ def fill_read_sessions(bench: Bench, store: Store) -> None:
     """Fill the read sessions (each size) and the large session for the latest-N read."""
     for size in (*bench.settings.read_sizes, bench.settings.latest_size):
         store.clear(read_session(size))
-        store.fill(read_session(size), bench.corpus.cycled_jsons(size))
+        store.fill(read_session(size), store.encoded(bench.corpus, size))
 
 
 def read_all(bench: Bench, store: Store, *, size: int) -> Row:
@@ -187,7 +187,7 @@ def memory_per_message(bench: Bench, store: Store) -> Row:
     size = max(bench.settings.read_sizes)
     session = read_session(size)
     used = memory_usage(bench.client, store.keys(session))
-    json_bytes = sum(len(j) for j in bench.corpus.cycled_jsons(size))
+    json_bytes = sum(len(j) for j in store.encoded(bench.corpus, size))
     return Row(
         "memory",
         store.name,
