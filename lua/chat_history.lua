@@ -173,8 +173,7 @@ local function decode_message(json, position)
   end
   if type(message.type) ~= 'string' or message.type == '' or #message.type > 64
       or string.find(message.type, '%c') then
-    return nil, 'BADMSG', 'message ' .. position .. ' has no "type" string (1 to 64 bytes, no'
-      .. ' control characters)'
+    return nil, 'BADMSG', 'message ' .. position .. ' has no "type" string'
   end
   local data = message.data
   if type(data) ~= 'table' then
@@ -924,7 +923,11 @@ local function decode_batch(args, first, last, step)
 end
 
 local function ttl_option(options)
-  return count_option(options, 'TTL', MAX_TTL_SECONDS, 0, 0)
+  local ttl = count_option(options, 'TTL', MAX_TTL_SECONDS, 0, 0)
+  if not ttl then
+    return nil, fail('BADARG', 'TTL must be an integer from 0 to ' .. MAX_TTL_SECONDS .. ' seconds')
+  end
+  return ttl
 end
 
 --[[
