@@ -201,7 +201,8 @@ def as_text(value: bytes | str) -> str:
 def decode_pairs(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """``(id, stored-message dict)`` pairs from a flat ``id, json, id, json`` reply."""
     items = list(reply)
-    return [(as_text(items[i]), json.loads(items[i + 1])) for i in range(0, len(items), 2)]
+    # Text that is not valid UTF-8 (another client's bytes) reads with U+FFFD in its place.
+    return [(as_text(items[i]), json.loads(as_text(items[i + 1]))) for i in range(0, len(items), 2)]
 
 
 def to_messages(stored: list[dict[str, Any]]) -> list[BaseMessage]:
@@ -222,12 +223,22 @@ def _to_message(item: dict[str, Any]) -> BaseMessage:
         return messages_from_dict([item])[0]
     except (ValueError, TypeError, KeyError):
         data = dict(item.get("data") or {})
-        role = data.pop("role", None) or str(item.get("type"))
+        role = str(data.pop("role", None) or item.get("type"))
         data.pop("type", None)
         try:
             return ChatMessage(role=role, **data)
         except (ValueError, TypeError):
-            return ChatMessage(role=role, content=data.get("content", ""))
+            return ChatMessage(role=role, content=_plain_content(data.get("content", "")))
+
+
+def _plain_content(content: Any) -> str | list[str | dict[str, Any]]:
+    """Content LangChain accepts: a string, or a list of strings and objects; anything
+    else another client stored (``{}``, a list of numbers) as its JSON text."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(part, str | dict) for part in content):
+        return content
+    return json.dumps(content, ensure_ascii=False)
 
 
 def decode_messages(reply: Reply) -> list[BaseMessage]:
