@@ -79,3 +79,32 @@ test("library errors arrive as ChatHistoryError with the library's code; nothing
   assert.throws(() => chats.keys(""), { code: "BADKEYS" });
   assert.strictEqual(await chats.len("s"), 0);
 });
+
+test("1.1 calls: import, search options, delete, ttl, expire, reindex", async () => {
+  const chats = new ChatHistoryClient(redis);
+  const ai = (content) => ({ type: "ai", data: { content } });
+  const ids = await chats.import("s", [
+    { id: "1000-0", message: human("pizza please", "h1") },
+    { id: "2000-0", message: ai("pizza or pasta?") },
+    { id: "3000-0", message: human("pasta") },
+  ]);
+  assert.deepStrictEqual(ids, ["1000-0", "2000-0", "3000-0"]);
+  const found = (records) => records.map((r) => r.id);
+  assert.deepStrictEqual(found(await chats.search("s", "pizza pasta", { mode: "any" })), ["2000-0", "3000-0", "1000-0"]);
+  assert.deepStrictEqual(found(await chats.search("s", "pizza", { type: "ai" })), ["2000-0"]);
+  assert.deepStrictEqual(found(await chats.search("s", "pizza", { before: "2000-0" })), ["1000-0"]);
+  assert.strictEqual(await chats.delete("s", { messageIds: ["h1"] }), 1);
+  assert.strictEqual(await chats.delete("s", { ids: ["3000-0", "9000-0"] }), 1);
+  assert.strictEqual(await chats.ttl("s"), -1);
+  assert.strictEqual(await chats.expire("s", 100), 1);
+  const ttl = await chats.ttl("s");
+  assert.ok(ttl > 95000 && ttl <= 100000, String(ttl));
+  assert.strictEqual(await chats.expire("s", "PERSIST"), 1);
+  assert.strictEqual(await chats.ttl("s"), -1);
+  assert.strictEqual(await chats.reindex("s"), 1);
+  await chats.append("s", [human("a"), human("b"), human("c")], { maxlen: 2, noindex: true });
+  assert.strictEqual(await chats.len("s"), 2);
+  assert.strictEqual(await chats.ttl("nobody"), -2);
+  await assert.rejects(chats.import("s", [{ id: "1-0", message: human("old") }]), { code: "BADARG" });
+  await assert.rejects(chats.delete("s", {}), { code: "BADARG" });
+});

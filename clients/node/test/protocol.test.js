@@ -9,11 +9,16 @@ import {
   appendCall,
   checkCompatible,
   clearCall,
+  deleteCall,
+  expireCall,
+  importCall,
   lenCall,
   parseError,
   rangeCall,
+  reindexCall,
   searchCall,
   sessionKeys,
+  ttlCall,
   versionCall,
 } from "../src/protocol.js";
 import { loadVector } from "./helpers.js";
@@ -39,11 +44,21 @@ function build(vector) {
   const params = vector.params ?? {};
   switch (vector.call) {
     case "append":
-      return appendCall(keys, params.messages, { ttl: params.ttl });
+      return appendCall(keys, params.messages, params);
     case "range":
       return rangeCall(keys, params);
     case "search":
       return searchCall(keys, params.query, params);
+    case "reindex":
+      return reindexCall(keys);
+    case "delete":
+      return deleteCall(keys, { ids: params.ids, messageIds: params.message_ids });
+    case "import":
+      return importCall(keys, params.entries, params);
+    case "ttl":
+      return ttlCall(keys);
+    case "expire":
+      return expireCall(keys, params.seconds);
     case "clear":
       return clearCall(keys);
     case "len":
