@@ -246,10 +246,10 @@ def test_construction_makes_no_round_trip(client: redis.Redis, fresh_url: str) -
 def test_histories_of_one_url_share_one_client_and_one_connection(
     client: redis.Redis, fresh_url: str
 ) -> None:
+    before = connections(client)
     first = RedisChatMessageHistory("a", redis_url=fresh_url)
     second = RedisChatMessageHistory("b", redis_url=fresh_url)
     assert first.redis_client is second.redis_client
-    before = connections(client)
     for _ in range(3):
         first.add_messages([HumanMessage("x")])
         assert len(second) == 0

@@ -1,4 +1,13 @@
-"""Shared redis-py clients, one per URL, so histories built per request reuse one pool."""
+"""Shared redis-py clients, one per URL, so histories built per request reuse one pool.
+
+A URL leads to one of three kinds of client:
+
+- ``redis+sentinel://`` / ``rediss+sentinel://``: a Sentinel-managed client of the
+  service's primary (the format langchain-community and RedisVL accept);
+- ``redis://`` / ``rediss://`` of a Redis Cluster node: a cluster client, found out
+  with one ``INFO cluster`` the first time the URL is used in the process;
+- any other ``redis://``, ``rediss://`` or ``unix://`` URL: a plain client.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +20,29 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.sentinel
+from redis.cluster import LoadBalancingStrategy
+from redis.connection import parse_url
 
 from ._retry import no_async_client_retry, no_client_retry
+from ._transport import describe, translate
 
 DEFAULT_URL = "redis://localhost:6379"
 
 _lock = threading.Lock()
-_sync_clients: dict[str, redis.Redis] = {}
-_async_clients: dict[tuple[str, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
+_sync_clients: dict[tuple[str, bool], Any] = {}
+_async_clients: dict[tuple[str, bool, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
+# Whether the server of a redis:// URL is a cluster node, found out once per process.
+_cluster_urls: dict[str, bool] = {}
+
+SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
+DEFAULT_SENTINEL_PORT = 26379
+DEFAULT_SENTINEL_SERVICE = "mymaster"
+#: Reads from replicas: round robin over a slot's replicas (the primary when it has none).
+REPLICA_READS = LoadBalancingStrategy.ROUND_ROBIN_REPLICAS
 
 
 def default_url() -> str:
@@ -52,37 +76,180 @@ def redact_url(url: str) -> str:
     return redacted
 
 
-def sync_client(url: str) -> redis.Redis:
-    """The process-wide sync client for ``url`` (created on first use, no round trip).
+def scheme_of(url: str) -> str:
+    """The URL's scheme, lower-cased (``""`` when it has none)."""
+    return url.split("://", 1)[0].lower() if "://" in url else ""
 
-    The client itself never retries: histories retry by their own policy, and only
-    calls that are safe to repeat.
+
+def _cluster_enabled(info: dict[str, Any]) -> bool:
+    return int(info.get("cluster_enabled", 0)) == 1
+
+
+def is_cluster(url: str, client: Any) -> bool:
+    """Whether the server of ``url`` is a Redis Cluster node, asked once per process.
+
+    ``client`` is a plain client of ``url`` (the one that serves it if it is no
+    cluster). A server that refuses INFO to this user is taken for a plain server;
+    raises the package's error when nothing answers.
     """
+    known = _cluster_urls.get(url)
+    if known is None:
+        try:
+            known = _cluster_enabled(client.info("cluster"))
+        except redis.ResponseError:
+            known = False
+        except redis.RedisError as error:
+            raise translate(error, describe(client)) from error
+        _cluster_urls[url] = known
+    return known
+
+
+async def ais_cluster(url: str, client: Any) -> bool:
+    """Async twin of :func:`is_cluster`."""
+    known = _cluster_urls.get(url)
+    if known is None:
+        try:
+            known = _cluster_enabled(await client.info("cluster"))
+        except redis.ResponseError:
+            known = False
+        except redis.RedisError as error:
+            raise translate(error, describe(client)) from error
+        _cluster_urls[url] = known
+    return known
+
+
+def sentinel_settings(
+    url: str,
+) -> tuple[list[tuple[str, int]], str, dict[str, Any], dict[str, Any]]:
+    """The parts of a Sentinel URL: sentinels, service, client and sentinel options.
+
+    ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...][/service[/db]]``
+    (``rediss+sentinel://`` for TLS to both). The user and password serve the primary
+    and the sentinels, unless ``?sentinel_password=`` gives the sentinels their own;
+    other query options are redis-py's, as in any Redis URL.
+    """
+    scheme, rest = url.split("://", 1)
+    rest, _, query = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, _, hosts = netloc.rpartition("@")
+    sentinels = [_host_port(item) for item in hosts.split(",") if item]
+    if not sentinels:
+        raise ValueError("a Sentinel URL names at least one sentinel host")
+    service, _, db = path.strip("/").partition("/")
+    tls = scheme.lower() == "rediss+sentinel"
+    options: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
+        f"{'rediss' if tls else 'redis'}://{userinfo + '@' if userinfo else ''}sentinel/"
+        f"{db or 0}{'?' + query if query else ''}"
+    )
+    options.pop("host", None)
+    options.pop("connection_class", None)
+    sentinel_password = options.pop("sentinel_password", None)
+    sentinel_options: dict[str, Any] = {
+        key: value
+        for key, value in options.items()
+        if key.startswith(("socket_", "ssl_")) or key in ("username", "password")
+    }
+    if sentinel_password is not None:
+        sentinel_options["password"] = sentinel_password or None
+    if tls:
+        options["ssl"] = sentinel_options["ssl"] = True
+    return sentinels, service or DEFAULT_SENTINEL_SERVICE, options, sentinel_options
+
+
+def _host_port(item: str) -> tuple[str, int]:
+    host, colon, port = item.rpartition(":")
+    if not colon or host.endswith("[") or (item.startswith("[") and not host.endswith("]")):
+        host, port = item, ""
+    return host.strip("[]"), int(port) if port else DEFAULT_SENTINEL_PORT
+
+
+def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
+    """A new sync client for ``url``: Sentinel-managed, cluster or plain (see the module).
+
+    ``read_from_replicas`` sends a cluster client's reads to replicas; a plain or
+    Sentinel-managed client always reads from the primary.
+    """
+    if scheme_of(url) in SENTINEL_SCHEMES:
+        sentinels, service, options, sentinel_options = sentinel_settings(url)
+        ssl = options.pop("ssl", False)
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, sentinel_kwargs=sentinel_options
+        )
+        if ssl:
+            options["connection_class"] = redis.sentinel.SentinelManagedSSLConnection
+        return manager.master_for(service, **options, **kwargs)  # type: ignore[no-untyped-call]
+    plain = redis.Redis.from_url(url, **kwargs)
+    if scheme_of(url) not in ("redis", "rediss") or not is_cluster(url, plain):
+        return plain
+    where = describe(plain)
+    plain.close()
+    if read_from_replicas:
+        kwargs["load_balancing_strategy"] = REPLICA_READS
+    try:
+        return redis.cluster.RedisCluster.from_url(url, **kwargs)
+    except redis.RedisError as error:
+        raise translate(error, where) from error
+
+
+async def open_async(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
+    """A new ``redis.asyncio`` client for ``url``; see :func:`open_sync`."""
+    if scheme_of(url) in SENTINEL_SCHEMES:
+        sentinels, service, options, sentinel_options = sentinel_settings(url)
+        ssl = options.pop("ssl", False)
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+            sentinels, sentinel_kwargs=sentinel_options
+        )
+        if ssl:
+            options["connection_class"] = redis.asyncio.sentinel.SentinelManagedSSLConnection
+        return manager.master_for(service, **options, **kwargs)
+    plain = redis.asyncio.Redis.from_url(url, **kwargs)
+    if scheme_of(url) not in ("redis", "rediss") or not await ais_cluster(url, plain):
+        return plain
+    await plain.aclose()
+    if read_from_replicas:
+        kwargs["load_balancing_strategy"] = REPLICA_READS
+    return redis.asyncio.cluster.RedisCluster.from_url(url, **kwargs)
+
+
+def sync_client(url: str, read_from_replicas: bool = False) -> Any:
+    """The process-wide sync client for ``url`` (created on first use).
+
+    No round trip, except one ``INFO cluster`` for a ``redis://`` URL the first time
+    (and a cluster client's discovery of the nodes). The client itself never retries:
+    histories retry by their own policy, and only calls that are safe to repeat.
+    """
+    key = (url, read_from_replicas)
     with _lock:
-        client = _sync_clients.get(url)
+        client = _sync_clients.get(key)
         if client is None:
-            client = redis.Redis.from_url(url, retry=no_client_retry())
-            _sync_clients[url] = client
+            client = open_sync(url, read_from_replicas, retry=no_client_retry())
+            _sync_clients[key] = client
         return client
 
 
-def async_client(url: str) -> Any:
+async def async_client(url: str, read_from_replicas: bool = False) -> Any:
     """The ``redis.asyncio`` client for ``url`` on the running event loop.
 
     Async connections belong to one event loop, so clients are shared per loop;
-    clients of loops that have closed are dropped when a new one is made.
+    clients of loops that have closed are dropped when a new one is made. Whether
+    the URL leads to a cluster is found out once per process.
     """
     loop = asyncio.get_running_loop()
-    key = (url, id(loop))
+    key = (url, read_from_replicas, id(loop))
     with _lock:
         entry = _async_clients.get(key)
         if entry is not None and entry[0]() is loop:
             return entry[1]
         for stale in [k for k, (ref, _) in _async_clients.items() if _is_gone(ref)]:
             del _async_clients[stale]
-        client = redis.asyncio.Redis.from_url(url, retry=no_async_client_retry())
-        _async_clients[key] = (weakref.ref(loop), client)
-        return client
+    client = await open_async(url, read_from_replicas, retry=no_async_client_retry())
+    with _lock:
+        entry = _async_clients.get(key)
+        if entry is None or entry[0]() is not loop:
+            _async_clients[key] = (weakref.ref(loop), client)
+            return client
+    await client.aclose()  # another task of this loop made one meanwhile
+    return entry[1]
 
 
 def _is_gone(loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> bool:

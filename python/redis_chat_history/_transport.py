@@ -22,6 +22,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
+from . import _cluster as cluster
 from ._errors import (
     ChatHistoryError,
     InvalidInputError,
@@ -212,12 +213,15 @@ class SyncTransport:
             if not is_function_missing(error):
                 raise
             self.ensure_library()
-            return self._deliver(work)
+            return self._deliver(work, primary=True)
 
-    def _deliver(self, work: Call | tuple[Call, ...]) -> Any:
-        return self._send(work) if isinstance(work, Call) else self._send_all(work)
+    def _deliver(self, work: Call | tuple[Call, ...], primary: bool = False) -> Any:
+        return self._send(work, primary) if isinstance(work, Call) else self._send_all(work)
 
-    def _send(self, call: Call) -> Any:
+    def _send(self, call: Call, primary: bool = False) -> Any:
+        """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
+        if cluster.is_cluster(self.client):
+            return cluster.send(self.client, call, primary)
         send = self.client.fcall_ro if call.read_only else self.client.fcall
         return send(call.function, len(call.keys), *call.keys, *call.args)
 
@@ -237,18 +241,36 @@ class SyncTransport:
                 return None
             raise translate(error, self.where) from error
 
-    def load(self) -> str:
-        """FUNCTION LOAD REPLACE the shipped library; returns the version now loaded."""
+    def node_libraries(self, replicas: bool = True) -> list[cluster.NodeLibrary]:
+        """The library on each node: every primary and replica of a cluster, else the server."""
+        if not cluster.is_cluster(self.client):
+            return [cluster.NodeLibrary(self.where, "server", self.server_version())]
         try:
-            self.client.function_load(library_source(), replace=True)
+            return cluster.node_libraries(self.client, replicas)
+        except Exception as error:
+            raise translate(error, self.where) from error
+
+    def load(self) -> str:
+        """FUNCTION LOAD REPLACE the shipped library (on every primary of a cluster).
+
+        Returns the version now loaded.
+        """
+        try:
+            if cluster.is_cluster(self.client):
+                cluster.load_primaries(self.client)
+            else:
+                self.client.function_load(library_source(), replace=True)
         except Exception as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
     def ensure_library(self) -> None:
-        """Make sure the server runs a compatible library, loading ours if missing or older."""
-        version = self.server_version()
-        if version is None or judge_version(version, self.where):
+        """Make sure the server (every primary of a cluster) runs a compatible library.
+
+        Ours is loaded where it is missing or older.
+        """
+        versions = [node.version for node in self.node_libraries(replicas=False)]
+        if any(version is None or judge_version(version, self.where) for version in versions):
             self.load()
         _checked_sync.add(self.client)
 
@@ -302,12 +324,17 @@ class AsyncTransport:
             if not is_function_missing(error):
                 raise
             await self.ensure_library()
-            return await self._deliver(work)
+            return await self._deliver(work, primary=True)
 
-    async def _deliver(self, work: Call | tuple[Call, ...]) -> Any:
-        return await (self._send(work) if isinstance(work, Call) else self._send_all(work))
+    async def _deliver(self, work: Call | tuple[Call, ...], primary: bool = False) -> Any:
+        if isinstance(work, Call):
+            return await self._send(work, primary)
+        return await self._send_all(work)
 
-    async def _send(self, call: Call) -> Any:
+    async def _send(self, call: Call, primary: bool = False) -> Any:
+        """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
+        if cluster.is_cluster(self.client):
+            return await cluster.asend(self.client, call, primary)
         send = self.client.fcall_ro if call.read_only else self.client.fcall
         return await send(call.function, len(call.keys), *call.keys, *call.args)
 
@@ -327,17 +354,35 @@ class AsyncTransport:
                 return None
             raise translate(error, self.where) from error
 
-    async def load(self) -> str:
-        """FUNCTION LOAD REPLACE the shipped library; returns the version now loaded."""
+    async def node_libraries(self, replicas: bool = True) -> list[cluster.NodeLibrary]:
+        """The library on each node: every primary and replica of a cluster, else the server."""
+        if not cluster.is_cluster(self.client):
+            return [cluster.NodeLibrary(self.where, "server", await self.server_version())]
         try:
-            await self.client.function_load(library_source(), replace=True)
+            return await cluster.anode_libraries(self.client, replicas)
+        except Exception as error:
+            raise translate(error, self.where) from error
+
+    async def load(self) -> str:
+        """FUNCTION LOAD REPLACE the shipped library (on every primary of a cluster).
+
+        Returns the version now loaded.
+        """
+        try:
+            if cluster.is_cluster(self.client):
+                await cluster.aload_primaries(self.client)
+            else:
+                await self.client.function_load(library_source(), replace=True)
         except Exception as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
     async def ensure_library(self) -> None:
-        """Make sure the server runs a compatible library, loading ours if missing or older."""
-        version = await self.server_version()
-        if version is None or judge_version(version, self.where):
+        """Make sure the server (every primary of a cluster) runs a compatible library.
+
+        Ours is loaded where it is missing or older.
+        """
+        versions = [node.version for node in await self.node_libraries(replicas=False)]
+        if any(version is None or judge_version(version, self.where) for version in versions):
             await self.load()
         _checked_async.add(self.client)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,10 @@ import click
 import redis
 from click.core import ParameterSource
 
+from . import _cluster as cluster
 from . import _protocol as protocol
-from ._clients import DEFAULT_URL, redact_url
+from ._clients import DEFAULT_URL, open_sync, redact_url
+from ._cluster import NodeLibrary
 from ._errors import ChatHistoryError, InvalidInputError
 from ._retry import DEFAULT_RETRY, MAX_RETRIES, RetryPolicy, no_client_retry
 from ._transport import SyncTransport, translate
@@ -29,6 +32,8 @@ from .history import DEFAULT_KEY_PREFIX
 
 #: Seconds to wait for a TCP connection before saying Redis is unreachable.
 CONNECT_TIMEOUT = 5.0
+#: Seconds ``load`` waits for every replica to receive the library from its primary.
+REPLICATION_TIMEOUT = 10.0
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -63,16 +68,17 @@ def friendly_errors(where: str) -> Iterator[None]:
         raise click.ClickException(str(translate(error, where))) from None
 
 
-def open_client(url: str) -> redis.Redis:
-    """A new client for ``url`` (no round trip yet), or a clear error for a malformed URL."""
+def open_client(url: str) -> Any:
+    """A new client for ``url`` (a cluster client for a cluster node's URL, Sentinel-managed
+    for ``redis+sentinel://``), or a clear error for a malformed URL or a silent server."""
     try:
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT, retry=no_client_retry()
-        )
+        with friendly_errors(shown_url(url)):
+            return open_sync(url, socket_connect_timeout=CONNECT_TIMEOUT, retry=no_client_retry())
     except ValueError as error:
         raise click.ClickException(
             f"invalid Redis URL {shown_url(url)}: {error}; pass --url (or set REDIS_URL) "
-            "like redis://[[user]:password@]host[:port][/db], rediss://... or unix:///path"
+            "like redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path "
+            "or redis+sentinel://host[:port][,host[:port]...]/service"
         ) from None
 
 
@@ -106,28 +112,77 @@ def stored_records(reply: protocol.Reply) -> list[protocol.StoredMessage]:
         ) from None
 
 
-def status_report(where: str, version: str | None) -> dict[str, Any]:
-    """What ``status`` reports about a server whose library is at ``version`` (None: missing).
-
-    ``state`` is ``missing``, ``ok``, ``upgrade`` (older than this package: run ``load``)
-    or ``incompatible`` (a newer major version, or not a version at all).
-    """
+def library_state(version: str | None) -> str:
+    """``missing``, ``ok``, ``upgrade`` (older than this package: run ``load``) or
+    ``incompatible`` (a newer major version, or not a version at all)."""
     if version is None:
-        state = "missing"
-    else:
-        try:
-            state = protocol.check_compatible(version)
-        except ValueError:
-            state = "incompatible"
+        return "missing"
+    try:
+        return protocol.check_compatible(version)
+    except ValueError:
+        return "incompatible"
+
+
+#: Which node's state a cluster's overall state takes: the first found in this order.
+_WORST_FIRST = ("incompatible", "missing", "upgrade", "ok")
+
+
+def status_report(where: str, nodes: list[NodeLibrary], cluster: bool) -> dict[str, Any]:
+    """What ``status`` reports: the library on each node, and overall.
+
+    Overall, ``state`` is the worst of the nodes' states and ``version`` the nodes'
+    version when they all agree (else None).
+    """
+    states = [library_state(node.version) for node in nodes]
+    state = next(worst for worst in _WORST_FIRST if worst in states)
+    found = {node.version for node in nodes}
+    version = found.pop() if len(found) == 1 else None
     return {
         "server": where,
         "library": protocol.LIBRARY_NAME,
-        "loaded": version is not None,
+        "loaded": all(node.version is not None for node in nodes),
         "version": version,
         "expected": protocol.LIBRARY_VERSION,
         "compatible": state == "ok",
         "state": state,
+        "cluster": cluster,
+        "nodes": [
+            {"address": node.address, "role": node.role, "version": node.version, "state": each}
+            for node, each in zip(nodes, states, strict=True)
+        ],
     }
+
+
+def node_line(node: dict[str, Any]) -> str:
+    """One node of a cluster's status, for people."""
+    text = _STATUS_TEXT[node["state"]].format(
+        library=protocol.LIBRARY_NAME,
+        version=node["version"],
+        server=f"{node['address']} ({node['role']})",
+        expected=protocol.LIBRARY_VERSION,
+    )
+    return text.split(", compatible with")[0]
+
+
+def verified_nodes(transport: SyncTransport, timeout: float) -> list[NodeLibrary]:
+    """Every node once each has this package's library (replicas get it from their
+    primary, a moment later); raises naming the nodes still without it after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        nodes = transport.node_libraries()
+        lacking = [node for node in nodes if node.version != protocol.LIBRARY_VERSION]
+        if not lacking:
+            return nodes
+        if time.monotonic() > deadline:
+            names = ", ".join(
+                f"{node.address} ({node.role}, {node.version or 'not loaded'})" for node in lacking
+            )
+            raise click.ClickException(
+                f"{protocol.LIBRARY_NAME} {protocol.LIBRARY_VERSION} was loaded, but these "
+                f"nodes do not have it after {timeout:g}s: {names}; check that they replicate "
+                "from a primary of the cluster, then run `redis-chat-history load` again"
+            )
+        time.sleep(0.1)
 
 
 _STATUS_TEXT = {
@@ -239,17 +294,31 @@ def load(target: Target, force: bool) -> None:
     """Load this package's chathist library into Redis (FUNCTION LOAD REPLACE).
 
     Safe to repeat. A newer version already on the server is left alone unless --force.
+    On Redis Cluster the library goes to every primary (functions are not shared between
+    shards; replicas get it from their primary), then every node, replicas included, is
+    checked and listed with its version; a node without it is an error.
     """
     with connected(target) as transport:
-        current = transport.server_version()
-        if current is not None and newer_than_shipped(current) and not force:
-            raise click.ClickException(
-                f"{transport.where} runs {protocol.LIBRARY_NAME} {current}, newer than this "
-                f"package's {protocol.LIBRARY_VERSION}: upgrade redis-chat-history, or pass "
-                "--force to replace it anyway"
-            )
+        nodes = transport.node_libraries()
+        for node in nodes:
+            if node.version is not None and newer_than_shipped(node.version) and not force:
+                raise click.ClickException(
+                    f"{node.address} runs {protocol.LIBRARY_NAME} {node.version}, newer than "
+                    f"this package's {protocol.LIBRARY_VERSION}: upgrade redis-chat-history, "
+                    "or pass --force to replace it anyway"
+                )
         version = transport.load()
-    click.echo(f"loaded {protocol.LIBRARY_NAME} {version} on {transport.where}")
+        if not cluster.is_cluster(transport.client):
+            click.echo(f"loaded {protocol.LIBRARY_NAME} {version} on {transport.where}")
+            return
+        verified = verified_nodes(transport, REPLICATION_TIMEOUT)
+    for node in verified:
+        click.echo(f"{node.address} {node.role} {protocol.LIBRARY_NAME} {node.version}")
+    primaries = sum(node.role == "primary" for node in verified)
+    click.echo(
+        f"loaded {protocol.LIBRARY_NAME} {version} on {primaries} primaries; "
+        f"{len(verified)} nodes verified"
+    )
 
 
 @main.command()
@@ -266,8 +335,15 @@ def status(ctx: click.Context, as_json: bool) -> None:
     """
     target: Target = ctx.obj
     with connected(target) as transport:
-        report = status_report(transport.where, transport.server_version())
-    click.echo(json.dumps(report) if as_json else _STATUS_TEXT[report["state"]].format(**report))
+        is_cluster = cluster.is_cluster(transport.client)
+        report = status_report(transport.where, transport.node_libraries(), is_cluster)
+    if as_json:
+        click.echo(json.dumps(report))
+    elif is_cluster:
+        for node in report["nodes"]:
+            click.echo(node_line(node))
+    else:
+        click.echo(_STATUS_TEXT[report["state"]].format(**report))
     ctx.exit(0 if report["compatible"] else 1)
 
 

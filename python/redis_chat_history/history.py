@@ -33,6 +33,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     Args:
         session_id: The conversation's id; any non-empty string.
         redis_url: Where Redis is; defaults to ``$REDIS_URL``, then ``redis://localhost:6379``.
+            A Redis Cluster node's URL gives a cluster client; ``redis+sentinel://``
+            a Sentinel-managed one.
         key_prefix: Prefix of the session's keys (no braces).
         ttl: Seconds of inactivity after which the whole session expires; each append
             renews it. None keeps the session until cleared.
@@ -52,6 +54,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         search_index: Keep a token index of a new session so that search costs
             O(matches), not O(session). False saves memory and append time for apps that
             never search; search then scans the session.
+        read_from_replicas: On Redis Cluster (from ``redis_url``), send reads to the
+            replicas of the session's shard (they may lag the primary by a moment).
+            A given cluster client reads where its ``load_balancing_strategy`` says.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         retry: RetryPolicy | None = DEFAULT_RETRY,
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         search_index: bool = True,
+        read_from_replicas: bool = False,
         **kwargs: Any,
     ) -> None:
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
@@ -92,6 +98,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._redis_client = redis_client
         self._async_redis_client = async_redis_client
         self.search_index = search_index
+        self.read_from_replicas = read_from_replicas
 
     def __repr__(self) -> str:
         return (
@@ -108,7 +115,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     @property
     def redis_client(self) -> Any:
         """The sync client in use (shared per URL unless one was given)."""
-        return self._redis_client or sync_client(self.redis_url)
+        return self._redis_client or sync_client(self.redis_url, self.read_from_replicas)
 
     def _run(self, call: protocol.Call) -> Any:
         return SyncTransport(self.redis_client, self.retry).run(call)
@@ -117,7 +124,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         if self._async_redis_client is None and self._redis_client is not None:
             # Only a sync client was given: the URL may not lead to it, so use it in a thread.
             return await asyncio.to_thread(self._run, call)
-        client = self._async_redis_client or async_client(self.redis_url)
+        client = self._async_redis_client or await async_client(
+            self.redis_url, self.read_from_replicas
+        )
         return await AsyncTransport(client, self.retry).run(call)
 
     # -- reading ---------------------------------------------------------------

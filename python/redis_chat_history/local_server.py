@@ -46,13 +46,21 @@ def redis_server_path() -> str:
 
 
 def start_redis(
-    extra_args: Sequence[str] = (), port: int | None = None, directory: Path | None = None
+    extra_args: Sequence[str] = (),
+    port: int | None = None,
+    directory: Path | None = None,
+    config_file: Path | None = None,
 ) -> LocalRedis:
-    """Start redis-server on loopback in a temp dir (no persistence unless asked)."""
+    """Start redis-server on loopback in a temp dir (no persistence unless asked).
+
+    ``config_file`` goes first on the command line, as redis-server requires (a
+    Sentinel's config, which it rewrites, for example).
+    """
     port = port or free_port()
     directory = directory or Path(tempfile.mkdtemp(prefix="redis-chat-history-"))
     command = [
         redis_server_path(),
+        *([str(config_file)] if config_file is not None else []),
         "--port", str(port),
         "--bind", "127.0.0.1",
         "--dir", str(directory),
