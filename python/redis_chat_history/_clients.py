@@ -89,8 +89,9 @@ def is_cluster(url: str, client: Any) -> bool:
     """Whether the server of ``url`` is a Redis Cluster node, asked once per process.
 
     ``client`` is a plain client of ``url`` (the one that serves it if it is no
-    cluster). A server that refuses INFO to this user is taken for a plain server;
-    raises the package's error when nothing answers.
+    cluster). A server that refuses INFO to this user is taken for a plain server.
+    When nothing answers, the answer is "no" for now and it is asked again next time:
+    the plain client's call then fails (or is retried) as any other call would.
     """
     known = _cluster_urls.get(url)
     if known is None:
@@ -98,8 +99,8 @@ def is_cluster(url: str, client: Any) -> bool:
             known = _cluster_enabled(client.info("cluster"))
         except redis.ResponseError:
             known = False
-        except redis.RedisError as error:
-            raise translate(error, describe(client)) from error
+        except redis.RedisError:
+            return False
         _cluster_urls[url] = known
     return known
 
@@ -112,8 +113,8 @@ async def ais_cluster(url: str, client: Any) -> bool:
             known = _cluster_enabled(await client.info("cluster"))
         except redis.ResponseError:
             known = False
-        except redis.RedisError as error:
-            raise translate(error, describe(client)) from error
+        except redis.RedisError:
+            return False
         _cluster_urls[url] = known
     return known
 
@@ -223,7 +224,8 @@ def sync_client(url: str, read_from_replicas: bool = False) -> Any:
         client = _sync_clients.get(key)
         if client is None:
             client = open_sync(url, read_from_replicas, retry=no_client_retry())
-            _sync_clients[key] = client
+            if _settled(url):
+                _sync_clients[key] = client
         return client
 
 
@@ -246,10 +248,16 @@ async def async_client(url: str, read_from_replicas: bool = False) -> Any:
     with _lock:
         entry = _async_clients.get(key)
         if entry is None or entry[0]() is not loop:
-            _async_clients[key] = (weakref.ref(loop), client)
+            if _settled(url):
+                _async_clients[key] = (weakref.ref(loop), client)
             return client
     await client.aclose()  # another task of this loop made one meanwhile
     return entry[1]
+
+
+def _settled(url: str) -> bool:
+    """Whether the kind of client for ``url`` is known for good (it was asked, if needed)."""
+    return scheme_of(url) not in ("redis", "rediss") or url in _cluster_urls
 
 
 def _is_gone(loop_ref: weakref.ref[asyncio.AbstractEventLoop]) -> bool:
