@@ -26,7 +26,6 @@ from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, messages_from_dict
 
 from .. import _protocol as protocol
-from .._transport import SyncTransport
 from ..history import RedisChatMessageHistory
 from .corpus import Corpus, word_tokens
 
@@ -76,7 +75,7 @@ class Store:
         """Store ``jsons`` (from :meth:`encoded`, oldest first) in ``session``, in bulk."""
         raise NotImplementedError
 
-    def latest(self, session: str, count: int) -> list[BaseMessage]:
+    def latest(self, session: str, count: int) -> list[Any]:
         """The latest ``count`` messages of the session, oldest first."""
         raise NotImplementedError
 
@@ -95,16 +94,6 @@ class Store:
         return self.own_commands is None or command in self.own_commands
 
 
-class _NoIndexHistory(RedisChatMessageHistory):
-    """Our history, appending with ``NOINDEX`` (the session gets no search index)."""
-
-    def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
-        call = super()._append_call(messages)
-        at = call.args.index("MESSAGES")
-        args = (*call.args[:at], "NOINDEX", *call.args[at:])
-        return protocol.Call(call.function, call.keys, args, read_only=False)
-
-
 class OursStore(Store):
     """redis-chat-history: one FCALL per read, one per append of any number of messages."""
 
@@ -117,8 +106,13 @@ class OursStore(Store):
         self.label = "redis-chat-history" + ("" if index else " (NOINDEX)")
 
     def history(self, session: str) -> BaseChatMessageHistory:
-        kind = RedisChatMessageHistory if self.index else _NoIndexHistory
-        return kind(session, redis_url=self.url, key_prefix=self.prefix, ttl=self.ttl)
+        return RedisChatMessageHistory(
+            session,
+            redis_url=self.url,
+            key_prefix=self.prefix,
+            ttl=self.ttl,
+            search_index=self.index,
+        )
 
     def keys(self, session: str) -> list[str]:
         return list(protocol.session_keys(self.prefix, session))
@@ -134,11 +128,10 @@ class OursStore(Store):
             batch = jsons[start : start + _FILL_BATCH]
             self.client.fcall(protocol.APPEND, 3, *keys, *options, "MESSAGES", *batch)
 
-    def latest(self, session: str, count: int) -> list[BaseMessage]:
+    def latest(self, session: str, count: int) -> list[Any]:
         history = self.history(session)
         assert isinstance(history, RedisChatMessageHistory)
-        call = protocol.range_call(history.keys, count=count)
-        return protocol.decode_messages(SyncTransport(history.redis_client).run(call))
+        return history.latest(count)
 
     def search(self, session: str, query: str) -> list[Any]:
         history = self.history(session)
