@@ -21,6 +21,8 @@ from typing import Any
 
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -30,7 +32,7 @@ from langchain_core.messages import (
     ToolMessage,
 )
 
-from redis_chat_history import RedisChatMessageHistory, session_keys
+from redis_chat_history import InvalidInputError, RedisChatMessageHistory, session_keys
 from redis_chat_history import _protocol as protocol
 from test_history import every_kind_of_message
 
@@ -100,6 +102,31 @@ def test_node_client_passes_the_shared_vectors(node: str, redis_url: str) -> Non
     )
     assert passed == 2 * cases, "every server vector ran in RESP2 and in RESP3"
     assert "# Subtest: vectors over RESP3" in output
+
+
+# Text with the characters the key layout treats specially, and any other Unicode.
+key_text = st.text(alphabet=st.sampled_from("{}%:7Bb") | st.characters(codec="utf-8"), max_size=12)
+
+
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pairs=st.lists(st.tuples(key_text, key_text), min_size=100, max_size=100))
+def test_node_and_python_build_the_same_keys(node: str, pairs: list[tuple[str, str]]) -> None:
+    result = subprocess.run(
+        [node, "interop/keys.mjs"],
+        cwd=NODE_CLIENT,
+        input=json.dumps(pairs),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    for (prefix, session), from_node in zip(pairs, json.loads(result.stdout), strict=True):
+        try:
+            assert list(session_keys(prefix, session)) == from_node, (prefix, session)
+        except InvalidInputError as error:
+            assert from_node == {"error": error.code}, (prefix, session)
 
 
 def test_node_client_passes_the_encoding_vectors(node: str, redis_url: str) -> None:

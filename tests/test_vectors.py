@@ -298,3 +298,23 @@ def test_protocol_walkthrough_runs_as_documented(redis_url: str) -> None:
     assert [shape(line) for line in lines] == [shape(line) for line in printed]
     ids = [line for line in lines if re.fullmatch(r"\d+-\d+", line)]
     assert ids[2] == ids[0], "the retried message kept its first id"
+
+
+def test_protocol_doc_lists_every_function_with_its_flags() -> None:
+    registered = {
+        name: "no-writes" if flags else ""
+        for name, flags in re.findall(
+            r"register_function\{function_name = '(\w+)', callback = \w+(, flags = \w+)?\}",
+            library_source(),
+        )
+    }
+    documented = {
+        name: flag.strip("` ")
+        for name, flag in re.findall(
+            r"^\| `(chathist_\w+)` \| [\d.]+ \|([^|]*)\|", PROTOCOL_DOC.read_text(), re.M
+        )
+    }
+    assert len(registered) >= 11
+    assert documented == registered
+    for name in registered:
+        assert f"### {name}" in PROTOCOL_DOC.read_text(), name
