@@ -15,20 +15,27 @@ session share one hash slot and no two sessions can collide.
 Errors are replied as "ERR CHATHIST_<CODE> <what was wrong>". A function that
 replies an error has written nothing: every argument is checked first.
 
-The index (KEYS[2]) maps each token to a list of postings (the stream ids of
-the messages holding it). Fields:
+The index (KEYS[2]) maps each token to its postings (the stream ids of the
+messages holding it). Fields:
   "\0v"             present iff the session is indexed (index format version)
   "\0b"             total bytes of the stored message JSON (for MAXBYTES)
+  "\0e"             epoch: the ms time of the first indexed message
+  "\0p"             pending postings of the newest messages, one record each
+                    ("\n" id "\0" term "\0" term ...), folded into the fields
+                    below in one pass once PENDING_BYTES long
+  "\2" <n>          a bucket shared by rare terms: entries "\n" term "\0"
+                    postings as text, hex(ms - epoch) ["." hex(seq)] ","; a
+                    term that outgrows RARE_TEXT_BYTES gets its own head and
+                    leaves the entry "\n" term "\0+"
   <token>           head: varint first_block, varint next_block, then the
                     newest block of postings
   <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
-A block is varint base_ms, varint base_seq (its first posting when it was
-started, a lower bound of the ids in it) and postings, each varint(2 * (ms -
-base_ms) + has_seq) [varint seq]. Blocks hold increasing ids and a block's ids
-are all below the next block's base, so a posting can be found, added or
-removed by touching one block: work per message is O(its tokens).
-Message types are indexed as the token "\1" <type>. Tokens never hold a byte
-below 0x20, so they cannot collide with the meta fields or block names.
+A posting is varint(2 * (ms - epoch) + has_seq) [varint seq]. Blocks hold
+increasing ids and every id of a block is below the next block's first, so a
+posting is found, added or removed by touching one block: the work per
+message is O(its tokens), whatever the session's length. Message types are
+indexed as the token "\1" <type>. Tokens never hold a byte below 0x20, so
+they cannot collide with the meta fields, buckets or block names.
 ]]
 
 local LIBRARY_VERSION = '1.1.0'
@@ -53,6 +60,10 @@ local META_PENDING = '\0p'
 local PENDING_BYTES = 16384        -- pending postings this long are folded into the index
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
+local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
+local RARE_TEXT_BYTES = 64           -- a rare term's postings longer than this get their own head
+local RARE_MARK = '\2'
+local PROMOTED = '+'
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
 local SUFFIXES = {':m', ':x', ':i'}
 local KEY_TYPES = {'stream', 'hash', 'hash'}
@@ -590,53 +601,170 @@ local function index_epoch(index_key, first_ms)
   return first_ms
 end
 
+-- Rare terms. Most distinct words of a conversation occur once or twice; a
+-- hash field of their own would cost more than their postings. Their
+-- postings live in one of RARE_BUCKETS shared fields instead, as text:
+--   "\n" <term> "\0" <postings>   postings: hex(ms - epoch) ["." hex(seq)] ","
+-- and a term whose postings outgrow RARE_TEXT_BYTES moves to its own head,
+-- leaving the entry "\n" <term> "\0+" so that later folds know where it is.
+local function rare_bucket(term)
+  local first, second = string.byte(term, 1, 2)
+  local last = string.byte(term, -1)
+  return RARE_MARK .. ((first * 7919 + (second or 0) * 131 + last * 31 + #term) % RARE_BUCKETS)
+end
+
+local function text_posting(epoch, ms, seq)
+  if seq == 0 then return string.format('%x,', ms - epoch) end
+  return string.format('%x.%x,', ms - epoch, seq)
+end
+
+-- Where the term's entry in a bucket starts, and its text (postings or PROMOTED).
+local function rare_entry(bucket, term)
+  if not bucket then return nil end
+  local start, stop = string.find(bucket, '\n' .. term .. '\0', 1, true)
+  if not start then return nil end
+  local finish = string.find(bucket, '\n', stop + 1, true) or (#bucket + 1)
+  return start, string.sub(bucket, stop + 1, finish - 1), finish
+end
+
+-- The bucket with the term's entry set to text (removed when text is nil).
+local function with_rare_entry(bucket, term, text)
+  local start, _, finish = rare_entry(bucket, term)
+  local entry = text and ('\n' .. term .. '\0' .. text) or ''
+  if not start then return (bucket or '') .. entry end
+  return string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
+end
+
+local function decode_text_postings(epoch, text)
+  local ms, seq = {}, {}
+  for d, s in string.gmatch(text, '(%x+)%.?(%x*),') do
+    ms[#ms + 1] = epoch + tonumber(d, 16)
+    seq[#seq + 1] = s == '' and 0 or tonumber(s, 16)
+  end
+  return ms, seq
+end
+
+-- Appends binary postings (a list of strings, ascending) to a term's head
+-- (false when it has none), moving full head blocks to numbered fields;
+-- adds the writes to the list writes.
+local function extend_head(term, head, list, writes)
+  head = head or '\1\1'
+  local new = table.concat(list)
+  if #head + #new <= BLOCK_BYTES then
+    writes[#writes + 1] = term
+    writes[#writes + 1] = head .. new
+    return
+  end
+  local first_block, next_block, pos = parse_head(head)
+  local body = string.sub(head, pos)
+  for _, p in ipairs(list) do
+    if #body >= BLOCK_BYTES then
+      writes[#writes + 1] = block_field(term, next_block)
+      writes[#writes + 1] = body
+      next_block = next_block + 1
+      body = p
+    else
+      body = body .. p
+    end
+  end
+  writes[#writes + 1] = term
+  writes[#writes + 1] = head_value(first_block, next_block, body)
+end
+
 -- Adds postings to the index: entries is a list of {ms, seq, terms}, in
--- increasing id order. One HMGET and one HSET for the whole batch, and one
--- string built per term; a head that grows past BLOCK_BYTES is moved to a
--- numbered block.
+-- increasing id order. The terms' buckets are read in one HMGET, the heads
+-- of frequent terms in another, and everything is written in one HSET.
 local function add_postings(index_key, entries)
   if #entries == 0 then return end
   local epoch = index_epoch(index_key, entries[1][1])
-  local fields, added = {}, {}
-  for _, entry in ipairs(entries) do
-    local p = posting(epoch, entry[1], entry[2])
+  local terms, added = {}, {}
+  for index, entry in ipairs(entries) do
     for _, term in ipairs(entry[3]) do
       local list = added[term]
       if not list then
         list = {}
         added[term] = list
-        fields[#fields + 1] = term
+        terms[#terms + 1] = term
       end
-      list[#list + 1] = p
+      list[#list + 1] = index
     end
   end
-  local heads = hash_get_many(index_key, fields)
-  local writes = {}
-  for _, term in ipairs(fields) do
-    local head = heads[term] or '\1\1'
-    local list = added[term]
-    local new = table.concat(list)
-    if #head + #new > BLOCK_BYTES then
-      local first_block, next_block, pos = parse_head(head)
-      local body = string.sub(head, pos)
-      for _, p in ipairs(list) do
-        if #body >= BLOCK_BYTES then
-          writes[#writes + 1] = block_field(term, next_block)
-          writes[#writes + 1] = body
-          next_block = next_block + 1
-          body = p
-        else
-          body = body .. p
-        end
-      end
-      new = head_value(first_block, next_block, body)
-    else
-      new = head .. new
+  local bucket_names, seen = {}, {}
+  for _, term in ipairs(terms) do
+    local name = rare_bucket(term)
+    if not seen[name] then
+      seen[name] = true
+      bucket_names[#bucket_names + 1] = name
     end
-    writes[#writes + 1] = term
-    writes[#writes + 1] = new
+  end
+  local buckets = hash_get_many(index_key, bucket_names)
+  local binary = {}
+  local function binary_postings(indexes)
+    local list = {}
+    for i, index in ipairs(indexes) do
+      local p = binary[index]
+      if not p then
+        p = posting(epoch, entries[index][1], entries[index][2])
+        binary[index] = p
+      end
+      list[i] = p
+    end
+    return list
+  end
+  local texts = {}
+  local frequent, promoted = {}, {}
+  for _, term in ipairs(terms) do
+    local name = rare_bucket(term)
+    local bucket = buckets[name] or nil
+    local start, text, finish = rare_entry(bucket, term)
+    if text == PROMOTED then
+      frequent[#frequent + 1] = term
+    else
+      local parts = {text or ''}
+      for _, index in ipairs(added[term]) do
+        local t = texts[index]
+        if not t then
+          t = text_posting(epoch, entries[index][1], entries[index][2])
+          texts[index] = t
+        end
+        parts[#parts + 1] = t
+      end
+      local joined = table.concat(parts)
+      local kept = #joined <= RARE_TEXT_BYTES
+      local entry = '\n' .. term .. '\0' .. (kept and joined or PROMOTED)
+      if start then
+        buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
+      else
+        buckets[name] = (bucket or '') .. entry
+      end
+      if not kept then
+        local ms, seq = decode_text_postings(epoch, joined)
+        local list = {}
+        for i = 1, #ms do list[i] = posting(epoch, ms[i], seq[i]) end
+        promoted[term] = list
+        frequent[#frequent + 1] = term
+      end
+    end
+  end
+  local writes = {}
+  local heads = hash_get_many(index_key, frequent)
+  for _, term in ipairs(frequent) do
+    extend_head(term, heads[term], promoted[term] or binary_postings(added[term]), writes)
+  end
+  for _, name in ipairs(bucket_names) do
+    writes[#writes + 1] = name
+    writes[#writes + 1] = buckets[name]
   end
   hash_set_many(index_key, writes)
+end
+
+-- The postings of a term: its head (own field), or its rare entry's
+-- decoded lists; nil when the index has none.
+local function term_postings(head, bucket, term, epoch)
+  if head then return head end
+  local _, text = rare_entry(bucket or nil, term)
+  if not text or text == PROMOTED or text == '' then return nil end
+  return {decode_text_postings(epoch, text)}
 end
 
 -- The body without the posting (ms, seq), and how many postings it keeps.
@@ -656,9 +784,29 @@ end
 -- than the oldest is never emptied: its last posting stays, as a stale
 -- posting that search skips (it verifies every hit), so that block bases
 -- stay ordered; the oldest block is dropped when empty.
+local function remove_rare_posting(index_key, epoch, term, ms, seq)
+  local name = rare_bucket(term)
+  local bucket = redis.call('HGET', index_key, name)
+  local _, text = rare_entry(bucket or nil, term)
+  if not text or text == PROMOTED then return end
+  local list_ms, list_seq = decode_text_postings(epoch, text)
+  local parts = {}
+  for i = 1, #list_ms do
+    if list_ms[i] ~= ms or list_seq[i] ~= seq then
+      parts[#parts + 1] = text_posting(epoch, list_ms[i], list_seq[i])
+    end
+  end
+  bucket = with_rare_entry(bucket, term, #parts > 0 and table.concat(parts) or nil)
+  if bucket == '' then
+    redis.call('HDEL', index_key, name)
+  else
+    redis.call('HSET', index_key, name, bucket)
+  end
+end
+
 local function remove_posting(index_key, epoch, term, ms, seq)
   local head = redis.call('HGET', index_key, term)
-  if not head then return end
+  if not head then return remove_rare_posting(index_key, epoch, term, ms, seq) end
   local first_block, next_block, pos = parse_head(head)
   if pos <= #head then
     local head_ms, head_seq = read_posting(epoch, head, pos)
@@ -1264,6 +1412,12 @@ local function open_cursor(index_key, epoch, term, head)
     size = (next_block - first_block) * BLOCK_BYTES + #head}
 end
 
+-- A cursor over the decoded postings of a rare term.
+local function open_list_cursor(term, lists)
+  return {term = term, first = 1, k = 1, body = '', ms = lists[1], seq = lists[2],
+    i = #lists[1], size = #lists[1]}
+end
+
 -- Moves to the next older block; false when there is none.
 local function cursor_older(c)
   c.ms = nil
@@ -1417,15 +1571,21 @@ end
 
 local function index_search(keys, query)
   local fields = query_fields(query)
-  local lookup = {META_PENDING}
-  for i, field in ipairs(fields) do lookup[i + 1] = field end
+  local lookup = {META_PENDING, META_EPOCH}
+  for _, field in ipairs(fields) do
+    lookup[#lookup + 1] = field
+    lookup[#lookup + 1] = rare_bucket(field)
+  end
   local values = hash_get_many(keys[2], lookup)
   local records = pending_records(values[META_PENDING] or nil)
-  local epoch = index_epoch(keys[2])
+  local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do
-    if values[field] then
-      cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, values[field])
+    local postings = epoch and term_postings(values[field], values[rare_bucket(field)], field, epoch)
+    if type(postings) == 'string' then
+      cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, postings)
+    elseif postings then
+      cursors[#cursors + 1] = open_list_cursor(field, postings)
     elseif not query.any then
       -- A term no indexed message holds: only pending records can match.
       return index_search_all(keys, query, fields, records, nil)

@@ -28,13 +28,17 @@ def stored(text: Any, message_type: str = "human", message_id: str | None = None
     return json.dumps({"type": message_type, "data": data}, ensure_ascii=False)
 
 
-def small_library(pending_bytes: int = 48, block_bytes: int = 6) -> str:
-    """The shipped library with tiny pending and block sizes, so that a few messages
-    fold pending postings, roll blocks and remove postings across blocks."""
+SMALL_SIZES = {"PENDING_BYTES": 48, "BLOCK_BYTES": 6, "RARE_BUCKETS": 3, "RARE_TEXT_BYTES": 8}
+
+
+def small_library() -> str:
+    """The shipped library with tiny sizes, so that a few messages fold pending
+    postings, share rare-term buckets, promote terms to heads, roll blocks and
+    remove postings across blocks."""
     source = library_source()
-    source, a = re.subn(r"PENDING_BYTES = \d+", f"PENDING_BYTES = {pending_bytes}", source)
-    source, b = re.subn(r"BLOCK_BYTES = \d+", f"BLOCK_BYTES = {block_bytes}", source)
-    assert a == b == 1
+    for name, value in SMALL_SIZES.items():
+        source, count = re.subn(rf"local {name} = \d+", f"local {name} = {value}", source)
+        assert count == 1, name
     return source
 
 
