@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from redis_chat_history import RedisChatMessageHistory, cli_sessions
 from redis_chat_history import _protocol as protocol
 from redis_chat_history.cli import main
+from test_history import every_kind_of_message
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
@@ -66,11 +67,37 @@ def test_list_is_a_table_of_sessions_under_the_prefix(
     result = invoke(redis_url, "list")
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["SESSION", "MESSAGES", "LAST", "ACTIVITY", "(UTC)"]
+    assert lines[0].split() == ["SESSION", "MESSAGES", "LAST", "ACTIVITY", "(UTC)", "TTL"]
     assert [line[: line.index("  ")] for line in lines[1:]] == ["alice", "b{r}ace%7B", "ünï code"]
     last = sessions["alice"].latest(1)[0].timestamp
-    assert lines[1].split()[1:] == ["2", f"{last:%Y-%m-%d}", f"{last:%H:%M:%S}"]
-    assert [line.split()[-3] for line in lines[1:]] == ["2", "1", "3"]
+    assert lines[1].split()[1:] == ["2", f"{last:%Y-%m-%d}", f"{last:%H:%M:%S}", "-"]
+    assert [line.split()[-4] for line in lines[1:]] == ["2", "1", "3"]
+
+
+def test_list_shows_the_ttl(redis_url: str, sessions: dict[str, RedisChatMessageHistory]) -> None:
+    sessions["alice"].set_ttl(3 * 3600 + 5 * 60)
+    sessions["ünï code"].set_ttl(42)
+    lines = invoke(redis_url, "list").stdout.splitlines()
+    assert [line.split()[-1] for line in lines[1:]] == ["3h05m", "-", "42s"]
+    rows = json_lines(invoke(redis_url, "list", "--json").stdout)
+    assert 3 * 3600_000 < rows[0]["ttl_ms"] <= (3 * 3600 + 5 * 60) * 1000
+    assert rows[1]["ttl_ms"] is None
+
+
+@pytest.mark.parametrize(
+    ("milliseconds", "text"),
+    [
+        (None, "-"),
+        (0, "0s"),
+        (1, "1s"),
+        (59_001, "1m00s"),
+        (3_600_000, "1h00m"),
+        (90_061_000, "1d01h"),
+        (7 * 86_400_000, "7d00h"),
+    ],
+)
+def test_duration_text(milliseconds: int | None, text: str) -> None:
+    assert cli_sessions.duration_text(milliseconds) == text
 
 
 def test_list_json_for_scripts(
@@ -86,6 +113,7 @@ def test_list_json_for_scripts(
         "messages": 2,
         "last_id": alice.id,
         "last_activity": alice.timestamp.isoformat(timespec="milliseconds"),
+        "ttl_ms": None,
     }
     other = json_lines(invoke(redis_url, "list", "--json", "--prefix", "chat:x").stdout)
     assert [(row["session"], row["messages"]) for row in other] == [("other", 1)]
@@ -301,3 +329,134 @@ def test_tail_reads_entries_of_both_resp_versions(redis_url: str) -> None:
         records = protocol.decode_entries(entries)
         assert [record.message.content for record in records] == ["a", "b"]
         client.close()
+
+
+# -- import --------------------------------------------------------------------------------------
+
+
+def export_text(url: str, *args: str) -> str:
+    result = invoke(url, "export", *args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_export_then_import_restores_every_session_exactly(
+    redis_url: str, client: redis.Redis, sessions: dict[str, RedisChatMessageHistory]
+) -> None:
+    alice = sessions["alice"]
+    alice.add_messages(every_kind_of_message())
+    client.fcall(  # written by another client: a type LangChain lacks, fields it does not know
+        "chathist_append",
+        3,
+        *alice.keys,
+        "MESSAGES",
+        '{"type":"banana","data":{"content":"x","extra":{"n":1.5,"big":12345678901234567890}}}',
+    )
+    before = {name: stored_dicts(client, history) for name, history in sessions.items()}
+    exported = export_text(redis_url, "--all")
+    client.flushall()
+    result = CliRunner().invoke(
+        main, ["--url", redis_url, "import", "-"], input=exported, env={"REDIS_URL": None}
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr == f"imported {len(exported.splitlines())} messages into 3 sessions\n"
+    for name in ("alice", "b{r}ace%7B", "ünï code"):
+        assert stored_dicts(client, sessions[name]) == before[name]
+    kinds = every_kind_of_message()
+    assert [m.content for m in alice.messages[2:-1]] == [m.content for m in kinds]
+    assert export_text(redis_url, "--all") == exported
+    assert [hit.message.content for hit in alice.search("alice")] == [
+        "Hi, I am Alice",
+        "Hello Alice!",
+    ]
+    assert alice.delete_messages(message_ids=["run-42"]) == 1  # the id map came back too
+
+
+def test_import_refuses_ids_not_after_the_session_and_replace_overwrites(
+    redis_url: str, tmp_path: Path, sessions: dict[str, RedisChatMessageHistory]
+) -> None:
+    dump = tmp_path / "alice.jsonl"
+    assert invoke(redis_url, "export", "alice", "-o", str(dump)).exit_code == 0
+    sessions["alice"].add_user_message("newer")
+    refused = invoke(redis_url, "import", str(dump))
+    assert refused.exit_code == 1
+    assert "session 'alice'" in refused.stderr and "--replace" in refused.stderr
+    assert "0 messages imported before it" in refused.stderr
+    assert len(sessions["alice"]) == 3
+    replaced = invoke(redis_url, "import", str(dump), "--replace", "--progress")
+    assert replaced.exit_code == 0, replaced.output
+    assert "importing" in replaced.stderr
+    assert [m.content for m in sessions["alice"].messages] == ["Hi, I am Alice", "Hello Alice!"]
+
+
+def test_import_into_another_session_prefix_and_ttl(
+    redis_url: str, client: redis.Redis, sessions: dict[str, RedisChatMessageHistory]
+) -> None:
+    exported = export_text(redis_url, "alice")
+    result = CliRunner().invoke(
+        main,
+        ["--url", redis_url, "import", "--session", "copy", "--prefix", "new:", "--ttl", "600"],
+        input=exported,
+        env={"REDIS_URL": None},
+    )
+    assert result.exit_code == 0, result.output
+    copy = RedisChatMessageHistory("copy", redis_url=redis_url, key_prefix="new:")
+    assert [r.id for r in copy.page()] == [r.id for r in sessions["alice"].page()]
+    ttl = copy.get_ttl()
+    assert ttl is not None and 590 < ttl <= 600
+
+
+def test_import_in_batches(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    history = RedisChatMessageHistory("many", redis_url=redis_url)
+    history.add_messages([HumanMessage(f"m{i}") for i in range(10)])
+    exported = export_text(redis_url, "many")
+    history.clear()
+    monkeypatch.setattr(cli_sessions, "IMPORT_BATCH", 3)
+    before = client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
+    result = CliRunner().invoke(
+        main, ["--url", redis_url, "import"], input=exported, env={"REDIS_URL": None}
+    )
+    assert result.exit_code == 0, result.output
+    assert client.info("commandstats")["cmdstat_fcall"]["calls"] - before == 4
+    assert export_text(redis_url, "many") == exported
+
+
+@pytest.mark.parametrize(
+    ("line", "error"),
+    [
+        ("not json", "line 2: not JSON"),
+        ("[1]", "line 2: not a JSON object"),
+        ('{"session": "", "id": "1-1", "message": {}}', '"session"'),
+        ('{"session": "s", "id": "1", "message": {}}', '"id"'),
+        ('{"session": "s", "id": "1-x", "message": {}}', '"id"'),
+        ('{"session": "s", "id": "1-1", "message": "m"}', '"message"'),
+        ('{"session": "s", "id": "1-1", "timestamp": "2020", "message": {}}', '"timestamp"'),
+    ],
+)
+def test_a_bad_line_is_reported_and_nothing_of_its_batch_is_written(
+    redis_url: str, client: redis.Redis, line: str, error: str
+) -> None:
+    good = json.dumps(
+        {"session": "s", "id": "1-0", "message": {"type": "human", "data": {"content": "a"}}}
+    )
+    result = CliRunner().invoke(
+        main,
+        ["--url", redis_url, "import"],
+        input=f"{good}\n{line}\n",
+        env={"REDIS_URL": None},
+    )
+    assert result.exit_code == 1
+    assert error in result.stderr
+    assert client.dbsize() == 0
+
+
+def test_a_message_the_library_refuses_is_reported(redis_url: str, client: redis.Redis) -> None:
+    line = json.dumps({"session": "s", "id": "1-0", "message": {"type": "human", "data": {}}})
+    result = CliRunner().invoke(
+        main, ["--url", redis_url, "import"], input=line + "\n", env={"REDIS_URL": None}
+    )
+    assert result.exit_code == 1
+    assert "session 's'" in result.stderr and "data.content" in result.stderr
+    assert client.dbsize() == 0

@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from langchain_core.messages import BaseMessage, ChatMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import (
+    BaseMessage,
+    ChatMessage,
+    RemoveMessage,
+    message_to_dict,
+    messages_from_dict,
+)
 
 from ._errors import InvalidInputError
 
@@ -466,3 +472,118 @@ def decode_entries(entries: Reply) -> list[StoredMessage]:
         if stored is not None:
             flat += [entry_id, stored]
     return decode_stored(flat)
+
+
+# -- managing sessions: deletion, TTL, import (library 1.1) -------------------------------
+
+DELETE = "chathist_delete"
+IMPORT = "chathist_import"
+TTL = "chathist_ttl"
+EXPIRE = "chathist_expire"
+#: Most ids in one chathist_delete, entries in one chathist_import (the library's batch limit).
+MAX_BATCH = 10000
+#: The library's bounds of a session window (MAXLEN, MAXBYTES) and of a TTL.
+MAX_WINDOW_MESSAGES = 10**9
+MAX_WINDOW_BYTES = 2**40
+MAX_TTL_SECONDS = 315360000
+
+
+def check_count(value: int | None, name: str, low: int, high: int) -> int | None:
+    """``value`` if it is None or an integer from ``low`` to ``high``, else InvalidInputError."""
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise InvalidInputError(f"{name} must be None or an integer from {low} to {high}")
+    return value
+
+
+def _ids(ids: Sequence[str], name: str) -> tuple[str, ...]:
+    if isinstance(ids, str | bytes):
+        raise InvalidInputError(f"{name} must be a list of strings, not one string")
+    checked = tuple(ids)
+    for value in checked:
+        if not isinstance(value, str) or not value:
+            raise InvalidInputError(f"{name} must be non-empty strings, not {value!r}")
+    if len(checked) > MAX_BATCH:
+        raise InvalidInputError(
+            f"{len(checked)} ids is over the limit of {MAX_BATCH} in one call", "TOOBIG"
+        )
+    return checked
+
+
+def delete_call(
+    keys: tuple[str, ...], ids: Sequence[str] = (), *, message_ids: Sequence[str] = ()
+) -> Call | None:
+    """Delete messages by stream id (``ids``) or by LangChain ``message.id`` (``message_ids``).
+
+    One atomic call that keeps the search index and the id map right; unknown ids are
+    ignored. None when there is nothing to delete (no call needed).
+    """
+    stream_ids, client_ids = _ids(ids, "ids"), _ids(message_ids, "message_ids")
+    if stream_ids and client_ids:
+        raise InvalidInputError("pass ids or message_ids, not both")
+    for stream_id in stream_ids:
+        if "-" not in stream_id:
+            raise InvalidInputError(f'{stream_id!r} is not a stream id "ms-seq"')
+        stream_id_key(stream_id, 0)
+    if stream_ids:
+        return Call(DELETE, keys, ("IDS", *stream_ids), read_only=False)
+    if client_ids:
+        return Call(DELETE, keys, ("MESSAGEIDS", *client_ids), read_only=False)
+    return None
+
+
+def import_call(
+    keys: tuple[str, ...], entries: Sequence[tuple[str, bytes]], ttl: int | None = None
+) -> Call:
+    """Store ``(stream id, stored-message JSON)`` entries under those ids (export/import).
+
+    Ids must be "ms-seq", increasing, and after the session's last id (the library checks).
+    """
+    args: list[str | int | bytes] = []
+    if ttl:
+        args += ["TTL", ttl]
+    args.append("ENTRIES")
+    for stream_id, stored in entries:
+        args += [stream_id, stored]
+    return Call(IMPORT, keys, tuple(args), read_only=False)
+
+
+def ttl_call(keys: tuple[str, ...]) -> Call:
+    """The session's remaining TTL in ms (-1: none, -2: no such session)."""
+    return Call(TTL, keys, (), read_only=True)
+
+
+def expire_call(keys: tuple[str, ...], seconds: int | None) -> Call:
+    """Set every key of the session to expire in ``seconds``, or drop the TTL (None)."""
+    if seconds is None:
+        return Call(EXPIRE, keys, ("PERSIST",), read_only=False)
+    check_count(seconds, "seconds", 1, MAX_TTL_SECONDS)
+    return Call(EXPIRE, keys, (seconds,), read_only=False)
+
+
+def decode_ttl(reply: Reply) -> float | None:
+    """Seconds a session has left, from a chathist_ttl reply; None without a TTL or session."""
+    milliseconds = int(reply)
+    return milliseconds / 1000 if milliseconds >= 0 else None
+
+
+#: LangGraph's ``RemoveMessage`` id that stands for every message of the conversation.
+REMOVE_ALL_MESSAGES = "__remove_all__"
+
+
+def split_removals(
+    messages: Sequence[BaseMessage],
+) -> list[tuple[bool, list[BaseMessage]]]:
+    """``messages`` cut into runs, in order: ``(True, removals)`` for ``RemoveMessage`` runs,
+    ``(False, messages)`` for runs of messages to store."""
+    runs: list[tuple[bool, list[BaseMessage]]] = []
+    for message in messages:
+        removing = isinstance(message, RemoveMessage)
+        if removing and not message.id:
+            raise InvalidInputError("a RemoveMessage needs the id of the message to remove")
+        if runs and runs[-1][0] == removing:
+            runs[-1][1].append(message)
+        else:
+            runs.append((removing, [message]))
+    return runs

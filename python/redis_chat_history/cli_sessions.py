@@ -1,4 +1,4 @@
-"""Commands that manage conversations: list sessions, export them, follow one live.
+"""Commands that manage conversations: list, export and import sessions, follow one live.
 
 They use the same pieces as :mod:`redis_chat_history.cli` (a fresh client per run,
 errors as one line, calls built by ``_protocol``) and are added to its command group
@@ -8,7 +8,9 @@ when this module is imported (``cli`` imports it).
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -20,7 +22,7 @@ import click
 
 from . import _protocol as protocol
 from ._errors import InvalidInputError
-from ._jsonl import encode_json, export_line
+from ._jsonl import ExportedMessage, encode_json, export_line, parse_line
 from ._transport import SyncTransport
 from .cli import (
     Target,
@@ -38,6 +40,9 @@ from .history import DEFAULT_KEY_PREFIX
 EXPORT_PAGE = 500
 #: Sessions whose details are fetched in one pipeline when listing.
 LIST_BATCH = 200
+#: Most entries, and about the most bytes, per chathist_import call when importing.
+IMPORT_BATCH = 500
+IMPORT_BATCH_BYTES = 4 * 1024 * 1024
 #: Longest single XREAD BLOCK while tailing, in ms (bounds how late --timeout is noticed).
 TAIL_BLOCK_MS = 1000
 
@@ -79,6 +84,7 @@ class SessionInfo:
     session: str
     messages: int
     last_id: str | None
+    ttl_ms: int | None
 
     @property
     def last_activity(self) -> datetime | None:
@@ -93,13 +99,14 @@ class SessionInfo:
             "messages": self.messages,
             "last_id": self.last_id,
             "last_activity": last.isoformat(timespec="milliseconds") if last else None,
+            "ttl_ms": self.ttl_ms,
         }
 
 
 def session_infos(
     transport: SyncTransport, prefix: str, sessions: Iterable[str]
 ) -> Iterator[SessionInfo]:
-    """Count and newest id of each session, fetched in pipelines of :data:`LIST_BATCH`."""
+    """Count, newest id and TTL of each session, fetched in pipelines of :data:`LIST_BATCH`."""
     batch: list[str] = []
     for session in sessions:
         batch.append(session)
@@ -114,13 +121,31 @@ def _infos(transport: SyncTransport, prefix: str, sessions: list[str]) -> list[S
     calls: list[protocol.Call] = []
     for session in sessions:
         keys = protocol.session_keys(prefix, session)
-        calls += [protocol.len_call(keys), protocol.latest_call(keys, 1)]
+        calls += [protocol.len_call(keys), protocol.latest_call(keys, 1), protocol.ttl_call(keys)]
     replies = transport.run_all(calls)
     infos = []
     for position, session in enumerate(sessions):
-        count, last = replies[2 * position], list(replies[2 * position + 1])
-        infos.append(SessionInfo(session, int(count), protocol.as_text(last[0]) if last else None))
+        count, last, ttl = replies[3 * position : 3 * position + 3]
+        last_id = protocol.as_text(last[0]) if last else None
+        infos.append(SessionInfo(session, int(count), last_id, int(ttl) if ttl >= 0 else None))
     return infos
+
+
+def duration_text(milliseconds: int | None) -> str:
+    """A TTL for people: ``42s``, ``5m07s``, ``3h05m``, ``2d03h``; ``-`` for none."""
+    if milliseconds is None:
+        return "-"
+    seconds = -(-milliseconds // 1000)
+    minutes, second = divmod(seconds, 60)
+    hours, minute = divmod(minutes, 60)
+    days, hour = divmod(hours, 24)
+    if days:
+        return f"{days}d{hour:02}h"
+    if hours:
+        return f"{hours}h{minute:02}m"
+    if minutes:
+        return f"{minutes}m{second:02}s"
+    return f"{second}s"
 
 
 def table(rows: list[list[str]], right: set[int]) -> list[str]:
@@ -141,11 +166,14 @@ def table(rows: list[list[str]], right: set[int]) -> list[str]:
 @click.command("list")
 @prefix_option
 @click.option(
-    "--json", "as_json", is_flag=True, help="Print JSON lines: session, messages, last activity."
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print JSON lines: session, messages, last_id, last_activity, ttl_ms.",
 )
 @click.pass_obj
 def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
-    """List the sessions under --prefix: message count and last activity, by session id.
+    """List the sessions under --prefix: message count, last activity and TTL, by session id.
 
     Finds sessions with SCAN (every primary of a cluster), never KEYS.
     """
@@ -159,7 +187,7 @@ def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
     if not infos:
         click.echo(f"no sessions under prefix {prefix!r}", err=True)
         return
-    rows = [["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)"]]
+    rows = [["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)", "TTL"]]
     for info in infos:
         last = info.last_activity
         rows.append(
@@ -167,9 +195,10 @@ def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
                 info.session,
                 str(info.messages),
                 f"{last:%Y-%m-%d %H:%M:%S}" if last else "-",
+                duration_text(info.ttl_ms),
             ]
         )
-    for line in table(rows, right={1}):
+    for line in table(rows, right={1, 3}):
         click.echo(line)
 
 
@@ -248,6 +277,119 @@ def _session_pages(
         if len(pairs) < EXPORT_PAGE:
             return
         after = pairs[-1][0]
+
+
+@click.command("import")
+@click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
+@prefix_option
+@click.option(
+    "--session",
+    "rename",
+    default=None,
+    help="Import every line into this session, whatever session the lines name.",
+)
+@click.option(
+    "--replace",
+    is_flag=True,
+    help="Clear each session before its first message is imported (else ids must be newer "
+    "than the session's last one).",
+)
+@click.option(
+    "--ttl",
+    type=click.IntRange(1, protocol.MAX_TTL_SECONDS),
+    default=None,
+    help="Make each imported session expire SECONDS after the import.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar on stderr (default: when stderr is a terminal).",
+)
+@click.pass_obj
+def import_sessions(
+    target: Target,
+    source: TextIO,
+    prefix: str,
+    rename: str | None,
+    replace: bool,
+    ttl: int | None,
+    progress: bool | None,
+) -> None:
+    """Read SOURCE (an `export` file, or - for stdin) back into Redis.
+
+    Messages keep their stream ids (so their order and times) and every field. Lines
+    are read and sent in batches, so a file of any size is imported in bounded memory;
+    each batch is one atomic call. A message whose `id` a session already holds is
+    skipped, so re-running an interrupted import with --replace or on an empty server
+    is safe.
+    """
+    keys_of(prefix, rename or "-")
+    show = sys.stderr.isatty() if progress is None else progress
+    size = _file_size(source)
+    imported, sessions = 0, 0
+    with (
+        connected(target) as transport,
+        click.progressbar(
+            length=size or 1, label="importing", file=sys.stderr, hidden=not (show and size)
+        ) as bar,
+    ):
+        cleared: set[str] = set()
+        for session, batch, read in _batches(source, rename):
+            keys = keys_of(prefix, session)
+            if session not in cleared:
+                cleared.add(session)
+                sessions += 1
+                if replace:
+                    transport.run(protocol.clear_call(keys))
+            try:
+                transport.run(protocol.import_call(keys, [(m.id, m.message) for m in batch], ttl))
+            except InvalidInputError as error:
+                hint = "" if replace else " (pass --replace to overwrite the session)"
+                raise click.ClickException(
+                    f"session {session!r}: {error}{hint}; {imported} message"
+                    f"{'' if imported == 1 else 's'} imported before it"
+                ) from None
+            imported += len(batch)
+            bar.update(read)
+    click.echo(
+        f"imported {imported} message{'' if imported == 1 else 's'} "
+        f"into {sessions} session{'' if sessions == 1 else 's'}",
+        err=True,
+    )
+
+
+def _file_size(source: TextIO) -> int | None:
+    """The size in bytes of a regular file, for the progress bar; None for a pipe."""
+    try:
+        return os.fstat(source.fileno()).st_size or None
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _batches(
+    source: TextIO, rename: str | None
+) -> Iterator[tuple[str, list[ExportedMessage], int]]:
+    """Consecutive lines of one session in batches: ``(session, messages, bytes read)``."""
+    batch: list[ExportedMessage] = []
+    size = read = 0
+    for number, line in enumerate(source, 1):
+        read += len(line.encode("utf-8"))
+        if not line.strip():
+            continue
+        try:
+            message = parse_line(line, number)
+        except InvalidInputError as error:
+            raise click.ClickException(str(error)) from None
+        if rename is not None:
+            message = ExportedMessage(rename, message.id, message.message)
+        full = len(batch) >= IMPORT_BATCH or size + len(message.message) > IMPORT_BATCH_BYTES
+        if batch and (message.session != batch[0].session or full):
+            yield batch[0].session, batch, read
+            batch, size, read = [], 0, 0
+        batch.append(message)
+        size += len(message.message)
+    if batch:
+        yield batch[0].session, batch, read
 
 
 @click.command()
@@ -368,7 +510,7 @@ def _print_record(record: protocol.StoredMessage, as_json: bool) -> None:
 
 def register(group: click.Group) -> None:
     """Add these commands to a command group."""
-    for command in (list_sessions, export, tail):
+    for command in (list_sessions, export, import_sessions, tail):
         group.add_command(command)
 
 

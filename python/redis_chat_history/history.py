@@ -57,6 +57,13 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         read_from_replicas: On Redis Cluster (from ``redis_url``), send reads to the
             replicas of the session's shard (they may lag the primary by a moment).
             A given cluster client reads where its ``load_balancing_strategy`` says.
+        max_messages: Keep at most this many messages: each append removes the oldest
+            beyond it in the same atomic call (search index and id map included).
+        max_bytes: Keep the stored JSON of the session within this many bytes, removing
+            the oldest messages in the append (the newest message always stays).
+        refresh_ttl_on_read: Renew ``ttl`` on reads of messages too (``messages``,
+            ``page``, ``latest``, search), not only on appends; the renewal rides in the
+            same round trip. Needs ``ttl``.
     """
 
     def __init__(
@@ -73,6 +80,9 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         max_message_bytes: int = protocol.MAX_MESSAGE_BYTES,
         search_index: bool = True,
         read_from_replicas: bool = False,
+        max_messages: int | None = None,
+        max_bytes: int | None = None,
+        refresh_ttl_on_read: bool = False,
         **kwargs: Any,
     ) -> None:
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 0):
@@ -89,6 +99,13 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             )
         self.retry = retry
         self.max_message_bytes = max_message_bytes
+        self.max_messages = protocol.check_count(
+            max_messages, "max_messages", 1, protocol.MAX_WINDOW_MESSAGES
+        )
+        self.max_bytes = protocol.check_count(max_bytes, "max_bytes", 1, protocol.MAX_WINDOW_BYTES)
+        if refresh_ttl_on_read and not ttl:
+            raise InvalidInputError("refresh_ttl_on_read needs a ttl to renew")
+        self.refresh_ttl_on_read = bool(refresh_ttl_on_read)
         self.session_id = session_id
         self.key_prefix = key_prefix
         self.ttl = ttl
@@ -129,16 +146,40 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         )
         return await AsyncTransport(client, self.retry).run(call)
 
+    def _refreshing(self, call: protocol.Call) -> list[protocol.Call]:
+        """A read, followed by the TTL renewal when ``refresh_ttl_on_read`` asks for one."""
+        if self.refresh_ttl_on_read and self.ttl:
+            return [call, protocol.expire_call(self._keys, self.ttl)]
+        return [call]
+
+    def _read(self, call: protocol.Call) -> Any:
+        """Send a read (and the TTL renewal with it, in one pipeline); its reply."""
+        calls = self._refreshing(call)
+        if len(calls) == 1:
+            return self._run(call)
+        return SyncTransport(self.redis_client, self.retry).run_all(calls)[0]
+
+    async def _aread(self, call: protocol.Call) -> Any:
+        calls = self._refreshing(call)
+        if len(calls) == 1:
+            return await self._arun(call)
+        if self._async_redis_client is None and self._redis_client is not None:
+            return await asyncio.to_thread(self._read, call)
+        client = self._async_redis_client or await async_client(
+            self.redis_url, self.read_from_replicas
+        )
+        return (await AsyncTransport(client, self.retry).run_all(calls))[0]
+
     # -- reading ---------------------------------------------------------------
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(self._run(protocol.range_call(self._keys)))
+        return protocol.decode_messages(self._read(protocol.range_call(self._keys)))
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(await self._arun(protocol.range_call(self._keys)))
+        return protocol.decode_messages(await self._aread(protocol.range_call(self._keys)))
 
     def __bool__(self) -> bool:
         """Always true: a history object is a handle, whether or not it has messages yet."""
@@ -173,7 +214,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(self._run(call))
+        return protocol.decode_stored(self._read(call))
 
     async def asearch(
         self,
@@ -188,20 +229,20 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(await self._arun(call))
+        return protocol.decode_stored(await self._aread(call))
 
     def search_messages(self, query: str, limit: int = 10, **options: Any) -> list[dict[str, Any]]:
         """:meth:`search` with hits as dicts (``id``, ``timestamp``, ``type``, ``content``,
         ``message``), the shape langchain-redis returns."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(self._run(call))
+        return protocol.decode_search(self._read(call))
 
     async def asearch_messages(
         self, query: str, limit: int = 10, **options: Any
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`search_messages`."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(await self._arun(call))
+        return protocol.decode_search(await self._aread(call))
 
     def reindex(self) -> int:
         """Rebuild the session's search index (for sessions written without one); one
@@ -235,7 +276,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(self._run(call))
+        return protocol.decode_stored(self._read(call))
 
     async def apage(
         self,
@@ -250,15 +291,15 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(await self._arun(call))
+        return protocol.decode_stored(await self._aread(call))
 
     def latest(self, n: int) -> list[StoredMessage]:
         """The latest ``n`` messages, oldest first, with their ids and times (one call)."""
-        return protocol.decode_stored(self._run(protocol.latest_call(self._keys, n)))
+        return protocol.decode_stored(self._read(protocol.latest_call(self._keys, n)))
 
     async def alatest(self, n: int) -> list[StoredMessage]:
         """Async twin of :meth:`latest`."""
-        return protocol.decode_stored(await self._arun(protocol.latest_call(self._keys, n)))
+        return protocol.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
 
     # -- writing ---------------------------------------------------------------
 
@@ -266,23 +307,49 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """The append of ``messages``, each with an id (so a retry stores it once), checked
         against ``max_message_bytes``."""
         call = protocol.append_call(
-            self._keys, protocol.with_ids(messages), self.ttl, index=self.search_index
+            self._keys,
+            protocol.with_ids(messages),
+            self.ttl,
+            index=self.search_index,
+            max_messages=self.max_messages,
+            max_bytes=self.max_bytes,
         )
         protocol.check_message_sizes(call, self.max_message_bytes)
         return call
 
+    def _write_calls(self, messages: Sequence[BaseMessage]) -> list[protocol.Call]:
+        """The calls that apply ``messages`` in order: appends, and deletions for
+        ``RemoveMessage`` items (by ``message.id``; ``REMOVE_ALL_MESSAGES`` clears)."""
+        calls: list[protocol.Call] = []
+        for removing, run in protocol.split_removals(messages):
+            if not removing:
+                calls.append(self._append_call(run))
+            elif any(message.id == protocol.REMOVE_ALL_MESSAGES for message in run):
+                calls.append(protocol.clear_call(self._keys))
+            else:
+                delete = protocol.delete_call(
+                    self._keys, message_ids=[str(message.id) for message in run]
+                )
+                calls += [delete] if delete else []
+        return calls
+
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` atomically in one call, renewing the session's TTL.
 
-        A message without an ``id`` is stored as a copy with a new uuid4 ``id``.
+        A message without an ``id`` is stored as a copy with a new uuid4 ``id``. With
+        ``max_messages`` / ``max_bytes``, the oldest messages beyond the window go in the
+        same call. A ``RemoveMessage(id=...)`` in the list deletes the stored message
+        with that ``id`` (``REMOVE_ALL_MESSAGES`` every message), as LangGraph's
+        ``add_messages`` does; the list is then applied in order, one atomic call per
+        run of additions or removals.
         """
-        if messages:
-            self._run(self._append_call(messages))
+        for call in self._write_calls(messages):
+            self._run(call)
 
     async def aadd_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Async twin of :meth:`add_messages`."""
-        if messages:
-            await self._arun(self._append_call(messages))
+        for call in self._write_calls(messages):
+            await self._arun(call)
 
     def add_message(self, message: BaseMessage) -> None:
         """Store one message (one call)."""
@@ -295,3 +362,41 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     async def aclear(self) -> None:
         """Async twin of :meth:`clear`."""
         await self._arun(protocol.clear_call(self._keys))
+
+    # -- deleting messages and TTL -----------------------------------------------
+
+    def delete_messages(self, ids: Sequence[str] = (), *, message_ids: Sequence[str] = ()) -> int:
+        """Delete messages by stream id (``StoredMessage.id``) or by LangChain ``message.id``.
+
+        One atomic call, whatever the number (up to 10000); the search index and the
+        id map are kept right, and unknown ids are ignored. Returns how many went.
+        """
+        call = protocol.delete_call(self._keys, ids, message_ids=message_ids)
+        return int(self._run(call)) if call else 0
+
+    async def adelete_messages(
+        self, ids: Sequence[str] = (), *, message_ids: Sequence[str] = ()
+    ) -> int:
+        """Async twin of :meth:`delete_messages`."""
+        call = protocol.delete_call(self._keys, ids, message_ids=message_ids)
+        return int(await self._arun(call)) if call else 0
+
+    def get_ttl(self) -> float | None:
+        """Seconds until the session expires; None if it has no TTL or does not exist."""
+        return protocol.decode_ttl(self._run(protocol.ttl_call(self._keys)))
+
+    async def aget_ttl(self) -> float | None:
+        """Async twin of :meth:`get_ttl`."""
+        return protocol.decode_ttl(await self._arun(protocol.ttl_call(self._keys)))
+
+    def set_ttl(self, seconds: int | None) -> bool:
+        """Make the whole session expire in ``seconds`` from now, or never (None).
+
+        Acts on the stored session now; the ``ttl`` option still renews it on each
+        append. Returns whether the session exists.
+        """
+        return bool(self._run(protocol.expire_call(self._keys, seconds)))
+
+    async def aset_ttl(self, seconds: int | None) -> bool:
+        """Async twin of :meth:`set_ttl`."""
+        return bool(await self._arun(protocol.expire_call(self._keys, seconds)))
