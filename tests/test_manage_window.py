@@ -286,3 +286,16 @@ def test_a_session_expires_with_its_ttl(client: redis.Redis, redis_url: str) -> 
         time.sleep(0.1)
     assert client.exists(*history.keys) == 0
     assert history.messages == [] and history.get_ttl() is None
+
+
+async def test_refresh_on_async_reads_through_a_given_sync_client(redis_url: str) -> None:
+    given = redis.Redis.from_url(redis_url)
+    history = RedisChatMessageHistory(
+        "t", redis_client=given, ttl=100, refresh_ttl_on_read=True, max_messages=1
+    )
+    await history.aadd_messages([HumanMessage("one"), HumanMessage("two")])
+    await history.aset_ttl(5)
+    assert [m.content for m in await history.aget_messages()] == ["two"]
+    ttl = await history.aget_ttl()
+    assert ttl is not None and 99 < ttl <= 100
+    given.close()
