@@ -226,6 +226,10 @@ class SyncTransport:
         return send(call.function, len(call.keys), *call.keys, *call.args)
 
     def _send_all(self, calls: Sequence[Call]) -> list[Any]:
+        if cluster.is_cluster(self.client):
+            # Each call straight to its slot's node, one by one: a cluster pipeline would
+            # first ask a node for the keys of every FCALL.
+            return [self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             send = pipe.fcall_ro if call.read_only else pipe.fcall
@@ -339,6 +343,8 @@ class AsyncTransport:
         return await send(call.function, len(call.keys), *call.keys, *call.args)
 
     async def _send_all(self, calls: Sequence[Call]) -> list[Any]:
+        if cluster.is_cluster(self.client):
+            return [await self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
             send = pipe.fcall_ro if call.read_only else pipe.fcall
