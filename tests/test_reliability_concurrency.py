@@ -4,8 +4,9 @@
 sessions, with 2 reader processes reading all the while (and, in one run, every client
 connection killed every 50 ms). Checked afterwards: every acknowledged message is stored
 exactly once and nothing else is; every read was a prefix of one final order; each
-writer's messages are in the order it sent them; search finds exactly each writer's
-messages, in the same order.
+writer's messages are in the order it sent them; search (through the session's index,
+built while the writers wrote) finds exactly each writer's messages, in the same order,
+and the same as after rebuilding the index from the messages.
 """
 
 from __future__ import annotations
@@ -170,6 +171,14 @@ def check(
                 "search finds exactly the writer's messages, in the stored order"
             )
     assert len(acknowledged) == WRITERS * APPENDS
+    admin = redis.Redis.from_url(url)
+    for session in sessions:
+        assert admin.hexists(final[session].keys[1], "\x00v"), "indexed: search used the index"
+    admin.close()
+    before = [final[watched].search_messages(f"writer{w}", limit=1000) for w in (0, WRITERS - 1)]
+    assert final[watched].reindex() == len([s for s, _ in acknowledged if s == watched])
+    after = [final[watched].search_messages(f"writer{w}", limit=1000) for w in (0, WRITERS - 1)]
+    assert after == before, "the index built during the run equals one rebuilt from the messages"
     order = [
         id.decode()
         for id in RawSession(redis.Redis.from_url(url), "chat:", watched).call(
