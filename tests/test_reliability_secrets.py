@@ -143,8 +143,8 @@ def test_failures_never_reveal_the_password(
         "wrong password": tls_url(server, cert, password=PASSWORD + "-wrong"),
         "no CA certificate": f"rediss://:{quote(PASSWORD, safe='')}@127.0.0.1:{server.port}/0",
         "server down": tls_url(server, cert).replace(str(server.port), str(free_port())),
-        "plain redis:// to TLS port": tls_url(server, cert).replace("rediss://", "redis://")
-        + "&socket_timeout=0.5",
+        "plain redis:// to TLS port": f"redis://:{quote(PASSWORD, safe='')}@127.0.0.1:"
+        f"{server.port}/0?socket_timeout=0.5",
     }[case]
     caplog.set_level(logging.DEBUG)
     history = RedisChatMessageHistory("s", redis_url=url, retry=RetryPolicy(retries=1))
