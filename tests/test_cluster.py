@@ -9,9 +9,13 @@ file order: the last ones change the cluster (failover, new nodes).
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +37,7 @@ from redis_chat_history.local_cluster import (
     start_node,
     stop_cluster,
 )
+from redis_chat_history.local_server import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -428,6 +433,54 @@ def test_status_names_the_node_with_an_older_library(cluster: LocalCluster) -> N
     assert set(versions(cluster).values()) == {LIBRARY_VERSION}
 
 
+# -- scripts/deploy (redis-cli only) ----------------------------------------------------------
+
+DEPLOY = Path(__file__).resolve().parents[1] / "scripts" / "deploy"
+needs_redis_cli = pytest.mark.skipif(shutil.which("redis-cli") is None, reason="needs redis-cli")
+
+
+def deploy(*args: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "REDISCLI_AUTH")}
+    return subprocess.run(
+        [str(DEPLOY), *args], capture_output=True, text=True, env=environment, timeout=60
+    )
+
+
+def deployed_lines(cluster: LocalCluster) -> list[str]:
+    """What deploy prints for the cluster as it is now: primaries first, then replicas."""
+    primaries, replicas = cluster.primaries(), cluster.replicas()
+    return [
+        *sorted(f"{node.address} primary chathist {LIBRARY_VERSION}" for node in primaries),
+        *sorted(f"{node.address} replica chathist {LIBRARY_VERSION}" for node in replicas),
+        f"deployed chathist {LIBRARY_VERSION} to {len(primaries)} primaries; "
+        f"{len(primaries) + len(replicas)} nodes verified",
+    ]
+
+
+@needs_redis_cli
+def test_deploy_loads_every_primary_and_checks_every_node(cluster: LocalCluster) -> None:
+    flush_functions(cluster)
+    eventually(lambda: set(versions(cluster).values()) == {None}, "the flush to replicate")
+    result = deploy("-u", cluster.url)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert sorted(lines[:3]) + sorted(lines[3:6]) + lines[6:] == deployed_lines(cluster)
+    assert set(versions(cluster).values()) == {LIBRARY_VERSION}
+
+
+@needs_redis_cli
+def test_deploy_takes_seed_nodes_and_skips_one_that_is_down(cluster: LocalCluster) -> None:
+    flush_functions(cluster)
+    eventually(lambda: set(versions(cluster).values()) == {None}, "the flush to replicate")
+    seeds = f"127.0.0.1:{free_port()},{cluster.replicas()[0].address}"
+    result = deploy("-n", seeds)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1].endswith("3 primaries; 6 nodes verified")
+    assert set(versions(cluster).values()) == {LIBRARY_VERSION}
+    nobody = deploy("-n", f"127.0.0.1:{free_port()}")
+    assert nobody.returncode == 1 and "no node answered PING" in nobody.stderr
+
+
 # -- the cluster changes: failover, new nodes -----------------------------------------------
 
 
@@ -492,6 +545,18 @@ def test_a_slot_moved_to_a_node_without_the_library_is_served(
     history.add_messages([HumanMessage("after the move")])
     assert [m.content for m in history.messages] == ["before the move", "after the move"]
     assert versions(cluster)[newcomer.port] == LIBRARY_VERSION
+
+
+@needs_redis_cli
+def test_deploy_fixes_a_node_added_after_deploy(cluster: LocalCluster) -> None:
+    newcomer = start_node()
+    meet(cluster, newcomer)  # the module's fixture stops it with the cluster
+    eventually(lambda: _primary_count(cluster) == 6, "the new node to be a known primary")
+    assert versions(cluster)[newcomer.port] is None
+    result = deploy("-u", cluster.url)
+    assert result.returncode == 0, result.stderr
+    assert f"{newcomer.address} primary chathist {LIBRARY_VERSION}" in result.stdout
+    assert set(versions(cluster).values()) == {LIBRARY_VERSION}
 
 
 def _primary_count(cluster: LocalCluster) -> int:

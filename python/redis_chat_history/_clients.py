@@ -126,8 +126,8 @@ def sentinel_settings(
 
     ``redis+sentinel://[[user]:password@]host[:port][,host[:port]...][/service[/db]]``
     (``rediss+sentinel://`` for TLS to both). The user and password serve the primary
-    and the sentinels, unless ``?sentinel_password=`` gives the sentinels their own;
-    other query options are redis-py's, as in any Redis URL.
+    and the sentinels, unless ``?sentinel_password=`` gives the sentinels their own
+    (empty: none); other query options are redis-py's, as in any Redis URL.
     """
     scheme, rest = url.split("://", 1)
     rest, _, query = rest.partition("?")
@@ -138,13 +138,15 @@ def sentinel_settings(
         raise ValueError("a Sentinel URL names at least one sentinel host")
     service, _, db = path.strip("/").partition("/")
     tls = scheme.lower() == "rediss+sentinel"
+    pairs = parse_qsl(query, keep_blank_values=True)
+    sentinel_password = next((v for k, v in pairs if k == "sentinel_password"), None)
+    query = urlencode([(k, v) for k, v in pairs if k != "sentinel_password"])
     options: dict[str, Any] = parse_url(  # type: ignore[no-untyped-call]
         f"{'rediss' if tls else 'redis'}://{userinfo + '@' if userinfo else ''}sentinel/"
         f"{db or 0}{'?' + query if query else ''}"
     )
     options.pop("host", None)
     options.pop("connection_class", None)
-    sentinel_password = options.pop("sentinel_password", None)
     sentinel_options: dict[str, Any] = {
         key: value
         for key, value in options.items()
