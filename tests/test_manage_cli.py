@@ -460,3 +460,36 @@ def test_a_message_the_library_refuses_is_reported(redis_url: str, client: redis
     assert result.exit_code == 1
     assert "session 's'" in result.stderr and "data.content" in result.stderr
     assert client.dbsize() == 0
+
+
+# -- delete and ttl ------------------------------------------------------------------------------
+
+
+def test_delete_command_by_stream_id_and_by_message_id(redis_url: str) -> None:
+    history = RedisChatMessageHistory("d", redis_url=redis_url)
+    history.add_messages([HumanMessage(f"m{i}", id=f"id{i}") for i in range(4)])
+    first, second = (record.id for record in history.page(2, after="0-0"))
+    result = invoke(redis_url, "delete", "d", first, second, "1-1")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == "deleted 2 messages from session 'd'\n"
+    result = invoke(redis_url, "delete", "d", "--message-ids", "id3", "nope")
+    assert result.stdout == "deleted 1 message from session 'd'\n"
+    assert [m.content for m in history.messages] == ["m2"]
+    assert invoke(redis_url, "delete", "d", "not-an-id").exit_code == 2
+    assert invoke(redis_url, "delete", "d").exit_code == 2
+    assert len(history) == 1
+
+
+def test_ttl_command_reads_sets_and_drops(redis_url: str) -> None:
+    history = RedisChatMessageHistory("t", redis_url=redis_url)
+    missing = invoke(redis_url, "ttl", "t")
+    assert missing.exit_code == 1 and "does not exist" in missing.stderr
+    history.add_user_message("hi")
+    assert invoke(redis_url, "ttl", "t").stdout == "none\n"
+    assert invoke(redis_url, "ttl", "t", "--set", "3600").stdout in ("1h00m\n", "59m59s\n")
+    ttl = history.get_ttl()
+    assert ttl is not None and 3590 < ttl <= 3600
+    assert invoke(redis_url, "ttl", "t", "--persist").stdout == "none\n"
+    assert history.get_ttl() is None
+    assert invoke(redis_url, "ttl", "t", "--set", "5", "--persist").exit_code == 2
+    assert invoke(redis_url, "ttl", "t", "--set", "0").exit_code == 2

@@ -1,4 +1,5 @@
-"""Commands that manage conversations: list, export and import sessions, follow one live.
+"""Commands that manage conversations: list, export and import sessions, follow one live,
+delete messages, read and set a session's TTL.
 
 They use the same pieces as :mod:`redis_chat_history.cli` (a fresh client per run,
 errors as one line, calls built by ``_protocol``) and are added to its command group
@@ -508,9 +509,70 @@ def _print_record(record: protocol.StoredMessage, as_json: bool) -> None:
     )
 
 
+@click.command()
+@session_command
+@click.argument("ids", nargs=-1, required=True)
+@click.option(
+    "--message-ids",
+    "by_message_id",
+    is_flag=True,
+    help="IDS are LangChain message ids (message.id), not stream ids.",
+)
+@click.pass_obj
+def delete(
+    target: Target, session: str, prefix: str, ids: tuple[str, ...], by_message_id: bool
+) -> None:
+    """Delete messages of SESSION by stream id (as `show --json` prints), atomically.
+
+    Unknown ids are ignored; prints how many messages were deleted.
+    """
+    keys = keys_of(prefix, session)
+    try:
+        call = (
+            protocol.delete_call(keys, message_ids=ids)
+            if by_message_id
+            else protocol.delete_call(keys, ids)
+        )
+    except InvalidInputError as error:
+        raise click.BadParameter(str(error), param_hint="IDS") from None
+    with connected(target) as transport:
+        deleted = int(transport.run(call)) if call else 0
+    click.echo(f"deleted {deleted} message{'' if deleted == 1 else 's'} from session {session!r}")
+
+
+@click.command("ttl")
+@session_command
+@click.option(
+    "--set",
+    "seconds",
+    type=click.IntRange(1, protocol.MAX_TTL_SECONDS),
+    default=None,
+    help="Make the session expire SECONDS from now.",
+)
+@click.option("--persist", is_flag=True, help="Drop the session's TTL: keep it until cleared.")
+@click.pass_obj
+def ttl_command(
+    target: Target, session: str, prefix: str, seconds: int | None, persist: bool
+) -> None:
+    """Print the time SESSION has left (or `none`), after --set or --persist if given.
+
+    Exit status 1 when the session does not exist.
+    """
+    if seconds is not None and persist:
+        raise click.UsageError("pass --set or --persist, not both")
+    keys = keys_of(prefix, session)
+    with connected(target) as transport:
+        if seconds is not None or persist:
+            transport.run(protocol.expire_call(keys, seconds))
+        remaining = int(transport.run(protocol.ttl_call(keys)))
+    if remaining == -2:
+        raise click.ClickException(f"session {session!r} does not exist")
+    click.echo("none" if remaining < 0 else duration_text(remaining))
+
+
 def register(group: click.Group) -> None:
     """Add these commands to a command group."""
-    for command in (list_sessions, export, import_sessions, tail):
+    for command in (list_sessions, export, import_sessions, tail, delete, ttl_command):
         group.add_command(command)
 
 
