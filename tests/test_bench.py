@@ -68,6 +68,7 @@ def test_comparison_writes_every_workload(redis_url: str, tmp_path: Path) -> Non
     for row in written["rows"]:
         if "median_us" in row:
             assert row["median_us"] > 0 and row["server_usec_per_op"] >= 0
+            assert row["work_us"] >= row["server_usec_per_op"]
     rows = {(row["workload"], row["store"]): row for row in written["rows"]}
     assert rows["runnable_turn", "ours"]["commands_per_op"] == 2.0
     assert rows["runnable_turn", "floor"]["commands_per_op"] == 3.0

@@ -20,7 +20,7 @@ from .._transport import SyncTransport
 from .corpus import Corpus, rare_and_common
 from .goals import check_goals
 from .load import LoadPlan, run_load
-from .measure import library_version
+from .measure import library_version, load_gc_helper
 from .report import extra_tables, goals_table, row_dict, timing_table, write_chart, write_json
 from .server import bench_server, describe_environment
 from .stores import (
@@ -94,6 +94,7 @@ def run_comparison(
     with bench_server(url, (PREFIX,)) as server_url:
         client = redis.Redis.from_url(server_url)
         SyncTransport(client).ensure_library()
+        load_gc_helper(client)
         library = library_version(client)
         stores = make_stores(server_url, client, settings.ttl, notes)
         corpus = Corpus()

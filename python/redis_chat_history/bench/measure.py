@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,9 @@ class Timing:
     min_us: float
     max_us: float
     operations: int
+    #: Client CPU time per operation (median): unlike wall time, not inflated when other
+    #: processes hold the CPU.
+    cpu_us: float = 0.0
 
     @property
     def ops_per_second(self) -> float:
@@ -49,18 +53,22 @@ def time_operation(
 ) -> Timing:
     """Run ``operation`` in ``repeats`` rounds of at least ``min_seconds`` each (at least once)."""
     per_op: list[float] = []
+    cpu: list[float] = []
     total = 0
     for _ in range(repeats):
         count = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         elapsed = 0.0
         while count == 0 or (elapsed < min_seconds and count < max_ops):
             operation()
             count += 1
             elapsed = time.perf_counter() - start
         per_op.append(elapsed / count * 1e6)
+        cpu.append((time.process_time() - cpu_start) / count * 1e6)
         total += count
-    return Timing(statistics.median(per_op), min(per_op), max(per_op), total)
+    return Timing(
+        statistics.median(per_op), min(per_op), max(per_op), total, statistics.median(cpu)
+    )
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -72,8 +80,29 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     return ordered[rank]
 
 
+#: A one-function library that runs a full Lua garbage collection. Functions share one
+#: Lua VM, so garbage left by an earlier workload (a 10,000-message read makes tens of
+#: MB) would otherwise be collected, a step every 50 calls, during the next one.
+GC_LIBRARY = "chathistbench"
+_GC_SOURCE = (
+    f"#!lua name={GC_LIBRARY}\n"
+    "redis.register_function('chathistbench_gc', function() collectgarbage('collect') return 1 end)"
+)
+
+
+def load_gc_helper(client: redis.Redis) -> bool:
+    """Load the garbage-collection helper library; False if the server refuses it."""
+    try:
+        client.function_load(_GC_SOURCE, replace=True)
+    except redis.ResponseError:
+        return False
+    return True
+
+
 def reset_stats(client: redis.Redis) -> None:
-    """Zero INFO commandstats (the benchmark's server is its own)."""
+    """Start a measured round: collect the Lua garbage, then zero INFO commandstats."""
+    with suppress(redis.ResponseError):  # helper not loaded: rounds pay for earlier garbage
+        client.fcall("chathistbench_gc", 0)
     client.config_resetstat()
 
 
@@ -127,7 +156,11 @@ def measure_interleaved(
     for timings, job_costs in zip(rounds, costs, strict=True):
         per_op = [r.median_us for r in timings]
         timing = Timing(
-            statistics.median(per_op), min(per_op), max(per_op), sum(r.operations for r in timings)
+            statistics.median(per_op),
+            min(per_op),
+            max(per_op),
+            sum(r.operations for r in timings),
+            statistics.median(r.cpu_us for r in timings),
         )
         middle = sorted(job_costs, key=lambda cost: cost.usec_per_op)[len(job_costs) // 2]
         results.append((timing, middle))

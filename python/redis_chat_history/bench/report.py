@@ -36,12 +36,23 @@ def title(workload: str) -> str:
     return TITLES.get(workload, workload)
 
 
+def _floor(rows: Sequence[Row], row: Row) -> Row | None:
+    return next((r for r in rows if r.workload == row.workload and r.store == "floor"), None)
+
+
 def floor_ratio(rows: Sequence[Row], row: Row) -> float | None:
     """``row``'s throughput as a multiple of the floor's on the same workload."""
-    floor = next((r for r in rows if r.workload == row.workload and r.store == "floor"), None)
+    floor = _floor(rows, row)
     if floor is None or floor.timing is None or row.timing is None:
         return None
     return floor.timing.median_us / row.timing.median_us
+
+
+def floor_work_ratio(rows: Sequence[Row], row: Row) -> float | None:
+    """The floor's work per operation over ``row``'s (above 1: less work than the floor)."""
+    floor_row = _floor(rows, row)
+    floor, own = floor_row.work_us if floor_row else None, row.work_us
+    return floor / own if floor is not None and own else None
 
 
 def row_dict(rows: Sequence[Row], row: Row) -> dict[str, Any]:
@@ -55,6 +66,9 @@ def row_dict(rows: Sequence[Row], row: Row) -> dict[str, Any]:
             ops_per_second=row.timing.ops_per_second,
             operations=row.timing.operations,
             ratio_to_floor=floor_ratio(rows, row),
+            client_cpu_us=row.timing.cpu_us,
+            work_us=row.work_us,
+            work_ratio_to_floor=floor_work_ratio(rows, row),
         )
     if row.server:
         out.update(
@@ -73,8 +87,8 @@ def _fmt(value: float | None, spec: str = ",.1f") -> str:
 def timing_table(rows: Sequence[Row]) -> str:
     """The timed workloads: one line per store, grouped by workload."""
     head = (
-        f"{'workload / store':<44} {'median us':>10} {'ops/s':>9} {'x floor':>8} "
-        f"{'server us':>10} {'cmds':>5}"
+        f"{'workload / store':<34} {'median us':>11} {'ops/s':>8} {'x floor':>8} "
+        f"{'server us':>10} {'cpu+srv us':>11} {'x floor':>8} {'cmds':>5}"
     )
     lines = [head, "-" * len(head)]
     last = ""
@@ -84,12 +98,14 @@ def timing_table(rows: Sequence[Row]) -> str:
         if row.workload != last:
             lines.append(title(row.workload))
             last = row.workload
-        ratio = floor_ratio(rows, row)
+        ratio, work_ratio = floor_ratio(rows, row), floor_work_ratio(rows, row)
         server = row.server
         lines.append(
-            f"  {row.store:<42} {row.timing.median_us:>10,.1f} {row.timing.ops_per_second:>9,.0f} "
+            f"  {row.store:<32} {row.timing.median_us:>11,.1f} {row.timing.ops_per_second:>8,.0f} "
             f"{_fmt(ratio, '.2f') + 'x' if ratio else '-':>8} "
             f"{_fmt(server.usec_per_op if server else None):>10} "
+            f"{_fmt(row.work_us):>11} "
+            f"{_fmt(work_ratio, '.2f') + 'x' if work_ratio else '-':>8} "
             f"{_fmt(server.commands_per_op if server else None, '.1f'):>5}"
         )
     return "\n".join(lines)
@@ -97,11 +113,11 @@ def timing_table(rows: Sequence[Row]) -> str:
 
 def extra_tables(rows: Sequence[Row], load: dict[str, dict[str, Any]]) -> str:
     """Memory per message, append server time by session size, and concurrent load."""
-    lines = ["", f"{'memory per message (10k session)':<44} {'bytes':>10} {'x JSON':>8}"]
+    lines = ["", f"{'memory per message (10k session)':<34} {'bytes':>10} {'x JSON':>8}"]
     for row in rows:
         if row.workload == "memory":
             lines.append(
-                f"  {row.store:<42} {row.extra['bytes_per_message']:>10,.0f} "
+                f"  {row.store:<32} {row.extra['bytes_per_message']:>10,.0f} "
                 f"{row.extra['ratio_to_json']:>7.2f}x"
             )
     lines += ["", "server us per 1-message append, by session size"]
@@ -110,15 +126,15 @@ def extra_tables(rows: Sequence[Row], load: dict[str, dict[str, Any]]) -> str:
             sizes = "  ".join(
                 f"{int(s):>7,}: {u:6.1f}" for s, u in row.extra["usec_per_append"].items()
             )
-            lines.append(f"  {row.store:<42} {sizes}   (max/min {row.extra['max_over_min']:.2f})")
+            lines.append(f"  {row.store:<32} {sizes}   (max/min {row.extra['max_over_min']:.2f})")
     if load:
         lines += [
             "",
-            f"{'concurrent appends of a turn':<44} {'turns/s':>10} {'p50 ms':>8} {'p99 ms':>8}",
+            f"{'concurrent appends of a turn':<34} {'turns/s':>10} {'p50 ms':>8} {'p99 ms':>8}",
         ]
         for store, result in load.items():
             lines.append(
-                f"  {store:<42} {result['turns_per_second']:>10,.0f} "
+                f"  {store:<32} {result['turns_per_second']:>10,.0f} "
                 f"{result['p50_ms']:>8.2f} {result['p99_ms']:>8.2f}"
             )
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import redis
 from .. import _protocol as protocol
 from .._transport import SyncTransport
 from .corpus import Corpus, rare_and_common
-from .measure import library_version, median_usec, memory_usage
+from .measure import library_version, load_gc_helper, median_usec, memory_usage
 from .report import write_json
 from .server import bench_server, describe_environment
 
@@ -144,6 +144,7 @@ def run_search_bench(
     with bench_server(url, (PREFIX,)) as server_url:
         client = redis.Redis.from_url(server_url)
         SyncTransport(client).ensure_library()
+        load_gc_helper(client)
         version = library_version(client) or "0"
         indexed = protocol.version_tuple(version) >= INDEX_VERSION
         notes.append(

@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from importlib import metadata
 from typing import Any
 
 import redis
 
 from ..local_server import start_redis, stop_redis
+from .measure import GC_LIBRARY
 
 
 @contextmanager
@@ -26,6 +27,8 @@ def bench_server(url: str | None, prefixes: tuple[str, ...]) -> Iterator[str]:
             yield url
         finally:
             client = redis.Redis.from_url(url)
+            with suppress(redis.ResponseError):
+                client.function_delete(GC_LIBRARY)
             for prefix in prefixes:
                 for key in client.scan_iter(match=f"{prefix}*", count=1000):
                     client.unlink(key)

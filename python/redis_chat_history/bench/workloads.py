@@ -9,19 +9,27 @@ also serve search, memory per message and the append-cost-versus-size windows.
 from __future__ import annotations
 
 import itertools
+import statistics
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from .corpus import Corpus
-from .measure import Job, ServerCost, Timing, measure_interleaved, median_usec, memory_usage
+from .measure import (
+    Job,
+    ServerCost,
+    Timing,
+    measure_interleaved,
+    memory_usage,
+    reset_stats,
+    server_cost,
+)
 from .stores import Store
 
 TURN_HISTORY = 20
@@ -55,6 +63,13 @@ class Row:
     timing: Timing | None = None
     server: ServerCost | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def work_us(self) -> float | None:
+        """Client CPU plus server time per operation: the work, less waiting for a busy CPU."""
+        if self.timing is None:
+            return None
+        return self.timing.cpu_us + (self.server.usec_per_op if self.server else 0.0)
 
 
 @dataclass
@@ -205,35 +220,34 @@ def memory_per_message(bench: Bench, store: Store) -> Row:
 def append_cost_by_size(bench: Bench, store: Store) -> Row:
     """Server time per one-message append at each session size.
 
-    At each size, after an unmeasured round, ``WINDOW_ROUNDS`` rounds of ``window``
-    appends each; the figure is the median round's mean. A round is long enough to
-    hold the library's periodic work (it folds pending index postings every few dozen
+    After an unmeasured round, ``WINDOW_ROUNDS`` rounds; in each, ``window`` appends at
+    every size in turn (so drift of a shared machine spreads over the sizes alike). The
+    figure for a size is the median of its rounds' means. A round is long enough to hold
+    the library's periodic work (it folds pending index postings every few dozen
     appends), so the figure is the amortized cost.
     """
     settings = bench.settings
-    rounds, per_round = WINDOW_ROUNDS, settings.window
     sizes = sorted({*settings.read_sizes, settings.latest_size})
-    messages = bench.corpus.messages(per_round)
-    by_size: dict[str, float] = {}
-    for size in sizes:
-        history: BaseChatMessageHistory = store.history(read_session(size))
-        history.add_message(messages[0])
-
-        def window(history: BaseChatMessageHistory = history) -> int:
+    messages = bench.corpus.messages(settings.window)
+    histories = {size: store.history(read_session(size)) for size in sizes}
+    for history in histories.values():
+        history.add_messages(messages)
+    rounds: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(WINDOW_ROUNDS):
+        for size, history in histories.items():
+            reset_stats(bench.client)
             for message in messages:
                 history.add_message(message)
-            return len(messages)
-
-        window()  # unmeasured: the garbage of earlier workloads is collected here, not below
-        by_size[str(size)] = median_usec(bench.client, store.counts, window, rounds)
+            rounds[size].append(server_cost(bench.client, store, len(messages)).usec_per_op)
+    by_size = {str(size): statistics.median(values) for size, values in rounds.items()}
     values = list(by_size.values())
     return Row(
         "append_by_size",
         store.name,
         extra={
             "usec_per_append": by_size,
-            "window": per_round,
-            "rounds": rounds,
+            "window": settings.window,
+            "rounds": WINDOW_ROUNDS,
             "max_over_min": max(values) / min(values) if min(values) else 0.0,
         },
     )
