@@ -245,23 +245,56 @@ def test_without_ids_a_plain_redis_py_client_stores_a_lost_reply_twice(
     client.close()
 
 
+def test_a_given_client_that_retries_by_itself_stores_a_lost_reply_once(
+    faulty: redis.Redis, relay: Relay
+) -> None:
+    """The same client as above, given to a history: its own retry resends the append, and
+    the ids the history assigned keep it from being stored twice."""
+    client = redis.Redis(host="127.0.0.1", port=relay.port)
+    history = RedisChatMessageHistory("s", redis_client=client, retry=None)
+    assert len(history) == 0
+    relay.holding.set()
+    cutter = cut_when_reply_held(relay, faulty)
+    history.add_messages([HumanMessage("no id given")])
+    cutter.join(5)
+    assert contents(history) == ["no id given"]
+    client.close()
+
+
+@contextlib.contextmanager
+def stalled(url: str, seconds: float) -> Iterator[None]:
+    """The server runs ``DEBUG SLEEP seconds`` from another connection: the block runs once
+    the server has stopped answering, and the exit waits for it to answer again."""
+    client = redis.Redis.from_url(url)
+    connection = client.connection_pool.get_connection()
+    connection.send_command("DEBUG", "SLEEP", seconds)
+    probe = redis.Redis.from_url(url, socket_timeout=0.05)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            probe.ping()
+            time.sleep(0.005)
+        except redis.TimeoutError:
+            break  # asleep
+    probe.close()
+    try:
+        yield
+    finally:
+        assert connection.read_response() == b"OK"
+        client.connection_pool.release(connection)
+        client.close()
+
+
 def test_timeout_of_a_stalled_server_is_retried_and_stored_once(
     faulty: redis.Redis, faulty_server: LocalRedis
 ) -> None:
     url = fresh(faulty_server.url) + "&socket_timeout=0.2"
     history = RedisChatMessageHistory("s", redis_url=url, retry=PATIENT)
     assert len(history) == 0
-    stall = threading.Thread(
-        target=lambda: redis.Redis.from_url(faulty_server.url).execute_command(
-            "DEBUG", "SLEEP", 0.7
-        )
-    )
-    stall.start()
-    time.sleep(0.1)
-    started = time.monotonic()
-    history.add_messages([HumanMessage("while stalled")])
-    assert time.monotonic() - started >= 0.4, "the first attempt timed out"
-    stall.join()
+    with stalled(faulty_server.url, 0.7):
+        started = time.monotonic()
+        history.add_messages([HumanMessage("while stalled")])
+        assert time.monotonic() - started >= 0.3, "the first attempts timed out"
     assert contents(history) == ["while stalled"]
 
 
@@ -271,16 +304,11 @@ def test_timeout_without_retries_is_redis_timeout_error(
     url = fresh(faulty_server.url) + "&socket_timeout=0.2"
     history = RedisChatMessageHistory("s", redis_url=url, retry=None)
     assert len(history) == 0
-    stall = threading.Thread(
-        target=lambda: redis.Redis.from_url(faulty_server.url).execute_command(
-            "DEBUG", "SLEEP", 0.5
-        )
-    )
-    stall.start()
-    time.sleep(0.1)
-    with pytest.raises(RedisTimeoutError, match=r"did not answer in time.*stored once"):
+    with (
+        stalled(faulty_server.url, 0.5),
+        pytest.raises(RedisTimeoutError, match=r"did not answer in time.*stored once"),
+    ):
         history.add_messages([HumanMessage("maybe", id="m-1")])
-    stall.join()
     history.add_messages([HumanMessage("maybe", id="m-1")])  # the caller's own retry
     assert contents(history) == ["maybe"]
 
@@ -379,7 +407,7 @@ def spawn_loading_server(directory: Path, port: int) -> LocalRedis:
         redis_server_path(),
         "--port", str(port), "--bind", "127.0.0.1", "--dir", str(directory),
         "--save", "", "--appendonly", "no", "--logfile", str(directory / "redis.log"),
-        "--key-load-delay", "200", "--loading-process-events-interval-bytes", "1024",
+        "--key-load-delay", "300", "--loading-process-events-interval-bytes", "1024",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
