@@ -607,10 +607,18 @@ end
 --   "\n" <term> "\0" <postings>   postings: hex(ms - epoch) ["." hex(seq)] ","
 -- and a term whose postings outgrow RARE_TEXT_BYTES moves to its own head,
 -- leaving the entry "\n" <term> "\0+" so that later folds know where it is.
+local bucket_names = {}
+
 local function rare_bucket(term)
   local first, second = string.byte(term, 1, 2)
-  local last = string.byte(term, -1)
-  return RARE_MARK .. ((first * 7919 + (second or 0) * 131 + last * 31 + #term) % RARE_BUCKETS)
+  local n = (first * 7919 + (second or 0) * 131 + string.byte(term, -1) * 31 + #term)
+    % RARE_BUCKETS
+  local name = bucket_names[n]
+  if not name then
+    name = RARE_MARK .. n
+    bucket_names[n] = name
+  end
+  return name
 end
 
 local function text_posting(epoch, ms, seq)
@@ -689,15 +697,16 @@ local function add_postings(index_key, entries)
       list[#list + 1] = index
     end
   end
-  local bucket_names, seen = {}, {}
+  local names, bucket_of, seen = {}, {}, {}
   for _, term in ipairs(terms) do
     local name = rare_bucket(term)
+    bucket_of[term] = name
     if not seen[name] then
       seen[name] = true
-      bucket_names[#bucket_names + 1] = name
+      names[#names + 1] = name
     end
   end
-  local buckets = hash_get_many(index_key, bucket_names)
+  local buckets = hash_get_many(index_key, names)
   local binary = {}
   local function binary_postings(indexes)
     local list = {}
@@ -714,7 +723,7 @@ local function add_postings(index_key, entries)
   local texts = {}
   local frequent, promoted = {}, {}
   for _, term in ipairs(terms) do
-    local name = rare_bucket(term)
+    local name = bucket_of[term]
     local bucket = buckets[name] or nil
     local start, text, finish = rare_entry(bucket, term)
     if text == PROMOTED then
@@ -751,7 +760,7 @@ local function add_postings(index_key, entries)
   for _, term in ipairs(frequent) do
     extend_head(term, heads[term], promoted[term] or binary_postings(added[term]), writes)
   end
-  for _, name in ipairs(bucket_names) do
+  for _, name in ipairs(names) do
     writes[#writes + 1] = name
     writes[#writes + 1] = buckets[name]
   end
