@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -431,6 +432,64 @@ def test_status_names_the_node_with_an_older_library(cluster: LocalCluster) -> N
     assert f"{node.address}" in result.stdout and "0.9.0" in result.stdout
     assert invoke(cluster.url, "load").exit_code == 0
     assert set(versions(cluster).values()) == {LIBRARY_VERSION}
+
+
+# -- access control --------------------------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_rule(user: str) -> str:
+    """README's ACL rule for ``user`` plus what its cluster section adds."""
+    text = README.read_text(encoding="utf-8")
+    rule = re.search(rf"^ACL SETUSER {user} on >\S+ (.+)$", text, re.MULTILINE)
+    extra = re.search(r"also need\s+`([^`]+)` on a cluster", text)
+    assert rule and extra, "README.md documents the ACL rules and their cluster additions"
+    return f"{rule.group(1)} {extra.group(1)}"
+
+
+def test_the_documented_acl_rules_work_on_a_cluster(cluster: LocalCluster) -> None:
+    prefix = "chat:tenant-c:"
+    for node in cluster.nodes:
+        with node.client() as client:
+            for user in ("app", "deployer"):
+                rule = readme_rule(user).replace("<prefix>", prefix)
+                client.execute_command("ACL", "SETUSER", user, "on", ">pw", *rule.split())
+    try:
+        flush_functions(cluster)
+        eventually(lambda: set(versions(cluster).values()) == {None}, "the flush to replicate")
+        deployer = f"redis://deployer:pw@{cluster.nodes[0].address}"
+        loaded = invoke(deployer, "load")
+        assert loaded.exit_code == 0, loaded.output
+        assert loaded.stdout.splitlines()[-1].endswith("3 primaries; 6 nodes verified")
+        assert invoke(deployer, "status").exit_code == 0
+
+        app = f"redis://app:pw@{cluster.nodes[0].address}"
+        for node in cluster.primaries():
+            history = RedisChatMessageHistory(
+                session_on(cluster, node), redis_url=app, key_prefix=prefix
+            )
+            exercise(history)
+    finally:
+        for node in cluster.nodes:
+            with node.client() as client:
+                client.execute_command("ACL", "DELUSER", "app", "deployer")
+
+
+def test_load_warns_when_its_user_may_not_tell_a_cluster_apart(cluster: LocalCluster) -> None:
+    for node in cluster.nodes:
+        with node.client() as client:
+            client.execute_command(
+                "ACL", "SETUSER", "blind", "on", ">pw", "-@all", "+fcall_ro", "+function|load"
+            )
+    try:
+        result = invoke(f"redis://blind:pw@{cluster.nodes[0].address}", "load")
+        assert result.exit_code == 0
+        assert "may not run INFO" in result.stderr
+    finally:
+        for node in cluster.nodes:
+            with node.client() as client:
+                client.execute_command("ACL", "DELUSER", "blind")
 
 
 # -- scripts/deploy (redis-cli only) ----------------------------------------------------------

@@ -26,7 +26,9 @@ import redis.cluster
 import redis.sentinel
 from redis.cluster import LoadBalancingStrategy
 from redis.connection import parse_url
+from redis.exceptions import RedisClusterException
 
+from ._errors import ServerError
 from ._retry import no_async_client_retry, no_client_retry
 from ._transport import describe, translate
 
@@ -37,6 +39,8 @@ _sync_clients: dict[tuple[str, bool], Any] = {}
 _async_clients: dict[tuple[str, bool, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
 # Whether the server of a redis:// URL is a cluster node, found out once per process.
 _cluster_urls: dict[str, bool] = {}
+# URLs whose user may not run INFO: taken for plain servers, which they may not be.
+_unprobed_urls: set[str] = set()
 
 SENTINEL_SCHEMES = frozenset({"redis+sentinel", "rediss+sentinel"})
 DEFAULT_SENTINEL_PORT = 26379
@@ -99,6 +103,7 @@ def is_cluster(url: str, client: Any) -> bool:
             known = _cluster_enabled(client.info("cluster"))
         except redis.ResponseError:
             known = False
+            _unprobed_urls.add(url)
         except redis.RedisError:
             return False
         _cluster_urls[url] = known
@@ -113,6 +118,7 @@ async def ais_cluster(url: str, client: Any) -> bool:
             known = _cluster_enabled(await client.info("cluster"))
         except redis.ResponseError:
             known = False
+            _unprobed_urls.add(url)
         except redis.RedisError:
             return False
         _cluster_urls[url] = known
@@ -192,6 +198,17 @@ def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
         return redis.cluster.RedisCluster.from_url(url, **kwargs)
     except redis.RedisError as error:
         raise translate(error, where) from error
+    except RedisClusterException as error:
+        raise ServerError(
+            f"Redis at {where} is a Redis Cluster node, but the cluster could not be read "
+            f"({error}); the Redis user needs CLUSTER SLOTS, CLUSTER NODES, COMMAND and INFO "
+            "(README: Running on Redis Cluster)"
+        ) from error
+
+
+def cluster_unknown(url: str) -> bool:
+    """Whether ``url``'s user may not run INFO, so a cluster could not be told apart."""
+    return url in _unprobed_urls
 
 
 async def open_async(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:

@@ -23,7 +23,7 @@ from click.core import ParameterSource
 
 from . import _cluster as cluster
 from . import _protocol as protocol
-from ._clients import DEFAULT_URL, open_sync, redact_url
+from ._clients import DEFAULT_URL, cluster_unknown, open_sync, redact_url
 from ._cluster import NodeLibrary
 from ._errors import ChatHistoryError, InvalidInputError
 from ._retry import DEFAULT_RETRY, MAX_RETRIES, RetryPolicy, no_client_retry
@@ -310,6 +310,13 @@ def load(target: Target, force: bool) -> None:
         version = transport.load()
         if not cluster.is_cluster(transport.client):
             click.echo(f"loaded {protocol.LIBRARY_NAME} {version} on {transport.where}")
+            if cluster_unknown(target.url):
+                click.echo(
+                    "warning: this Redis user may not run INFO, so a Redis Cluster cannot be "
+                    "told apart: on a cluster, allow INFO, CLUSTER NODES, CLUSTER SLOTS and "
+                    "COMMAND too and run load again, or the other primaries lack the library",
+                    err=True,
+                )
             return
         verified = verified_nodes(transport, REPLICATION_TIMEOUT)
     for node in verified:
