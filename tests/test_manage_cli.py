@@ -493,3 +493,12 @@ def test_ttl_command_reads_sets_and_drops(redis_url: str) -> None:
     assert history.get_ttl() is None
     assert invoke(redis_url, "ttl", "t", "--set", "5", "--persist").exit_code == 2
     assert invoke(redis_url, "ttl", "t", "--set", "0").exit_code == 2
+
+
+def test_export_reports_an_entry_that_is_not_json(redis_url: str, client: redis.Redis) -> None:
+    history = RedisChatMessageHistory("bad", redis_url=redis_url)
+    history.add_messages([HumanMessage("fine", id="1")])
+    client.xadd(history.keys[0], {"m": "not json"})
+    result = invoke(redis_url, "export", "bad")
+    assert result.exit_code == 1
+    assert "session 'bad' holds an entry" in result.stderr and "Traceback" not in result.output

@@ -271,9 +271,14 @@ def _session_pages(
     keys = protocol.session_keys(prefix, session)
     after: str | None = None
     while True:
-        pairs = protocol.decode_pairs(
-            transport.run(protocol.export_page_call(keys, after, EXPORT_PAGE))
-        )
+        reply = transport.run(protocol.export_page_call(keys, after, EXPORT_PAGE))
+        try:
+            pairs = protocol.decode_pairs(reply)
+        except ValueError as error:
+            raise click.ClickException(
+                f"session {session!r} holds an entry after {after or 'its start'} that is not "
+                f"a JSON message ({error}); nothing more was exported"
+            ) from None
         yield from pairs
         if len(pairs) < EXPORT_PAGE:
             return
@@ -320,9 +325,8 @@ def import_sessions(
 
     Messages keep their stream ids (so their order and times) and every field. Lines
     are read and sent in batches, so a file of any size is imported in bounded memory;
-    each batch is one atomic call. A message whose `id` a session already holds is
-    skipped, so re-running an interrupted import with --replace or on an empty server
-    is safe.
+    each batch is one atomic call. An interrupted import can be run again with
+    --replace (each session starts over).
     """
     keys_of(prefix, rename or "-")
     show = sys.stderr.isatty() if progress is None else progress
