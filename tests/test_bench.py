@@ -99,7 +99,10 @@ def test_search_benchmark_reports_each_goal(redis_url: str, tmp_path: Path) -> N
     else:
         assert {g["status"] for g in written["goals"]} == {"n/a"}
         assert any("index not available" in note for note in written["notes"])
-    assert not redis.Redis.from_url(redis_url).keys("bench-search:*")
+    assert set(written["slowest_append_usec"]) == set(written["append_usec"])
+    client = redis.Redis.from_url(redis_url)
+    assert not client.keys("bench-search:*")
+    assert client.config_get("slowlog-log-slower-than") == {"slowlog-log-slower-than": "10000"}
 
 
 def test_command_line_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,8 @@ from INFO commandstats (CONFIG RESETSTAT, N calls, usec per call).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,8 @@ BULK = 1000
 ROUNDS = 5
 WINDOW_ROUNDS = 3
 SCAN_CALLS = 5
+#: Slow log entries kept: more than the calls of one measured window.
+SLOWLOG_LENGTH = 100000
 
 
 @dataclass
@@ -66,6 +69,8 @@ class Session:
         self.options: list[Any] = ["TTL", ttl] + (["NOINDEX"] if noindex else [])
         self.jsons = jsons
         self.size = 0
+        #: The longest single append (server usec) of each measured window.
+        self.slowest: list[int] = []
         client.delete(*self.keys)
 
     def append(self, jsons: list[bytes]) -> None:
@@ -93,7 +98,10 @@ class Session:
             return len(jsons)
 
         window()  # unmeasured: the bulk appends' garbage is collected here, not below
-        return median_usec(self.client, lambda name: name == "fcall", window, WINDOW_ROUNDS)
+        self.client.slowlog_reset()
+        usec = median_usec(self.client, lambda name: name == "fcall", window, WINDOW_ROUNDS)
+        self.slowest.append(max(append_durations(self.client), default=0))
+        return usec
 
     def search_usec(self, query: str, calls: int) -> tuple[float, int]:
         """Server usec per search call of ``query`` (LIMIT 10), and the hits of one call."""
@@ -114,6 +122,29 @@ class Session:
         """Bytes of the session's keys (SAMPLES 0) and bytes of its stored message JSON."""
         json_bytes = sum(len(j) for j in self.jsons[: self.size])
         return memory_usage(self.client, list(self.keys)), json_bytes
+
+
+def append_durations(client: redis.Redis) -> list[int]:
+    """Server usec of each append in the slow log (which logs every call during the run)."""
+    return [
+        int(entry["duration"])
+        for entry in client.slowlog_get(SLOWLOG_LENGTH)
+        if bytes(entry["command"]).lower().startswith(b"fcall chathist_append")
+    ]
+
+
+@contextmanager
+def slowlog_everything(client: redis.Redis) -> Iterator[None]:
+    """Log every command in the slow log for the block; the server's settings restored after."""
+    saved: dict[Any, Any] = dict(client.config_get("slowlog-*"))
+    client.config_set("slowlog-log-slower-than", 0)
+    client.config_set("slowlog-max-len", SLOWLOG_LENGTH)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            client.config_set(name, value)
+        client.slowlog_reset()
 
 
 def window_messages(count: int) -> int:
@@ -166,32 +197,36 @@ def run_search_bench(
         memory: dict[str, dict[str, float]] = {}
         rare, common = rare_and_common(corpus.messages(min(settings.messages, 10000)))
         queries = {"rare": rare, "common": common, "two words": f"{common} {rare}"}
-        for size in sizes:
-            for name, session in sessions.items():
-                measured = size in settings.window_sizes
-                echo(
-                    f"... {name}: growing to {size:,}" + (" and timing appends" if measured else "")
-                )
-                session.grow_to(size - (window_messages(settings.window) if measured else 0))
-                if measured:
-                    appends[name][str(size)] = session.append_window(settings.window)
-                if size == settings.messages:
-                    searches[name] = {}
-                    # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
-                    calls = settings.calls if name == "index" and indexed else SCAN_CALLS
-                    for label, query in queries.items():
-                        usec, hits = session.search_usec(query, calls)
-                        searches[name][label] = {"query": query, "usec": usec, "hits": hits}
-                    used, json_bytes = session.memory_ratio()
-                    memory[name] = {
-                        "bytes": used,
-                        "json_bytes": json_bytes,
-                        "ratio": used / json_bytes,
-                    }
+        slowest: dict[str, dict[str, int]] = {name: {} for name in sessions}
+        with slowlog_everything(client):
+            for size in sizes:
+                for name, session in sessions.items():
+                    measured = size in settings.window_sizes
+                    echo(
+                        f"... {name}: growing to {size:,}"
+                        + (" and timing appends" if measured else "")
+                    )
+                    session.grow_to(size - (window_messages(settings.window) if measured else 0))
+                    if measured:
+                        appends[name][str(size)] = session.append_window(settings.window)
+                        slowest[name][str(size)] = session.slowest[-1]
+                    if size == settings.messages:
+                        searches[name] = {}
+                        # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
+                        calls = settings.calls if name == "index" and indexed else SCAN_CALLS
+                        for label, query in queries.items():
+                            usec, hits = session.search_usec(query, calls)
+                            searches[name][label] = {"query": query, "usec": usec, "hits": hits}
+                        used, json_bytes = session.memory_ratio()
+                        memory[name] = {
+                            "bytes": used,
+                            "json_bytes": json_bytes,
+                            "ratio": used / json_bytes,
+                        }
         environment = describe_environment(client, version)
         client.close()
     goals = judge(indexed, settings, searches, appends, memory)
-    text = render(settings, queries, searches, appends, memory, goals, notes)
+    text = render(settings, queries, searches, appends, slowest, memory, goals, notes)
     echo("")
     echo(text)
     document = {
@@ -202,6 +237,7 @@ def run_search_bench(
         "queries": queries,
         "search": searches,
         "append_usec": appends,
+        "slowest_append_usec": slowest,
         "memory": memory,
         "goals": [asdict(g) for g in goals],
         "notes": notes,
@@ -300,6 +336,7 @@ def render(
     queries: dict[str, str],
     searches: dict[str, dict[str, Any]],
     appends: dict[str, dict[str, float]],
+    slowest: dict[str, dict[str, int]],
     memory: dict[str, dict[str, float]],
     goals: list[Goal],
     notes: list[str],
@@ -322,6 +359,10 @@ def render(
     ]
     for name, by_size in appends.items():
         cells = "  ".join(f"{int(size):>7,}: {usec:7.1f}" for size, usec in by_size.items())
+        lines.append(f"  {name:<10} {cells}")
+    lines += ["", "slowest single append of those rounds, server ms (SLOWLOG)"]
+    for name, longest in slowest.items():
+        cells = "  ".join(f"{int(size):>7,}: {usec / 1000:7.2f}" for size, usec in longest.items())
         lines.append(f"  {name:<10} {cells}")
     lines += ["", "memory of the session (3 keys, MEMORY USAGE SAMPLES 0)"]
     for name, figures in memory.items():
