@@ -11,6 +11,8 @@ by this package.
 from __future__ import annotations
 
 import json
+import sys
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +21,12 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from redis_chat_history import RedisChatMessageHistory, library_source, session_keys
+from redis_chat_history import (
+    RedisChatMessageHistory,
+    UnreadableMessageError,
+    library_source,
+    session_keys,
+)
 from redis_chat_history import _protocol as protocol
 from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
 
@@ -288,6 +295,27 @@ def test_json_that_strict_parsers_refuse_is_refused(client: redis.Redis, stored:
     with pytest.raises(redis.ResponseError, match="CHATHIST_BADMSG"):
         send(client, "FCALL", "append", 3, S, ["MESSAGES", stored])
     assert snapshot(client) == before
+
+
+def at_depth(frames_left: int, read: Any) -> Any:
+    """Call ``read`` when only ``frames_left`` frames remain before the recursion limit, as
+    deep inside a framework's call stack."""
+    if len(traceback.extract_stack()) < sys.getrecursionlimit() - frames_left:
+        return at_depth(frames_left, read)
+    return read()
+
+
+@pytest.mark.parametrize("stored", list(NOT_STRICT_JSON.values()), ids=list(NOT_STRICT_JSON))
+def test_a_message_no_strict_parser_reads_is_reported_by_its_id(
+    client: redis.Redis, stored: bytes
+) -> None:
+    seed(client)
+    stream_id = client.xadd(S[0], {"m": stored}).decode()  # as a client bypassing the library
+    history = RedisChatMessageHistory("s", redis_url=client_url(client))
+    with pytest.raises(UnreadableMessageError, match=f"stored message {stream_id} ") as caught:
+        at_depth(850, lambda: history.messages)
+    assert caught.value.stream_id == stream_id
+    assert isinstance(caught.value, ValueError)
 
 
 # -- generated argument lists --------------------------------------------------------------------

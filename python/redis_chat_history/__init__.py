@@ -17,6 +17,7 @@ from ._errors import (
     ServerBusyError,
     ServerError,
     ServerOutOfMemoryError,
+    UnreadableMessageError,
 )
 from ._library import library_source
 from ._protocol import LIBRARY_VERSION, MAX_MESSAGE_BYTES, StoredMessage, session_keys
@@ -43,6 +44,7 @@ __all__ = [
     "ServerError",
     "ServerOutOfMemoryError",
     "StoredMessage",
+    "UnreadableMessageError",
     "__version__",
     "library_source",
     "session_keys",

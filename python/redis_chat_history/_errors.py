@@ -61,3 +61,12 @@ class ServerOutOfMemoryError(ServerError):
 class PermissionDeniedError(ServerError):
     """The Redis user's ACL does not allow the call (``NOPERM``): a key outside its key
     pattern, or a command it may not run."""
+
+
+class UnreadableMessageError(ChatHistoryError, ValueError):
+    """A stored message is not JSON that this package can read (another client stored it,
+    bypassing the checks a strict JSON parser would make). ``stream_id`` names it."""
+
+    def __init__(self, message: str, stream_id: str) -> None:
+        super().__init__(message)
+        self.stream_id = stream_id

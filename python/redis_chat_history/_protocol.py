@@ -23,7 +23,7 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
-from ._errors import InvalidInputError
+from ._errors import InvalidInputError, UnreadableMessageError
 
 LIBRARY_NAME = "chathist"
 #: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
@@ -207,8 +207,26 @@ def as_text(value: bytes | str) -> str:
 def decode_pairs(reply: Reply) -> list[tuple[str, dict[str, Any]]]:
     """``(id, stored-message dict)`` pairs from a flat ``id, json, id, json`` reply."""
     items = list(reply)
-    # Text that is not valid UTF-8 (another client's bytes) reads with U+FFFD in its place.
-    return [(as_text(items[i]), json.loads(as_text(items[i + 1]))) for i in range(0, len(items), 2)]
+    return [
+        (as_text(items[i]), load_stored(as_text(items[i]), items[i + 1]))
+        for i in range(0, len(items), 2)
+    ]
+
+
+def load_stored(stream_id: str, raw: bytes | str) -> Any:
+    """One stored message's JSON, decoded; text that is not valid UTF-8 (another client's
+    bytes) reads with U+FFFD in its place. JSON that no strict parser reads raises
+    :class:`UnreadableMessageError` naming the entry, instead of failing the whole read
+    with a bare decoding error."""
+    try:
+        return json.loads(as_text(raw))
+    except (ValueError, RecursionError) as error:
+        reason = "nested too deeply" if isinstance(error, RecursionError) else str(error)
+        raise UnreadableMessageError(
+            f"stored message {stream_id} is not JSON this package can read ({reason}); "
+            f"another client stored it: remove it with chathist_delete IDS {stream_id}",
+            stream_id,
+        ) from None
 
 
 def to_messages(stored: list[dict[str, Any]]) -> list[BaseMessage]:
