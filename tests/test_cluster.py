@@ -239,6 +239,61 @@ def test_awkward_session_ids_map_to_one_slot_each(cluster: LocalCluster, url: st
         exercise(history)
 
 
+def test_the_1_1_operations_on_a_session_of_each_shard(cluster: LocalCluster, url: str) -> None:
+    for node in cluster.primaries():
+        session = session_on(cluster, node, "v11")
+        history = RedisChatMessageHistory(session, redis_url=url, ttl=600, refresh_ttl_on_read=True)
+        history.add_messages(conversation(session))
+        records = history.page(2)
+        assert [r.message.content for r in records] == [
+            "found it",
+            f"the weather in {session} is sunny",
+        ]
+        assert [r.id for r in history.latest(2)] == [r.id for r in records]
+        assert len(history.page(10, after=records[0].id)) == 1
+        assert [r.message.type for r in history.search("sunny found", mode="any")] == ["ai", "tool"]
+        assert [r.message.type for r in history.search("sunny", message_type="ai")] == ["ai"]
+        assert history.search("sunny", before=records[1].id) == []
+        assert history.reindex() == 4
+        assert history.delete_messages(message_ids=[f"{session}-3"]) == 1
+        assert history.delete_messages([records[1].id]) == 1
+        assert len(history) == 2
+        assert 0 < (history.get_ttl() or 0) <= 600
+        assert history.set_ttl(None) is True and history.get_ttl() is None
+        assert history.set_ttl(30) is True and 0 < (history.get_ttl() or 0) <= 30
+        assert [m.content for m in history.messages] == [f"hello from {session}", ""]
+        history.clear()
+        assert history.set_ttl(30) is False
+
+
+def test_session_commands_of_the_cli_on_a_cluster(cluster: LocalCluster, tmp_path: Path) -> None:
+    prefix = f"cli-{uuid.uuid4().hex[:6]}:"
+    sessions = [session_on(cluster, node, "cli") for node in cluster.primaries()]
+    for session in sessions:
+        history = RedisChatMessageHistory(session, redis_url=cluster.url, key_prefix=prefix)
+        history.add_messages(conversation(session))
+    listed = invoke(cluster.url, "list", "--prefix", prefix, "--json")
+    assert listed.exit_code == 0, listed.output
+    assert sorted(json.loads(line)["session"] for line in listed.stdout.splitlines()) == sorted(
+        sessions
+    )
+    dump = tmp_path / "sessions.jsonl"
+    exported = invoke(cluster.url, "export", "--all", "--prefix", prefix, "-o", str(dump))
+    assert exported.exit_code == 0, exported.output
+    assert len(dump.read_text().splitlines()) == 12
+    other = f"{prefix}copy:"
+    imported = invoke(cluster.url, "import", str(dump), "--prefix", other)
+    assert imported.exit_code == 0, imported.output
+    for session in sessions:
+        original = RedisChatMessageHistory(session, redis_url=cluster.url, key_prefix=prefix)
+        copy = RedisChatMessageHistory(session, redis_url=cluster.url, key_prefix=other)
+        assert [(r.id, r.message) for r in copy.page()] == [
+            (r.id, r.message) for r in original.page()
+        ]
+        original.clear()
+        copy.clear()
+
+
 def test_a_given_sync_cluster_client(rc: RedisCluster) -> None:
     history = RedisChatMessageHistory(unique("given"), redis_client=rc)
     exercise(history)

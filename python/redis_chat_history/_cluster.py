@@ -5,9 +5,10 @@ cluster clients find the slot of an FCALL by asking a node (``COMMAND GETKEYS``,
 whole call included) before sending it; here the slot is computed from the first key
 and the call goes straight to the node that serves it: the primary, or a replica when
 the client's ``load_balancing_strategy`` (or ``read_from_replicas``) allows one and the
-call is read-only. MOVED and ASK replies are still followed by redis-py; on the errors
-that make redis-py refresh its view of the cluster (a node down, the cluster down, a
-slot not covered) the call is handed to redis-py's own routing, which retries.
+call is read-only. MOVED, ASK and TRYAGAIN replies are still handled by redis-py, and a
+node that does not answer makes it refresh its view of the cluster, so the next attempt
+(the history's retry policy decides whether there is one) goes where the slot is now.
+When the client's view has no node for the slot, the call takes redis-py's own route.
 
 Functions are not propagated between shards: each primary holds its own copy of the
 library (its replicas get it by replication), so checking and loading go node by node.
@@ -22,18 +23,10 @@ from typing import Any
 import redis.asyncio.cluster
 import redis.cluster
 from redis.commands import READ_COMMANDS
-from redis.exceptions import ClusterDownError, ResponseError, SlotNotCoveredError
+from redis.exceptions import ResponseError, SlotNotCoveredError
 
 from ._library import library_source
 from ._protocol import LIBRARY_NAME, VERSION, Call, as_text
-
-#: Errors after which redis-py's own routing (cluster refresh, retries) takes the call.
-_REROUTE = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    ClusterDownError,
-    SlotNotCoveredError,
-)
 
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 
@@ -80,11 +73,11 @@ def send(client: Any, call: Call, primary: bool = False) -> Any:
     """Send ``call`` on a sync cluster client, to its slot's node (see the module's notes)."""
     if not call.keys:
         return client.execute_command(*command(call))
-    node = slot_node(client, call, primary)
     try:
-        return client.execute_command(*command(call), target_nodes=node)
-    except _REROUTE:
+        node = slot_node(client, call, primary)
+    except SlotNotCoveredError:
         return client.execute_command(*command(call))
+    return client.execute_command(*command(call), target_nodes=node)
 
 
 async def asend(client: Any, call: Call, primary: bool = False) -> Any:
@@ -92,11 +85,11 @@ async def asend(client: Any, call: Call, primary: bool = False) -> Any:
     if not call.keys:
         return await client.execute_command(*command(call))
     await client.initialize()
-    node = slot_node(client, call, primary)
     try:
-        return await client.execute_command(*command(call), target_nodes=node)
-    except _REROUTE:
+        node = slot_node(client, call, primary)
+    except SlotNotCoveredError:
         return await client.execute_command(*command(call))
+    return await client.execute_command(*command(call), target_nodes=node)
 
 
 def _is_missing(error: ResponseError) -> bool:
