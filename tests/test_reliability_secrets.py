@@ -157,6 +157,15 @@ def test_failures_never_reveal_the_password(
     assert_no_secret(result.output)
 
 
+def test_an_untrusted_certificate_is_not_retried(tls_server: tuple[LocalRedis, Path]) -> None:
+    server, _ = tls_server
+    url = f"rediss://127.0.0.1:{server.port}/0"
+    history = RedisChatMessageHistory("s", redis_url=url, retry=RetryPolicy(retries=3))
+    with pytest.raises(ChatHistoryError, match="certificate verify failed") as failed:
+        history.messages  # noqa: B018
+    assert "gave up" not in str(failed.value)
+
+
 def test_wrong_password_says_so(tls_server: tuple[LocalRedis, Path]) -> None:
     server, cert = tls_server
     history = RedisChatMessageHistory("s", redis_url=tls_url(server, cert, password="nope"))

@@ -6,7 +6,7 @@ it builds redis-py's own ``redis.retry.Retry`` (sync) and ``redis.asyncio.retry.
 dropped or timed out, the server is loading its data (``LOADING``), busy running a
 script (``BUSY``), or a read-only replica (``READONLY``, as after a failover, until
 the address leads to the new primary). Everything else (bad input, ``OOM``,
-``NOPERM``, wrong password) fails at once.
+``NOPERM``, wrong password, an untrusted TLS certificate) fails at once.
 
 Retrying an append is safe because every message carries a client id (``data.id``)
 and the library stores an id at most once per session, so a message whose first
@@ -16,6 +16,7 @@ attempt was stored but whose reply was lost is not stored twice.
 from __future__ import annotations
 
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,8 +100,10 @@ def is_transient(error: BaseException) -> bool:
     if isinstance(error, ChatHistoryError):
         cause = error.__cause__
         return cause is not None and is_transient(cause)
-    if isinstance(error, _NOT_TRANSIENT):
-        return False
+    if isinstance(error, _NOT_TRANSIENT) or isinstance(
+        error.__context__, ssl.SSLCertVerificationError
+    ):
+        return False  # wrong credentials or an untrusted certificate stay so
     return isinstance(error, _TRANSIENT) or is_busy(error)
 
 
