@@ -171,6 +171,28 @@ local function is_list(value)
   return count == #value
 end
 
+local MAX_JSON_DEPTH = 128
+
+-- True if a decoded value nests tables no deeper than depth levels.
+local function shallow(value, depth)
+  if type(value) ~= 'table' then return true end
+  if depth == 0 then return false end
+  for _, item in pairs(value) do
+    if not shallow(item, depth - 1) then return false end
+  end
+  return true
+end
+
+-- True if the JSON text holds only what strict JSON parsers read: cjson also
+-- takes hex numbers, inf, nan and text after a NUL byte, which other
+-- languages' parsers refuse, so a session holding them could not be read.
+local function strict_json(json)
+  if string.find(json, '%z') then return false end
+  local outside = string.gsub(string.gsub(json, '\\.', ''), '"[^"]*"', '')
+  return not (string.find(outside, '[xX]') or string.find(outside, '[iI][nN][fF]')
+    or string.find(outside, '[nN][aA][nN]'))
+end
+
 -- Decodes and checks one stored-message JSON; returns the decoded table or
 -- nil and an error text.
 local function decode_message(json, position)
@@ -179,8 +201,12 @@ local function decode_message(json, position)
       .. ' bytes, over the limit of ' .. MAX_MESSAGE_BYTES
   end
   local ok, message = pcall(cjson.decode, json)
-  if not ok or type(message) ~= 'table' then
+  if not ok or type(message) ~= 'table' or not strict_json(json) then
     return nil, 'BADMSG', 'message ' .. position .. ' is not a JSON object'
+  end
+  if not shallow(message, MAX_JSON_DEPTH) then
+    return nil, 'BADMSG', 'message ' .. position .. ' nests deeper than ' .. MAX_JSON_DEPTH
+      .. ' levels'
   end
   if type(message.type) ~= 'string' or message.type == '' or #message.type > 64
       or string.find(message.type, '%c') then
