@@ -277,7 +277,6 @@ def test_odd_but_accepted_messages_keep_the_session_readable(
 # Python's for the first three) refuse them, so a session holding one could not be read
 # back: the library refuses them with CHATHIST_BADMSG.
 NOT_STRICT_JSON = {
-    "NaN and Infinity": b'{"type":"human","data":{"content":"x","n":NaN,"m":-Infinity}}',
     "hex number": b'{"type":"human","data":{"content":"x","n":0x10}}',
     "bytes after a NUL": b'{"type":"human","data":{"content":"x"}}\x00 trailing',
     "nested 900 deep": b'{"type":"human","data":{"content":"x","d":'
@@ -287,7 +286,14 @@ NOT_STRICT_JSON = {
 }
 
 
-@pytest.mark.parametrize("stored", list(NOT_STRICT_JSON.values()), ids=list(NOT_STRICT_JSON))
+# Python reads NaN and Infinity, JavaScript does not: refused as well.
+REFUSED = {
+    **NOT_STRICT_JSON,
+    "NaN and Infinity": b'{"type":"human","data":{"content":"x","n":NaN,"m":-Infinity}}',
+}
+
+
+@pytest.mark.parametrize("stored", list(REFUSED.values()), ids=list(REFUSED))
 def test_json_that_strict_parsers_refuse_is_refused(client: redis.Redis, stored: bytes) -> None:
     seed(client)
     before = snapshot(client)
