@@ -16,7 +16,7 @@ from .search_index import SearchSettings, run_search_bench
 from .workloads import Settings
 
 _URL_HELP = (
-    "Redis to run against (its keys under bench: are deleted after; its INFO "
+    "Redis to run against (the benchmark's keys are deleted after; its INFO "
     "commandstats are reset). Default: a throwaway local redis-server."
 )
 
@@ -93,7 +93,10 @@ def compare_command(
     out: Path,
     no_chart: bool,
 ) -> None:
-    """Benchmark redis-chat-history against langchain-community and the raw redis-py floor."""
+    """Benchmark redis-chat-history against langchain-community and the raw redis-py floor.
+
+    `bench search --help`: the benchmark of the library's search index.
+    """
     settings = Settings(
         repeats=repeats or (9 if full else 5),
         min_seconds=min_seconds if min_seconds is not None else (0.25 if full else 0.08),

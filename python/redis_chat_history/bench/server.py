@@ -57,6 +57,8 @@ def describe_environment(client: redis.Redis, library: str | None) -> dict[str, 
         "python": platform.python_version(),
         "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
+        # How busy the machine was (other processes inflate wall times, not the counts).
+        "load_average_1_5_15_min": list(os.getloadavg()),
         "packages": {
             name: _version(name)
             for name in (
