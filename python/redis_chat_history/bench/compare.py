@@ -17,7 +17,7 @@ import redis
 
 from .._protocol import version_tuple
 from .._transport import SyncTransport
-from .corpus import Corpus, rare_and_common
+from .corpus import DISTINCT, Corpus, rare_and_common
 from .goals import check_goals
 from .load import LoadPlan, run_load
 from .measure import library_version, load_gc_helper
@@ -132,7 +132,11 @@ def run_comparison(
             )
             for store in stores:
                 plan = LoadPlan(
-                    store, settings.processes, settings.load_sessions, settings.load_seconds
+                    store,
+                    settings.processes,
+                    settings.load_sessions,
+                    settings.load_seconds,
+                    corpus.messages(DISTINCT),
                 )
                 load_results[store.name] = run_load(plan).as_dict()
         environment = describe_environment(client, library)

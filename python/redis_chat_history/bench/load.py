@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .corpus import Corpus
+from langchain_core.messages import BaseMessage
+
 from .measure import percentile
 from .stores import Store
 
@@ -29,6 +30,7 @@ class LoadPlan:
     processes: int
     sessions: int
     seconds: float
+    messages: list[BaseMessage]
 
 
 @dataclass(frozen=True)
@@ -59,8 +61,8 @@ def _worker(job: tuple[int, float]) -> tuple[list[float], float]:
     assert _PLAN is not None
     store, plan = _PLAN.store, _PLAN
     rng = random.Random(worker)
-    corpus = Corpus().messages(100)
-    turns = [corpus[i : i + 2] for i in range(0, len(corpus), 2)]
+    texts = plan.messages
+    turns = [texts[i : i + 2] for i in range(0, len(texts) - 1, 2)]
     while time.time() < start_at:
         time.sleep(0.001)
     latencies: list[float] = []

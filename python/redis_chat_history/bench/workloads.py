@@ -20,7 +20,7 @@ from langchain_core.messages import BaseMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
-from .corpus import Corpus
+from .corpus import DISTINCT, Corpus
 from .measure import (
     Job,
     ServerCost,
@@ -112,14 +112,14 @@ def read_session(size: int) -> str:
 def append_one(bench: Bench, store: Store) -> Row:
     """Append one message at a time to one session (one history object, reused)."""
     history = store.history("append-one")
-    messages = itertools.cycle(bench.corpus.messages(200))
+    messages = itertools.cycle(bench.corpus.messages(DISTINCT))
     return bench.run(store, "append_1", lambda: history.add_message(next(messages)))
 
 
 def append_turn(bench: Bench, store: Store) -> Row:
     """Append a chat turn (a human and an AI message) at a time."""
     history = store.history("append-turn")
-    pairs = bench.corpus.messages(200)
+    pairs = bench.corpus.messages(DISTINCT)
     turns = itertools.cycle([pairs[i : i + 2] for i in range(0, len(pairs), 2)])
     return bench.run(store, "append_turn", lambda: history.add_messages(next(turns)))
 
@@ -131,7 +131,7 @@ def runnable_turn(bench: Bench, store: Store) -> Row:
     session's history (20 messages at the start), and the turn appends two messages.
     Commands per turn are counted after a warm-up turn on each session.
     """
-    replies = [str(m.content) for m in bench.corpus.messages(40)[1::2]]
+    replies = [str(m.content) for m in bench.corpus.messages(2000)[1::2]]
     prompt = ChatPromptTemplate.from_messages(
         [
             ("system", "You are a helpful assistant."),
@@ -151,7 +151,7 @@ def runnable_turn(bench: Bench, store: Store) -> Row:
     sessions = [f"turn-{i}" for i in range(bench.settings.turn_sessions)]
     for session in sessions:
         store.fill(session, store.encoded(bench.corpus, TURN_HISTORY))
-    questions = itertools.cycle(str(m.content) for m in bench.corpus.messages(40)[::2])
+    questions = itertools.cycle(str(m.content) for m in bench.corpus.messages(2000)[::2])
     order = itertools.cycle(sessions)
 
     def turn() -> None:
@@ -228,13 +228,21 @@ def append_cost_by_size(bench: Bench, store: Store) -> Row:
     """
     settings = bench.settings
     sizes = sorted({*settings.read_sizes, settings.latest_size})
-    messages = bench.corpus.messages(settings.window)
+    texts = bench.corpus.messages(DISTINCT)
+    windows = (texts[i : i + settings.window] for i in itertools.count(0, settings.window))
+
+    def next_window() -> list[BaseMessage]:
+        # Fresh text each round (as a conversation goes on), from the start when used up.
+        window = next(windows)
+        return window if len(window) == settings.window else texts[: settings.window]
+
     histories = {size: store.history(read_session(size)) for size in sizes}
     for history in histories.values():
-        history.add_messages(messages)
+        history.add_messages(next_window())
     rounds: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(WINDOW_ROUNDS):
         for size, history in histories.items():
+            messages = next_window()
             reset_stats(bench.client)
             for message in messages:
                 history.add_message(message)
