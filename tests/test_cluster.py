@@ -32,13 +32,14 @@ from redis_chat_history.local_cluster import (
     ClusterNode,
     LocalCluster,
     failover,
+    is_settled,
     meet,
     move_slot,
     start_cluster,
     start_node,
     stop_cluster,
 )
-from redis_chat_history.local_server import free_port
+from redis_chat_history.local_server import free_port, stop_redis
 
 pytestmark = pytest.mark.cluster
 
@@ -677,3 +678,43 @@ def _primary_count(cluster: LocalCluster) -> int:
     with cluster.nodes[0].client() as client:
         table: dict[str, Any] = client.execute_command("CLUSTER NODES")
     return sum("master" in entry["flags"] for entry in table.values())
+
+
+def test_a_primary_that_dies_is_replaced_and_its_sessions_go_on(
+    cluster: LocalCluster, url: str
+) -> None:
+    """Last: a primary is killed (SIGKILL); its replica takes over once the cluster agrees
+    the primary failed, and the next calls (through the retry policy) reach it."""
+    victim = cluster.primaries()[1]
+    heir = next(
+        node
+        for node in cluster.replicas()
+        if int(node.client().info("replication")["master_port"]) == victim.port
+    )
+    histories = [
+        RedisChatMessageHistory(session_on(cluster, victim, "crash"), redis_url=url)
+        for _ in range(3)
+    ]
+    for history in histories:
+        history.add_messages([HumanMessage("before", id="1")])
+    with redis.Redis(host="127.0.0.1", port=heir.port, single_connection_client=True) as replica:
+        replica.execute_command("READONLY")
+        eventually(
+            lambda: all(replica.exists(h.keys[0]) for h in histories), "the replica to catch up"
+        )
+    victim.server.process.kill()
+    victim.server.process.wait(timeout=10)
+    cluster.nodes.remove(victim)  # stopped; the fixture's teardown stops the rest
+    try:
+        eventually(lambda: _role_of(heir) == "master", "the replica to take over", timeout=30)
+        eventually(lambda: is_settled(cluster, 0), "the cluster to agree", timeout=30)
+        for history in histories:
+            history.add_messages([HumanMessage("after", id="2")])
+            assert [m.content for m in history.messages] == ["before", "after"]
+    finally:
+        stop_redis(victim.server)
+
+
+def _role_of(node: ClusterNode) -> str:
+    with node.client() as client:
+        return str(client.execute_command("ROLE")[0].decode())

@@ -115,6 +115,8 @@ def test_deploy_without_redis_cli(tmp_path: Path) -> None:
         (["-u", "localhost:6379"], "must start with redis://"),
         (["stray"], "unexpected argument 'stray'"),
         (["-z"], "unknown option -z"),
+        (["-u", "redis://localhost", "-n", "localhost:6379"], "not both"),
+        (["-n", "localhost:port"], "is not host:port"),
     ],
 )
 def test_deploy_usage_errors(args: list[str], message: str) -> None:

@@ -334,6 +334,8 @@ def load(target: Target, force: bool) -> None:
 def status(ctx: click.Context, as_json: bool) -> None:
     """Tell whether the chathist library is loaded, its version, and if it fits this package.
 
+    On Redis Cluster: one line per node, primaries and replicas (--json: a `nodes` list).
+
     \b
     Exit status:
       0  the library is loaded and compatible with this package
