@@ -494,6 +494,16 @@ def test_readonly_is_retried_until_the_replica_is_promoted(replica: LocalRedis) 
     assert contents(history) == ["after the failover"]
 
 
+async def test_readonly_is_retried_until_the_replica_is_promoted_async(
+    replica: LocalRedis,
+) -> None:
+    history = RedisChatMessageHistory("s", redis_url=fresh(replica.url), retry=PATIENT)
+    assert await history.alen() == 0
+    in_background(lambda: redis.Redis.from_url(replica.url).replicaof("NO", "ONE"), 0.3)
+    await history.aadd_messages([HumanMessage("after the failover")])
+    assert [m.content for m in await history.aget_messages()] == ["after the failover"]
+
+
 @pytest.fixture
 def full_server() -> Iterator[redis.Redis]:
     """A server at its 3 MB maxmemory (noeviction) with the library loaded."""
