@@ -454,21 +454,26 @@ local function tokenize(text, tokens, joined)
   return tokens
 end
 
--- Calls emit for each token of a message's text: string content, or the
--- string items and "text" fields of list content.
-local function each_message_token(message, emit)
+-- Calls visit with each piece of a message's searchable text: string
+-- content, or the string items and "text" fields of list content.
+local function each_text(message, visit)
   local content = message.data.content
   if type(content) == 'string' then
-    each_token(content, emit)
+    visit(content)
   elseif type(content) == 'table' then
     for _, part in ipairs(content) do
       if type(part) == 'string' then
-        each_token(part, emit)
+        visit(part)
       elseif type(part) == 'table' and type(part.text) == 'string' then
-        each_token(part.text, emit)
+        visit(part.text)
       end
     end
   end
+end
+
+-- Calls emit for each token of a message's text.
+local function each_message_token(message, emit)
+  each_text(message, function(text) each_token(text, emit) end)
 end
 
 -- The tokens of a message's text, in order.
@@ -478,33 +483,19 @@ local function message_tokens(message)
   return tokens
 end
 
--- Appends to parts the tokens of text joined by NUL bytes, computed by
--- string.gsub in C for ASCII text. Repeated tokens and empty pieces may
--- appear, and ASCII words are not yet cut to MAX_TOKEN_BYTES (see
--- cut_term); neither changes which terms the text holds.
-local function add_text_terms(text, parts)
-  if not string.find(text, '[\128-\255]') then
-    parts[#parts + 1] = (string.gsub(string.lower(text), '%W+', '\0'))
-  else
-    parts[#parts + 1] = table.concat(tokenize(text, {}), '\0')
-  end
-end
-
--- The terms of a message as one NUL-separated text, its type first.
+-- The terms of a message as one NUL-separated text, its type first. ASCII
+-- text is split by string.gsub in C; repeated tokens and empty pieces may
+-- appear, and ASCII words are cut to MAX_TOKEN_BYTES only when folded
+-- (fold_pending); neither changes which terms the text holds.
 local function message_term_text(message)
   local parts = {TYPE_TOKEN .. message.type}
-  local content = message.data.content
-  if type(content) == 'string' then
-    add_text_terms(content, parts)
-  elseif type(content) == 'table' then
-    for _, part in ipairs(content) do
-      if type(part) == 'string' then
-        add_text_terms(part, parts)
-      elseif type(part) == 'table' and type(part.text) == 'string' then
-        add_text_terms(part.text, parts)
-      end
+  each_text(message, function(text)
+    if not string.find(text, '[\128-\255]') then
+      parts[#parts + 1] = (string.gsub(string.lower(text), '%W+', '\0'))
+    else
+      parts[#parts + 1] = table.concat(tokenize(text, {}), '\0')
     end
-  end
+  end)
   return table.concat(parts, '\0')
 end
 
