@@ -165,6 +165,31 @@ def test_search(history: RedisChatMessageHistory) -> None:
     assert nothing.exit_code == 0 and nothing.stdout == "" and "matches" in nothing.stderr
 
 
+def test_search_options(history: RedisChatMessageHistory) -> None:
+    def contents(*args: str) -> list[str]:
+        result = invoke(history.redis_url, "search", "s1", *args, "--json")
+        assert result.exit_code == 0, result.output
+        return [record["content"] for record in json_lines(result.stdout)]
+
+    assert contents("weather ada", "--any") == [
+        "Hi Ada! How is the weather?",
+        "Sunny weather today",
+        "Hello, I am Ada",
+    ]
+    assert contents("weather", "--type", "ai") == ["Hi Ada! How is the weather?"]
+    newest = json_lines(invoke(history.redis_url, "search", "s1", "weather", "--json").stdout)[-1]
+    assert contents("weather", "--before", newest["id"]) == ["Hi Ada! How is the weather?"]
+    assert contents('"weather today"') == ["Sunny weather today"]
+
+
+def test_reindex_builds_the_index_of_an_unindexed_session(redis_url: str) -> None:
+    history = RedisChatMessageHistory("plain", redis_url=redis_url, search_index=False)
+    history.add_messages([HumanMessage("one"), AIMessage("two")])
+    result = invoke(redis_url, "reindex", "plain")
+    assert result.exit_code == 0 and result.stdout == "indexed 2 messages of session 'plain'\n"
+    assert [hit.message.content for hit in history.search("two")] == ["two"]
+
+
 def test_clear_reports_count_and_deletes(history: RedisChatMessageHistory) -> None:
     result = invoke(history.redis_url, "clear", "s1")
     assert result.exit_code == 0, result.output

@@ -379,18 +379,52 @@ def show(target: Target, session: str, prefix: str, limit: int | None, as_json: 
     type=click.IntRange(1, 1000),
     default=10,
     show_default=True,
-    help="The most recent N matches.",
+    help="The most recent N matches (with --any: the N best).",
 )
+@click.option(
+    "--any", "any_word", is_flag=True, help="Match any word; best first (most words matched)."
+)
+@click.option("--type", "message_type", help="Only messages of this type (human, ai, tool, ...).")
+@click.option("--before", metavar="ID", help="Only matches older than this message id.")
 @json_option
 @click.pass_obj
 def search(
-    target: Target, session: str, prefix: str, query: str, limit: int, as_json: bool
+    target: Target,
+    session: str,
+    prefix: str,
+    query: str,
+    limit: int,
+    any_word: bool,
+    message_type: str | None,
+    before: str | None,
+    as_json: bool,
 ) -> None:
-    """Print the messages of SESSION holding every word of QUERY (case-insensitive)."""
-    call = protocol.search_call(keys_of(prefix, session), query, limit)
+    """Print the messages of SESSION holding every word of QUERY (case-insensitive).
+
+    "Quoted words" must appear together; Chinese, Japanese and Korean match by character.
+    """
+    call = protocol.search_call(
+        keys_of(prefix, session),
+        query,
+        limit,
+        mode="any" if any_word else "all",
+        message_type=message_type,
+        before=before,
+    )
     with connected(target) as transport:
         reply = transport.run(call)
     emit(stored_records(reply), as_json, f"no message of session {session!r} matches {query!r}")
+
+
+@main.command()
+@session_command
+@click.pass_obj
+def reindex(target: Target, session: str, prefix: str) -> None:
+    """Build SESSION's search index from its messages (for sessions stored without one)."""
+    call = protocol.reindex_call(keys_of(prefix, session))
+    with connected(target) as transport:
+        indexed = int(transport.run(call))
+    click.echo(f"indexed {indexed} message{'' if indexed == 1 else 's'} of session {session!r}")
 
 
 @main.command()
