@@ -62,6 +62,7 @@ local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
 local RARE_TEXT_BYTES = 64           -- a rare term's postings longer than this get their own head
+local RARE_BUCKET_BYTES = 2048       -- a bucket this long takes no new terms
 local RARE_MARK = '\2'
 local PROMOTED = '+'
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
@@ -624,6 +625,10 @@ end
 --   "\n" <term> "\0" <postings>   postings: hex(ms - epoch) ["." hex(seq)] ","
 -- and a term whose postings outgrow RARE_TEXT_BYTES moves to its own head,
 -- leaving the entry "\n" <term> "\0+" so that later folds know where it is.
+-- A bucket of RARE_BUCKET_BYTES takes no new terms: they get heads with no
+-- entry, so a term has postings in its bucket entry or in its head, never
+-- both, and the work of a fold stays the same however many words a session
+-- has seen.
 local bucket_names = {}
 
 local function rare_bucket(term)
@@ -738,32 +743,40 @@ local function add_postings(index_key, entries)
     return list
   end
   local texts = {}
-  local frequent, promoted = {}, {}
-  for _, term in ipairs(terms) do
+  local function text_postings(term, text)
+    local parts = {text or ''}
+    for _, index in ipairs(added[term]) do
+      local t = texts[index]
+      if not t then
+        t = text_posting(epoch, entries[index][1], entries[index][2])
+        texts[index] = t
+      end
+      parts[#parts + 1] = t
+    end
+    return table.concat(parts)
+  end
+  local changed = {}
+  local function set_entry(term, text)
     local name = bucket_of[term]
-    local bucket = buckets[name] or nil
-    local start, text, finish = rare_entry(bucket, term)
+    buckets[name] = with_rare_entry(buckets[name] or nil, term, text)
+    changed[name] = true
+  end
+  -- Terms with a bucket entry grow it, or move to a head once too long;
+  -- terms with none may have a head (promoted when their bucket was full).
+  local frequent, promoted, unplaced = {}, {}, {}
+  for _, term in ipairs(terms) do
+    local _, text = rare_entry(buckets[bucket_of[term]] or nil, term)
     if text == PROMOTED then
       frequent[#frequent + 1] = term
+    elseif not text then
+      unplaced[#unplaced + 1] = term
+      frequent[#frequent + 1] = term
     else
-      local parts = {text or ''}
-      for _, index in ipairs(added[term]) do
-        local t = texts[index]
-        if not t then
-          t = text_posting(epoch, entries[index][1], entries[index][2])
-          texts[index] = t
-        end
-        parts[#parts + 1] = t
-      end
-      local joined = table.concat(parts)
-      local kept = #joined <= RARE_TEXT_BYTES
-      local entry = '\n' .. term .. '\0' .. (kept and joined or PROMOTED)
-      if start then
-        buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
+      local joined = text_postings(term, text)
+      if #joined <= RARE_TEXT_BYTES then
+        set_entry(term, joined)
       else
-        buckets[name] = (bucket or '') .. entry
-      end
-      if not kept then
+        set_entry(term, PROMOTED)
         local ms, seq = decode_text_postings(epoch, joined)
         local list = {}
         for i = 1, #ms do list[i] = posting(epoch, ms[i], seq[i]) end
@@ -772,14 +785,29 @@ local function add_postings(index_key, entries)
       end
     end
   end
-  local writes = {}
   local heads = hash_get_many(index_key, frequent)
+  local placed = {}
+  for _, term in ipairs(unplaced) do
+    local bucket = buckets[bucket_of[term]] or ''
+    if not heads[term] and #bucket < RARE_BUCKET_BYTES then
+      local joined = text_postings(term, nil)
+      if #joined <= RARE_TEXT_BYTES then
+        set_entry(term, joined)
+        placed[term] = true
+      end
+    end
+  end
+  local writes = {}
   for _, term in ipairs(frequent) do
-    extend_head(term, heads[term], promoted[term] or binary_postings(added[term]), writes)
+    if not placed[term] then
+      extend_head(term, heads[term], promoted[term] or binary_postings(added[term]), writes)
+    end
   end
   for _, name in ipairs(names) do
-    writes[#writes + 1] = name
-    writes[#writes + 1] = buckets[name]
+    if changed[name] then
+      writes[#writes + 1] = name
+      writes[#writes + 1] = buckets[name]
+    end
   end
   hash_set_many(index_key, writes)
 end

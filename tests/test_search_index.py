@@ -28,7 +28,13 @@ def stored(text: Any, message_type: str = "human", message_id: str | None = None
     return json.dumps({"type": message_type, "data": data}, ensure_ascii=False)
 
 
-SMALL_SIZES = {"PENDING_BYTES": 48, "BLOCK_BYTES": 6, "RARE_BUCKETS": 3, "RARE_TEXT_BYTES": 8}
+SMALL_SIZES = {
+    "PENDING_BYTES": 48,
+    "BLOCK_BYTES": 6,
+    "RARE_BUCKETS": 3,
+    "RARE_TEXT_BYTES": 8,
+    "RARE_BUCKET_BYTES": 40,
+}
 
 
 def small_library() -> str:
