@@ -576,3 +576,18 @@ def test_cli_retries_option() -> None:
     assert "gave up after 3 attempts" in thrice.output
     bad = runner.invoke(main, ["--url", url, "--retries", "-1", "show", "s"])
     assert bad.exit_code == 2
+
+
+@pytest.mark.parametrize(
+    ("error", "transient"),
+    [
+        (redis.exceptions.ClusterDownError("CLUSTERDOWN The cluster is down"), True),
+        (redis.exceptions.TryAgainError("TRYAGAIN Multiple keys request during rehashing"), True),
+        (redis.exceptions.ResponseError("ERR CHATHIST_BADARG bad"), False),
+        (redis.exceptions.AuthenticationError("WRONGPASS"), False),
+    ],
+)
+def test_cluster_failover_replies_are_transient(error: Exception, transient: bool) -> None:
+    from redis_chat_history._retry import is_transient
+
+    assert is_transient(error) is transient

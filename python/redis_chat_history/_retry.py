@@ -26,12 +26,14 @@ from redis.backoff import AbstractBackoff, ExponentialWithJitterBackoff, NoBacko
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
+    ClusterDownError,
     ConnectionError,
     MasterDownError,
     ReadOnlyError,
     RedisError,
     ResponseError,
     TimeoutError,
+    TryAgainError,
 )
 
 from ._errors import ChatHistoryError
@@ -84,7 +86,16 @@ NO_RETRY = RetryPolicy(retries=0, backoff=NoBackoff())
 # What redis-py's Retry catches; ``is_transient`` then decides.
 _CAUGHT: tuple[Any, ...] = (RedisError, ChatHistoryError, socket.timeout)
 _NOT_TRANSIENT = (AuthenticationError, AuthorizationError)
-_TRANSIENT = (ConnectionError, TimeoutError, socket.timeout, ReadOnlyError, MasterDownError)
+# CLUSTERDOWN and TRYAGAIN pass once a failover or a slot migration completes.
+_TRANSIENT = (
+    ConnectionError,
+    TimeoutError,
+    socket.timeout,
+    ReadOnlyError,
+    MasterDownError,
+    ClusterDownError,
+    TryAgainError,
+)
 
 
 def is_busy(error: BaseException) -> bool:
