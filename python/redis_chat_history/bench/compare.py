@@ -113,9 +113,10 @@ def run_comparison(
         query = rare_and_common(corpus.messages(min(10000, max(settings.read_sizes))))[0]
         steps += [
             ("read latest 20", lambda s: read_latest(bench, s)),
-            ("append cost by size", lambda s: append_cost_by_size(bench, s)),
             ("search", lambda s: search(bench, s, query)),
             ("memory", lambda s: memory_per_message(bench, s)),
+            # Last: it appends to the read sessions.
+            ("append cost by size", lambda s: append_cost_by_size(bench, s)),
         ]
         for name, step in steps:
             echo(f"... {name}")
