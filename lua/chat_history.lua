@@ -188,8 +188,10 @@ end
 -- takes hex numbers, inf, nan and text after a NUL byte, which other
 -- languages' parsers refuse, so a session holding them could not be read.
 local function strict_json(json)
-  if string.find(json, '%z') then return false end
-  local outside = string.gsub(string.gsub(json, '\\.', ''), '"[^"]*"', '')
+  if string.find(json, '\0', 1, true) then return false end
+  local unescaped = json
+  if string.find(json, '\\', 1, true) then unescaped = string.gsub(json, '\\.', '') end
+  local outside = string.gsub(unescaped, '"[^"]*"', '')
   return not (string.find(outside, '[xX]') or string.find(outside, '[iI][nN][fF]')
     or string.find(outside, '[nN][aA][nN]'))
 end
