@@ -6,7 +6,7 @@ One Redis Functions library. Every session function takes the three keys of
 one session, in this order (see docs/PROTOCOL.md):
 
   KEYS[1]  <prefix>{<tag>}:m   stream of messages (one entry per message, field "m")
-  KEYS[2]  <prefix>{<tag>}:x   hash: the session's token index and two meta fields
+  KEYS[2]  <prefix>{<tag>}:x   hash: the session's token index and meta fields
   KEYS[3]  <prefix>{<tag>}:i   hash: client message id -> stream id (retry dedup)
 
 <tag> is the session id with "%", "{" and "}" percent-encoded, so all keys of a
@@ -397,13 +397,14 @@ end
 -- joined[n] is set when token n is a single character written right after
 -- the previous single character (a CJK run, an implicit phrase).
 local function tokenize_unicode(run, tokens, joined, offset)
-  local word, word_bytes = {}, 0
+  local word, word_bytes, full = {}, 0, false
   local previous_single = false
   local function flush()
     if word_bytes > 0 then
       tokens[#tokens + 1] = table.concat(word)
       word, word_bytes = {}, 0
     end
+    full = false
   end
   local i, n = 1, #run
   while i <= n do
@@ -412,9 +413,11 @@ local function tokenize_unicode(run, tokens, joined, offset)
     if cp < 0 then class = SEPARATOR elseif cp < 0x80 then class = WORD else class = classify(cp) end
     if class == WORD then
       local char = utf8_char(fold(cp))
-      if word_bytes + #char <= MAX_TOKEN_BYTES then
+      if not full and word_bytes + #char <= MAX_TOKEN_BYTES then
         word[#word + 1] = char
         word_bytes = word_bytes + #char
+      else
+        full = true  -- the token is the word's first MAX_TOKEN_BYTES, cut at a character
       end
       previous_single = false
     elseif class == SINGLE then

@@ -109,20 +109,22 @@ def tokenize(text: str, joined: set[int] | None = None) -> list[str]:
         if run.isascii():
             tokens.append(run.lower()[:MAX_TOKEN_BYTES])
             continue
-        word, size, previous_single = "", 0, False
+        word, size, full, previous_single = "", 0, False, False
         for char in run:
             cp = ord(char)
             kind = WORD if cp < 0x80 else classify(cp)
             if kind == WORD:
                 folded = chr(fold(cp))
                 width = len(folded.encode("utf-8"))
-                if size + width <= MAX_TOKEN_BYTES:
+                if not full and size + width <= MAX_TOKEN_BYTES:
                     word, size = word + folded, size + width
+                else:
+                    full = True
                 previous_single = False
                 continue
             if word:
                 tokens.append(word)
-                word, size = "", 0
+            word, size, full = "", 0, False
             if kind == SINGLE:
                 tokens.append(char)
                 if joined is not None and previous_single:

@@ -163,6 +163,14 @@ def test_query_parsing_matches_the_reference() -> None:
     )
 
 
+def test_a_long_word_is_cut_to_its_first_64_bytes_at_a_character(raw: RawSession) -> None:
+    word = "a" * 63 + "é" + "b"  # é would end at byte 65: the token is the 63 a's
+    assert tokenize(word) == ["a" * 63]
+    raw.call("append", "MESSAGES", stored(word))
+    assert raw.call("search", "a" * 63, read_only=True)
+    assert not raw.call("search", "a" * 63 + "b", read_only=True)
+
+
 def test_long_words_are_cut_to_64_bytes_on_both_sides(raw: RawSession) -> None:
     word = "a" * 100
     raw.call("append", "MESSAGES", stored(f"x {word} y"))
