@@ -21,6 +21,14 @@ def redis_server() -> Iterator[LocalRedis]:
     stop_redis(server)
 
 
+@pytest.fixture(scope="module")
+def server() -> Iterator[LocalRedis]:
+    """A redis-server of the test module's own, for tests that change its users or config."""
+    started = start_redis()
+    yield started
+    stop_redis(started)
+
+
 @pytest.fixture
 def redis_url(redis_server: LocalRedis) -> Iterator[str]:
     """The URL of a freshly flushed server (data and functions)."""

@@ -24,7 +24,7 @@ from redis_chat_history import (
     session_keys,
 )
 from redis_chat_history.cli import main
-from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
+from redis_chat_history.local_server import LocalRedis
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 PASSWORD = "tenant-pw-7f3a"
@@ -48,13 +48,6 @@ def library_commands() -> set[str]:
         f"xinfo|{sub.lower()}" for sub in re.findall(r"redis\.p?call\('XINFO', '([A-Z]+)'", source)
     }
     return (commands - {"xinfo"}) | subcommands
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalRedis]:
-    started = start_redis()
-    yield started
-    stop_redis(started)
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ import multiprocessing
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -28,19 +27,12 @@ from conftest import RawSession
 from redis_chat_history import RedisChatMessageHistory, RetryPolicy
 from redis_chat_history import _protocol as protocol
 from redis_chat_history._transport import SyncTransport
-from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
+from redis_chat_history.local_server import LocalRedis
 
 WRITERS = 8
 APPENDS = 500
 READERS = 2
 PATIENT = RetryPolicy(retries=50, backoff=ConstantBackoff(0.01))
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalRedis]:
-    started = start_redis()
-    yield started
-    stop_redis(started)
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from redis_chat_history import (
     session_keys,
 )
 from redis_chat_history import _protocol as protocol
-from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
+from redis_chat_history.local_server import LocalRedis
 
 S = session_keys("chat:", "s")
 T = session_keys("chat:", "t")
@@ -41,13 +41,6 @@ FUNCTIONS = ["append", "range", "search", "clear", "len", "version"]
 NEW_FUNCTIONS = ["delete", "import", "ttl", "expire", "reindex"]  # chathist 1.1
 #: Generated calls per run.
 EXAMPLES = 400
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LocalRedis]:
-    started = start_redis()
-    yield started
-    stop_redis(started)
 
 
 @pytest.fixture(scope="module")

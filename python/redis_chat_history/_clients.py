@@ -98,30 +98,38 @@ def is_cluster(url: str, client: Any) -> bool:
     the plain client's call then fails (or is retried) as any other call would.
     """
     known = _cluster_urls.get(url)
-    if known is None:
-        try:
-            known = _cluster_enabled(client.info("cluster"))
-        except redis.ResponseError:
-            known = False
-            _unprobed_urls.add(url)
-        except redis.RedisError:
-            return False
-        _cluster_urls[url] = known
-    return known
+    if known is not None:
+        return known
+    try:
+        reply = client.info("cluster")
+    except redis.RedisError as error:
+        return _remember_probe(url, None, error)
+    return _remember_probe(url, reply, None)
 
 
 async def ais_cluster(url: str, client: Any) -> bool:
     """Async twin of :func:`is_cluster`."""
     known = _cluster_urls.get(url)
-    if known is None:
-        try:
-            known = _cluster_enabled(await client.info("cluster"))
-        except redis.ResponseError:
-            known = False
-            _unprobed_urls.add(url)
-        except redis.RedisError:
-            return False
-        _cluster_urls[url] = known
+    if known is not None:
+        return known
+    try:
+        reply = await client.info("cluster")
+    except redis.RedisError as error:
+        return _remember_probe(url, None, error)
+    return _remember_probe(url, reply, None)
+
+
+def _remember_probe(url: str, reply: Any, error: redis.RedisError | None) -> bool:
+    """Whether the INFO cluster reply (or the error instead) says cluster; remembered
+    unless nothing answered."""
+    if isinstance(error, redis.ResponseError):
+        _unprobed_urls.add(url)  # INFO refused to this user: taken for a plain server
+        known = False
+    elif error is not None:
+        return False
+    else:
+        known = _cluster_enabled(reply)
+    _cluster_urls[url] = known
     return known
 
 
