@@ -761,16 +761,23 @@ local function add_postings(index_key, entries)
     return table.concat(parts)
   end
   local changed = {}
-  local function set_entry(term, text)
+  -- Sets the term's entry to text; start and finish locate its current entry.
+  local function set_entry(term, text, start, finish)
     local name = bucket_of[term]
-    buckets[name] = with_rare_entry(buckets[name] or nil, term, text)
+    local bucket = buckets[name] or ''
+    local entry = '\n' .. term .. '\0' .. text
+    if start then
+      buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
+    else
+      buckets[name] = bucket .. entry
+    end
     changed[name] = true
   end
   -- Terms with a bucket entry grow it, or move to a head once too long;
   -- terms with none may have a head (promoted when their bucket was full).
   local frequent, promoted, unplaced = {}, {}, {}
   for _, term in ipairs(terms) do
-    local _, text = rare_entry(buckets[bucket_of[term]] or nil, term)
+    local start, text, finish = rare_entry(buckets[bucket_of[term]] or nil, term)
     if text == PROMOTED then
       frequent[#frequent + 1] = term
     elseif not text then
@@ -779,9 +786,9 @@ local function add_postings(index_key, entries)
     else
       local joined = text_postings(term, text)
       if #joined <= RARE_TEXT_BYTES then
-        set_entry(term, joined)
+        set_entry(term, joined, start, finish)
       else
-        set_entry(term, PROMOTED)
+        set_entry(term, PROMOTED, start, finish)
         local ms, seq = decode_text_postings(epoch, joined)
         local list = {}
         for i = 1, #ms do list[i] = posting(epoch, ms[i], seq[i]) end
