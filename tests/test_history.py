@@ -786,3 +786,14 @@ def test_messages_written_by_another_client_are_read(
         ChatMessage("from LangChain.js", role="critic"),
         ChatMessage("an invented type", role="banana"),
     ]
+
+
+def test_search_pages_before_a_time(history: RedisChatMessageHistory) -> None:
+    history.add_messages([HumanMessage("note one")])
+    time.sleep(0.005)
+    history.add_messages([HumanMessage("note two")])
+    second = history.search("note two")[0]
+    older = history.search("note", before=second.timestamp)
+    assert [hit.message.content for hit in older] == ["note one"]
+    with pytest.raises(InvalidInputError):
+        history.search("note", before=datetime(2030, 1, 1))

@@ -143,11 +143,9 @@ SEARCH_MODES = ("all", "any")
 
 
 def bound(value: str | datetime) -> str:
-    """A range or search bound: a stream id as is, a datetime as its time in ms."""
+    """A range or search bound: a stream id as is, an aware datetime as its time in ms."""
     if isinstance(value, datetime):
-        if value.tzinfo is None:
-            raise InvalidInputError("a datetime bound must carry a timezone", "BADARG")
-        return str(int(value.timestamp() * 1000))
+        return str(_milliseconds(value, "before"))
     return value
 
 
