@@ -467,14 +467,15 @@ def _follow(
     as_json: bool,
 ) -> None:
     """XREAD BLOCK on the session's stream from ``last_id``, printing each new message."""
-    printed = 0
+    printed, reads = 0, 0
     while count is None or printed < count:
         block = TAIL_BLOCK_MS
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0:
+            if left <= 0 and reads > 0:  # what is already there is always read once
                 return
             block = max(1, min(block, int(left * 1000)))
+        reads += 1
         wanted = 100 if count is None else min(100, count - printed)
         reply = transport.client.xread({stream_key: last_id}, count=wanted, block=block)
         for entries in _stream_entries(reply):
