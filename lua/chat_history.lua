@@ -56,8 +56,10 @@ local INDEX_FORMAT = '1'
 local META_INDEXED = '\0v'
 local META_BYTES = '\0b'
 local META_EPOCH = '\0e'
-local META_PENDING = '\0p'
-local PENDING_BYTES = 4096         -- pending postings this long are folded into the index
+local META_PENDING = '\0p'        -- pending postings as one text (written by 1.1.0)
+local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
+local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
+local PENDING_RECORDS = 32         -- pending records this many are folded into the index
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
@@ -492,7 +494,7 @@ end
 -- The terms of a message as one NUL-separated text, its type first. ASCII
 -- text is split by string.gsub in C; repeated tokens and empty pieces may
 -- appear, and ASCII words are cut to MAX_TOKEN_BYTES only when folded
--- (fold_pending); neither changes which terms the text holds.
+-- (fold_records); neither changes which terms the text holds.
 local function message_term_text(message)
   local parts = {TYPE_TOKEN .. message.type}
   each_text(message, function(text)
@@ -679,20 +681,35 @@ local function decode_text_postings(epoch, text)
   return ms, seq
 end
 
--- Appends binary postings (a list of strings, ascending) to a term's head
--- (false when it has none), moving full head blocks to numbered fields;
--- adds the writes to the list writes.
-local function extend_head(term, head, list, writes)
+-- The postings in a string of binary postings, as a list of strings.
+local function split_postings(postings)
+  local list, pos = {}, 1
+  while pos <= #postings do
+    local start = pos
+    local code
+    code, pos = read_varint(postings, pos)
+    if code % 2 == 1 then
+      local _
+      _, pos = read_varint(postings, pos)
+    end
+    list[#list + 1] = string.sub(postings, start, pos - 1)
+  end
+  return list
+end
+
+-- Appends binary postings (one string, ascending) to a term's head (nil
+-- when it has none), moving full head blocks to numbered fields; adds the
+-- writes to the list writes.
+local function extend_head(term, head, postings, writes)
   head = head or '\1\1'
-  local new = table.concat(list)
-  if #head + #new <= BLOCK_BYTES then
+  if #head + #postings <= BLOCK_BYTES then
     writes[#writes + 1] = term
-    writes[#writes + 1] = head .. new
+    writes[#writes + 1] = head .. postings
     return
   end
   local first_block, next_block, pos = parse_head(head)
   local body = string.sub(head, pos)
-  for _, p in ipairs(list) do
+  for _, p in ipairs(split_postings(postings)) do
     if #body >= BLOCK_BYTES then
       writes[#writes + 1] = block_field(term, next_block)
       writes[#writes + 1] = body
@@ -706,66 +723,86 @@ local function extend_head(term, head, list, writes)
   writes[#writes + 1] = head_value(first_block, next_block, body)
 end
 
--- Adds postings to the index: entries is a list of {ms, seq, terms}, in
--- increasing id order. The terms' buckets are read in one HMGET, the heads
--- of frequent terms in another, and everything is written in one HSET.
-local function add_postings(index_key, entries)
-  if #entries == 0 then return end
-  local epoch = index_epoch(index_key, entries[1][1])
-  local terms, added = {}, {}
-  for index, entry in ipairs(entries) do
-    for _, term in ipairs(entry[3]) do
-      local list = added[term]
-      if not list then
-        list = {}
-        added[term] = list
-        terms[#terms + 1] = term
+-- A batch of postings to add, relative to the index epoch: for each
+-- distinct term (in first-seen order) its binary postings, accumulated as
+-- one string while ids are added in increasing order.
+local function new_batch(epoch)
+  return {epoch = epoch, terms = {}, postings = {}, last = {}, n = 0, posting = nil}
+end
+
+-- Starts the postings of the next id (ms, seq).
+local function batch_id(batch, ms, seq)
+  batch.n = batch.n + 1
+  batch.posting = posting(batch.epoch, ms, seq)
+end
+
+-- Records that the current id holds term (once per id).
+local function batch_term(batch, term)
+  local last, n = batch.last, batch.n
+  local seen = last[term]
+  if seen == n then return end
+  last[term] = n
+  if seen then
+    batch.postings[term] = batch.postings[term] .. batch.posting
+  else
+    batch.terms[#batch.terms + 1] = term
+    batch.postings[term] = batch.posting
+  end
+end
+
+-- Binary postings as bucket text.
+local function postings_text(epoch, postings)
+  local parts, pos = {}, 1
+  while pos <= #postings do
+    local ms, seq
+    ms, seq, pos = read_posting(epoch, postings, pos)
+    parts[#parts + 1] = text_posting(epoch, ms, seq)
+  end
+  return table.concat(parts)
+end
+
+-- Reads hash fields in chunks; returns their values as a list aligned
+-- with fields (false for a missing field).
+local function hash_get_list(key, fields)
+  local values = {}
+  for first = 1, #fields, HASH_CHUNK do
+    local last = math.min(first + HASH_CHUNK - 1, #fields)
+    local reply = redis.call('HMGET', key, unpack(fields, first, last))
+    for i = first, last do values[i] = reply[i - first + 1] end
+  end
+  return values
+end
+
+-- Adds a batch's postings to the index. Terms with a head of their own
+-- (found by one HMGET) extend it; the others are looked up in their
+-- buckets (a second HMGET), where a rare term's postings grow until they
+-- move to a head. Everything is written by one HSET.
+local function add_postings(index_key, batch)
+  local terms, postings, epoch = batch.terms, batch.postings, batch.epoch
+  if #terms == 0 then return end
+  local heads = hash_get_list(index_key, terms)
+  local writes, rare, names, seen = {}, {}, {}, {}
+  for i, term in ipairs(terms) do
+    local head = heads[i]
+    if head then
+      extend_head(term, head, postings[term], writes)
+    else
+      rare[#rare + 1] = term
+      local name = rare_bucket(term)
+      if not seen[name] then
+        seen[name] = true
+        names[#names + 1] = name
       end
-      list[#list + 1] = index
     end
   end
-  local names, bucket_of, seen = {}, {}, {}
-  for _, term in ipairs(terms) do
-    local name = rare_bucket(term)
-    bucket_of[term] = name
-    if not seen[name] then
-      seen[name] = true
-      names[#names + 1] = name
-    end
-  end
+  if #rare == 0 then return hash_set_many(index_key, writes) end
   local buckets = hash_get_many(index_key, names)
-  local binary = {}
-  local function binary_postings(indexes)
-    local list = {}
-    for i, index in ipairs(indexes) do
-      local p = binary[index]
-      if not p then
-        p = posting(epoch, entries[index][1], entries[index][2])
-        binary[index] = p
-      end
-      list[i] = p
-    end
-    return list
-  end
-  local texts = {}
-  local function text_postings(term, text)
-    local parts = {text or ''}
-    for _, index in ipairs(added[term]) do
-      local t = texts[index]
-      if not t then
-        t = text_posting(epoch, entries[index][1], entries[index][2])
-        texts[index] = t
-      end
-      parts[#parts + 1] = t
-    end
-    return table.concat(parts)
-  end
   local changed = {}
-  -- Sets the term's entry to text; start and finish locate its current entry.
-  local function set_entry(term, text, start, finish)
-    local name = bucket_of[term]
+  -- Sets the term's entry in its bucket to text (none when text is nil);
+  -- start and finish locate its current entry.
+  local function set_entry(name, term, text, start, finish)
     local bucket = buckets[name] or ''
-    local entry = '\n' .. term .. '\0' .. text
+    local entry = text and ('\n' .. term .. '\0' .. text) or ''
     if start then
       buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
     else
@@ -773,55 +810,38 @@ local function add_postings(index_key, entries)
     end
     changed[name] = true
   end
-  -- Terms with a bucket entry grow it, or move to a head once too long;
-  -- terms with none may have a head (promoted when their bucket was full).
-  local frequent, promoted, unplaced = {}, {}, {}
-  for _, term in ipairs(terms) do
-    local start, text, finish = rare_entry(buckets[bucket_of[term]] or nil, term)
-    if text == PROMOTED then
-      frequent[#frequent + 1] = term
-    elseif not text then
-      unplaced[#unplaced + 1] = term
-      frequent[#frequent + 1] = term
+  for _, term in ipairs(rare) do
+    local name = rare_bucket(term)
+    local bucket = buckets[name] or nil
+    local start, text, finish = rare_entry(bucket, term)
+    local joined = text ~= PROMOTED and (text or not bucket or #bucket < RARE_BUCKET_BYTES)
+      and ((text or '') .. postings_text(epoch, postings[term]))
+    if joined and #joined <= RARE_TEXT_BYTES then
+      set_entry(name, term, joined, start, finish)
     else
-      local joined = text_postings(term, text)
-      if #joined <= RARE_TEXT_BYTES then
-        set_entry(term, joined, start, finish)
-      else
-        set_entry(term, PROMOTED, start, finish)
-        local ms, seq = decode_text_postings(epoch, joined)
+      -- Too long, or no room: the term moves to a head of its own.
+      if text then set_entry(name, term, nil, start, finish) end
+      local all = postings[term]
+      if text and text ~= PROMOTED then
+        local ms, seq = decode_text_postings(epoch, text)
         local list = {}
         for i = 1, #ms do list[i] = posting(epoch, ms[i], seq[i]) end
-        promoted[term] = list
-        frequent[#frequent + 1] = term
+        all = table.concat(list) .. all
       end
+      extend_head(term, nil, all, writes)
     end
   end
-  local heads = hash_get_many(index_key, frequent)
-  local placed = {}
-  for _, term in ipairs(unplaced) do
-    local bucket = buckets[bucket_of[term]] or ''
-    if not heads[term] and #bucket < RARE_BUCKET_BYTES then
-      local joined = text_postings(term, nil)
-      if #joined <= RARE_TEXT_BYTES then
-        set_entry(term, joined)
-        placed[term] = true
-      end
-    end
-  end
-  local writes = {}
-  for _, term in ipairs(frequent) do
-    if not placed[term] then
-      extend_head(term, heads[term], promoted[term] or binary_postings(added[term]), writes)
-    end
-  end
+  local emptied = {}
   for _, name in ipairs(names) do
-    if changed[name] then
+    if changed[name] and buckets[name] == '' then
+      emptied[#emptied + 1] = name
+    elseif changed[name] then
       writes[#writes + 1] = name
       writes[#writes + 1] = buckets[name]
     end
   end
   hash_set_many(index_key, writes)
+  if #emptied > 0 then redis.call('HDEL', index_key, unpack(emptied)) end
 end
 
 -- The postings of a term: its head (own field), or its rare entry's
@@ -913,51 +933,71 @@ end
 -- Session state shared by the writers.
 ------------------------------------------------------------------------------
 
--- Pending postings: the newest messages' terms, one record each,
--- "\n" <stream id> "\0" <term> "\0" <term> "\0" ..., kept in one field until
--- they fill PENDING_BYTES and are folded into the index in one pass. This
--- turns one hash update per term and message into one per term and fold.
+-- Pending postings: the newest messages' terms, one record each, in fields
+-- "\0r" <k> (k = 1, 2, ...): <stream id> "\0" <term> "\0" <term> ... "\0".
+-- They are written without reading anything back, and folded into the
+-- index PENDING_RECORDS at a time: one hash update per term and fold
+-- instead of one per term and message.
 local function pending_record(stream_id, message)
-  return '\n' .. stream_id .. '\0' .. message_term_text(message) .. '\0'
+  return stream_id .. '\0' .. message_term_text(message) .. '\0'
 end
 
--- The pending records, oldest first: {id, ms, seq, text} (text is the record
--- from its first NUL, so a term t is in it iff it holds "\0" t "\0").
-local function pending_records(pending)
-  local records = {}
-  if not pending then return records end
+local function record_field(k)
+  return RECORD_MARK .. k
+end
+
+-- Parses a pending record: {id, ms, seq, text} (text from the first NUL, so
+-- a term t is in it iff it holds "\0" t "\0").
+local function parse_record(record)
+  local cut = string.find(record, '\0', 1, true)
+  local id = string.sub(record, 1, cut - 1)
+  local ms, seq = parse_full_id(id)
+  return {id = id, ms = ms, seq = seq, text = string.sub(record, cut)}
+end
+
+-- The pending records of 1.1.0's single text field, oldest first.
+local function legacy_records(pending, records)
   for record in string.gmatch(pending, '\n([^\n]+)') do
-    local cut = string.find(record, '\0', 1, true)
-    local id = string.sub(record, 1, cut - 1)
-    local ms, seq = parse_full_id(id)
-    records[#records + 1] = {id = id, ms = ms, seq = seq, text = string.sub(record, cut)}
+    records[#records + 1] = parse_record(record)
   end
   return records
 end
 
-local function fold_pending(index_key, pending)
-  local entries = {}
-  for _, record in ipairs(pending_records(pending)) do
-    local terms, seen = {}, {}
-    for term in string.gmatch(record.text, '[^%z]+') do
-      if #term > MAX_TOKEN_BYTES then term = string.sub(term, 1, MAX_TOKEN_BYTES) end
-      if not seen[term] then
-        seen[term] = true
-        terms[#terms + 1] = term
-      end
-    end
-    entries[#entries + 1] = {record.ms, record.seq, terms}
-  end
-  add_postings(index_key, entries)
+-- The count and first id of the pending records, from their meta value.
+local function parse_records_meta(value)
+  if not value then return 0, nil end
+  local count, first = string.match(value, '^(%d+) (.*)$')
+  return tonumber(count), first
 end
 
--- The pending text without the record of stream id, or nil if it has none.
-local function without_record(pending, stream_id)
-  if not pending then return nil end
-  local start = string.find(pending, '\n' .. stream_id .. '\0', 1, true)
-  if not start then return nil end
-  local stop = string.find(pending, '\n', start + 1, true) or (#pending + 1)
-  return string.sub(pending, 1, start - 1) .. string.sub(pending, stop)
+-- The pending records stored in the index hash, oldest first (with the
+-- legacy text of 1.1.0 first when a session still has it).
+local function stored_records(index_key, records_meta, legacy)
+  local records = legacy and legacy_records(legacy, {}) or {}
+  local count = parse_records_meta(records_meta)
+  if count == 0 then return records end
+  local fields = {}
+  for k = 1, count do fields[k] = record_field(k) end
+  local values = hash_get_many(index_key, fields)
+  for k = 1, count do
+    if values[fields[k]] then records[#records + 1] = parse_record(values[fields[k]]) end
+  end
+  return records
+end
+
+-- Folds pending records (texts as written, oldest first) into the index.
+local function fold_records(index_key, texts)
+  if #texts == 0 then return end
+  local batch = new_batch(index_epoch(index_key, parse_full_id(string.match(texts[1], '^[^%z]+'))))
+  for _, record in ipairs(texts) do
+    local id, terms = string.match(record, '^([^%z]+)(.*)$')
+    batch_id(batch, parse_full_id(id))
+    for term in string.gmatch(terms, '[^%z]+') do
+      if #term > MAX_TOKEN_BYTES then term = string.sub(term, 1, MAX_TOKEN_BYTES) end
+      batch_term(batch, term)
+    end
+  end
+  add_postings(index_key, batch)
 end
 
 -- True if the session keeps an index.
@@ -975,35 +1015,105 @@ local function measure_bytes(keys)
   return total
 end
 
--- Before a write: the session's state {indexed, total, pending}. A session
--- without messages starts over (clearing what an evicted stream left
--- behind) and is indexed unless noindex; one with messages keeps its state.
+-- Before a write: the session's state: indexed, total bytes, and the
+-- pending records (count, first id, the fresh ones of this call). A
+-- session without messages starts over (clearing what an evicted stream
+-- left behind) and is indexed unless noindex; one with messages keeps its
+-- state. Pending postings in 1.1.0's single text field are folded first.
 local function prepare_write(keys, noindex)
+  local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false}
   if redis.call('XLEN', keys[1]) == 0 then
     redis.call('DEL', keys[2])
     if not noindex then redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT) end
-    return {indexed = not noindex, total = 0, pending = nil}
+    state.indexed = not noindex
+    return state
   end
-  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_PENDING)
-  return {indexed = meta[1] ~= false, total = meta[2] and tonumber(meta[2]) or measure_bytes(keys),
-    pending = meta[3] or nil}
-end
-
--- After a write: saves the byte total and pending postings, folding them
--- into the index once they are long enough.
-local function finish_write(keys, state)
-  redis.call('HSET', keys[2], META_BYTES, state.total)
-  local pending = state.pending
-  if not state.indexed or pending == state.saved_pending then return end
-  if pending and #pending >= PENDING_BYTES then
-    fold_pending(keys[2], pending)
-    pending = nil
-  end
-  if pending and pending ~= '' then
-    redis.call('HSET', keys[2], META_PENDING, pending)
-  else
+  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_PENDING)
+  state.indexed = meta[1] ~= false
+  state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)
+  state.count, state.first = parse_records_meta(meta[3] or nil)
+  if meta[4] then
+    local texts = {}
+    for record in string.gmatch(meta[4], '\n([^\n]+)') do texts[#texts + 1] = record end
+    if state.indexed then fold_records(keys[2], texts) end
     redis.call('HDEL', keys[2], META_PENDING)
   end
+  return state
+end
+
+-- Adds the pending record of a message just stored under stream_id.
+local function add_record(state, stream_id, message)
+  state.count = state.count + 1
+  state.first = state.first or stream_id
+  state.fresh[#state.fresh + 1] = {k = state.count, text = pending_record(stream_id, message)}
+  state.changed = true
+end
+
+-- The field number of the pending record of stream id (ms, seq), or nil.
+local function find_record(keys, state, stream_id, ms, seq)
+  if state.count == 0 then return nil end
+  local first_ms, first_seq = parse_full_id(state.first)
+  if id_after(first_ms, first_seq, ms, seq) then return nil end
+  if not state.where then
+    state.where = {}
+    local fields = {}
+    for k = 1, state.count do fields[k] = record_field(k) end
+    local values = hash_get_many(keys[2], fields)
+    for k = 1, state.count do
+      local value = values[fields[k]]
+      if value then state.where[string.match(value, '^[^%z]+')] = k end
+    end
+    for _, fresh in ipairs(state.fresh) do
+      state.where[string.match(fresh.text, '^[^%z]+')] = fresh.k
+    end
+  end
+  return state.where[stream_id]
+end
+
+-- Removes the pending record in field k.
+local function remove_record(state, k)
+  state.removed[k] = true
+  state.changed = true
+end
+
+-- After a write: saves the byte total and the pending records, folding
+-- them into the index once there are PENDING_RECORDS.
+local function finish_write(keys, state)
+  local writes = {META_BYTES, state.total}
+  if state.indexed and state.changed then
+    local fresh = {}
+    for _, record in ipairs(state.fresh) do
+      if not state.removed[record.k] then fresh[#fresh + 1] = record end
+    end
+    local old = state.count - #state.fresh
+    if state.count >= PENDING_RECORDS then
+      local fields, texts = {}, {}
+      for k = 1, old do fields[k] = record_field(k) end
+      local values = hash_get_many(keys[2], fields)
+      for k = 1, old do
+        if values[fields[k]] and not state.removed[k] then texts[#texts + 1] = values[fields[k]] end
+      end
+      for _, record in ipairs(fresh) do texts[#texts + 1] = record.text end
+      fold_records(keys[2], texts)
+      if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
+      redis.call('HDEL', keys[2], META_RECORDS)
+    else
+      local gone = {}
+      for k in pairs(state.removed) do
+        if k <= old then gone[#gone + 1] = record_field(k) end
+      end
+      if #gone > 0 then redis.call('HDEL', keys[2], unpack(gone)) end
+      for _, record in ipairs(fresh) do
+        writes[#writes + 1] = record_field(record.k)
+        writes[#writes + 1] = record.text
+      end
+      if state.count > 0 then
+        writes[#writes + 1] = META_RECORDS
+        writes[#writes + 1] = state.count .. ' ' .. state.first
+      end
+    end
+  end
+  hash_set_many(keys[2], writes)
 end
 
 -- Drops stored entries ({id, {field, json}} as XRANGE gives them) from the
@@ -1022,11 +1132,11 @@ local function forget_entries(keys, entries, state)
         redis.call('HDEL', keys[3], id)
       end
       if state.indexed then
-        local pending = without_record(state.pending, entry[1])
-        if pending then
-          state.pending = pending
+        local ms, seq = parse_full_id(entry[1])
+        local k = find_record(keys, state, entry[1], ms, seq)
+        if k then
+          remove_record(state, k)
         else
-          local ms, seq = parse_full_id(entry[1])
           epoch = epoch or index_epoch(keys[2])
           for _, term in ipairs(message_terms(message)) do
             remove_posting(keys[2], epoch, term, ms, seq)
@@ -1041,18 +1151,21 @@ end
 -- Builds the index of entries ({id, {field, json}} as XRANGE gives them)
 -- into an empty index hash; returns the bytes of JSON they hold.
 local function index_entries(keys, entries)
-  local to_index, total = {}, 0
+  local batch, total = nil, 0
   for _, entry in ipairs(entries) do
     local json = entry[2][2]
     total = total + #json
     local message = decode_stored(json)
     if message then
       local ms, seq = parse_full_id(entry[1])
-      to_index[#to_index + 1] = {ms, seq, message_terms(message)}
+      batch = batch or new_batch(index_epoch(keys[2], ms))
+      batch_id(batch, ms, seq)
+      each_message_token(message, function(token) batch_term(batch, token) end)
+      batch_term(batch, TYPE_TOKEN .. message.type)
     end
   end
   redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
-  add_postings(keys[2], to_index)
+  if batch then add_postings(keys[2], batch) end
   return total
 end
 
@@ -1078,7 +1191,8 @@ local function trim(keys, state, max_count, max_bytes)
     if rebuild then
       redis.call('DEL', keys[2])
       index_entries(keys, redis.call('XRANGE', keys[1], '-', '+'))
-      state.pending, state.saved_pending = nil, false
+      state.count, state.first, state.fresh, state.where = 0, nil, {}, nil
+      state.removed, state.changed = {}, false
     end
   end
   while max_bytes and state.total > max_bytes and length > 1 do
@@ -1093,8 +1207,7 @@ end
 -- in ids, or new ones ("*") when ids is nil; returns the stream ids. A
 -- message whose client id is stored already is not stored again.
 local function store_messages(keys, jsons, messages, ids, state)
-  local stream_ids, seen, records = {}, {}, {}
-  state.saved_pending = state.pending
+  local stream_ids, seen = {}, {}
   for position, json in ipairs(jsons) do
     local id = client_id(messages[position])
     local existing = id and (seen[id] or stored_id(keys, id))
@@ -1109,12 +1222,9 @@ local function store_messages(keys, jsons, messages, ids, state)
       end
       stream_ids[position] = stream_id
       state.total = state.total + #json
-      if state.indexed then
-        records[#records + 1] = pending_record(stream_id, messages[position])
-      end
+      if state.indexed then add_record(state, stream_id, messages[position]) end
     end
   end
-  if #records > 0 then state.pending = (state.pending or '') .. table.concat(records) end
   return stream_ids
 end
 
@@ -1269,7 +1379,6 @@ local function delete(keys, args)
   end
   if #entries == 0 then return 0 end
   local state = prepare_write(keys)
-  state.saved_pending = state.pending
   state.total = state.total - forget_entries(keys, entries, state)
   for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
   if redis.call('XLEN', keys[1]) == 0 then
@@ -1637,13 +1746,13 @@ end
 
 local function index_search(keys, query)
   local fields = query_fields(query)
-  local lookup = {META_PENDING, META_EPOCH}
+  local lookup = {META_RECORDS, META_PENDING, META_EPOCH}
   for _, field in ipairs(fields) do
     lookup[#lookup + 1] = field
     lookup[#lookup + 1] = rare_bucket(field)
   end
   local values = hash_get_many(keys[2], lookup)
-  local records = pending_records(values[META_PENDING] or nil)
+  local records = stored_records(keys[2], values[META_RECORDS] or nil, values[META_PENDING] or nil)
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do

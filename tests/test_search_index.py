@@ -29,7 +29,7 @@ def stored(text: Any, message_type: str = "human", message_id: str | None = None
 
 
 SMALL_SIZES = {
-    "PENDING_BYTES": 48,
+    "PENDING_RECORDS": 3,
     "BLOCK_BYTES": 6,
     "RARE_BUCKETS": 3,
     "RARE_TEXT_BYTES": 8,
