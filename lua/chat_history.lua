@@ -59,7 +59,7 @@ local META_EPOCH = '\0e'
 local META_PENDING = '\0p'        -- pending postings as one text (written by 1.1.0)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
-local PENDING_RECORDS = 32         -- pending records this many are folded into the index
+local PENDING_RECORDS = 128        -- pending records this many are folded into the index
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
@@ -436,17 +436,26 @@ local function tokenize_unicode(run, tokens, joined, offset)
   flush()
 end
 
+-- True if text holds a byte above 127. (math.max over string.byte runs in
+-- C; a pattern class test costs several times more per byte.)
+local function has_non_ascii(text)
+  for first = 1, #text, 4000 do
+    if math.max(string.byte(text, first, first + 3999)) > 127 then return true end
+  end
+  return false
+end
+
 -- Calls emit(token) for each token of text, in order (see docs/PROTOCOL.md).
 -- ASCII text takes a fast path with the same result.
 local function each_token(text, emit, joined, tokens)
-  if not string.find(text, '[\128-\255]') then
+  if not has_non_ascii(text) then
     for word in string.gmatch(string.lower(text), '%w+') do
       emit(#word > MAX_TOKEN_BYTES and string.sub(word, 1, MAX_TOKEN_BYTES) or word)
     end
     return
   end
   for run in string.gmatch(text, '[%w\128-\255]+') do
-    if string.find(run, '[\128-\255]') then
+    if has_non_ascii(run) then
       local found = {}
       tokenize_unicode(run, found, joined, tokens and #tokens or 0)
       for _, token in ipairs(found) do emit(token) end
@@ -489,22 +498,6 @@ local function message_tokens(message)
   local tokens = {}
   each_message_token(message, function(token) tokens[#tokens + 1] = token end)
   return tokens
-end
-
--- The terms of a message as one NUL-separated text, its type first. ASCII
--- text is split by string.gsub in C; repeated tokens and empty pieces may
--- appear, and ASCII words are cut to MAX_TOKEN_BYTES only when folded
--- (fold_records); neither changes which terms the text holds.
-local function message_term_text(message)
-  local parts = {TYPE_TOKEN .. message.type}
-  each_text(message, function(text)
-    if not string.find(text, '[\128-\255]') then
-      parts[#parts + 1] = (string.gsub(string.lower(text), '%W+', '\0'))
-    else
-      parts[#parts + 1] = table.concat(tokenize(text, {}), '\0')
-    end
-  end)
-  return table.concat(parts, '\0')
 end
 
 -- The distinct index terms of a message: its tokens and its type.
@@ -681,25 +674,21 @@ local function decode_text_postings(epoch, text)
   return ms, seq
 end
 
--- The postings in a string of binary postings, as a list of strings.
-local function split_postings(postings)
-  local list, pos = {}, 1
-  while pos <= #postings do
-    local start = pos
-    local code
-    code, pos = read_varint(postings, pos)
-    if code % 2 == 1 then
-      local _
-      _, pos = read_varint(postings, pos)
-    end
-    list[#list + 1] = string.sub(postings, start, pos - 1)
+-- The position after the binary posting at pos.
+local function skip_posting(postings, pos)
+  local code
+  code, pos = read_varint(postings, pos)
+  if code % 2 == 1 then
+    local _
+    _, pos = read_varint(postings, pos)
   end
-  return list
+  return pos
 end
 
 -- Appends binary postings (one string, ascending) to a term's head (nil
--- when it has none), moving full head blocks to numbered fields; adds the
--- writes to the list writes.
+-- when it has none). A head block that reaches BLOCK_BYTES moves to the
+-- next numbered field and later postings start a new one. Adds the writes
+-- to the list writes.
 local function extend_head(term, head, postings, writes)
   head = head or '\1\1'
   if #head + #postings <= BLOCK_BYTES then
@@ -709,55 +698,72 @@ local function extend_head(term, head, postings, writes)
   end
   local first_block, next_block, pos = parse_head(head)
   local body = string.sub(head, pos)
-  for _, p in ipairs(split_postings(postings)) do
-    if #body >= BLOCK_BYTES then
+  local size, start, at = #body, 1, 1
+  while at <= #postings do
+    if size >= BLOCK_BYTES then
       writes[#writes + 1] = block_field(term, next_block)
-      writes[#writes + 1] = body
+      writes[#writes + 1] = body .. string.sub(postings, start, at - 1)
       next_block = next_block + 1
-      body = p
-    else
-      body = body .. p
+      body, size, start = '', 0, at
     end
+    local after = skip_posting(postings, at)
+    size = size + after - at
+    at = after
   end
   writes[#writes + 1] = term
-  writes[#writes + 1] = head_value(first_block, next_block, body)
+  writes[#writes + 1] = head_value(first_block, next_block, body .. string.sub(postings, start))
 end
 
--- A batch of postings to add, relative to the index epoch: for each
--- distinct term (in first-seen order) its binary postings, accumulated as
--- one string while ids are added in increasing order.
+-- A batch of postings to add, relative to the index epoch: the ids, in
+-- increasing order (their binary postings in bin), the distinct terms in
+-- first-seen order, and for each term the last id position holding it
+-- (last) and, for a term held by several ids, all their positions (more).
 local function new_batch(epoch)
-  return {epoch = epoch, terms = {}, postings = {}, last = {}, n = 0, posting = nil}
+  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, text = {},
+    terms = {}, last = {}, more = {}}
 end
 
--- Starts the postings of the next id (ms, seq).
+-- Starts the terms of the next id (ms, seq); returns its position.
 local function batch_id(batch, ms, seq)
-  batch.n = batch.n + 1
-  batch.posting = posting(batch.epoch, ms, seq)
+  local n = batch.n + 1
+  batch.n, batch.ms[n], batch.seq[n] = n, ms, seq
+  batch.bin[n] = posting(batch.epoch, ms, seq)
+  return n
 end
 
--- Records that the current id holds term (once per id).
-local function batch_term(batch, term)
-  local last, n = batch.last, batch.n
+-- Records that the id at position n (the newest) holds term.
+local function batch_term(batch, term, n)
+  local last = batch.last
   local seen = last[term]
   if seen == n then return end
   last[term] = n
-  if seen then
-    batch.postings[term] = batch.postings[term] .. batch.posting
-  else
+  if not seen then
     batch.terms[#batch.terms + 1] = term
-    batch.postings[term] = batch.posting
+    return
+  end
+  local more = batch.more[term]
+  if more then
+    more[#more + 1] = n
+  else
+    batch.more[term] = {seen, n}
   end
 end
 
--- Binary postings as bucket text.
-local function postings_text(epoch, postings)
-  local parts, pos = {}, 1
-  while pos <= #postings do
-    local ms, seq
-    ms, seq, pos = read_posting(epoch, postings, pos)
-    parts[#parts + 1] = text_posting(epoch, ms, seq)
+-- A term's postings in the batch, as binary postings or as bucket text.
+local function batch_postings(batch, term, as_text)
+  local cache = as_text and batch.text or batch.bin
+  local function one(n)
+    local p = cache[n]
+    if not p then
+      p = text_posting(batch.epoch, batch.ms[n], batch.seq[n])
+      cache[n] = p
+    end
+    return p
   end
+  local more = batch.more[term]
+  if not more then return one(batch.last[term]) end
+  local parts = {}
+  for i, n in ipairs(more) do parts[i] = one(n) end
   return table.concat(parts)
 end
 
@@ -775,20 +781,22 @@ end
 
 -- Adds a batch's postings to the index. Terms with a head of their own
 -- (found by one HMGET) extend it; the others are looked up in their
--- buckets (a second HMGET), where a rare term's postings grow until they
--- move to a head. Everything is written by one HSET.
+-- buckets (a second HMGET): a new rare term is appended to its bucket, a
+-- known one grows its entry until it moves to a head. Everything is
+-- written by one HSET.
 local function add_postings(index_key, batch)
-  local terms, postings, epoch = batch.terms, batch.postings, batch.epoch
+  local terms, epoch = batch.terms, batch.epoch
   if #terms == 0 then return end
   local heads = hash_get_list(index_key, terms)
   local writes, rare, names, seen = {}, {}, {}, {}
   for i, term in ipairs(terms) do
     local head = heads[i]
     if head then
-      extend_head(term, head, postings[term], writes)
+      extend_head(term, head, batch_postings(batch, term), writes)
     else
-      rare[#rare + 1] = term
       local name = rare_bucket(term)
+      rare[#rare + 1] = term
+      rare[term] = name
       if not seen[name] then
         seen[name] = true
         names[#names + 1] = name
@@ -797,31 +805,32 @@ local function add_postings(index_key, batch)
   end
   if #rare == 0 then return hash_set_many(index_key, writes) end
   local buckets = hash_get_many(index_key, names)
-  local changed = {}
-  -- Sets the term's entry in its bucket to text (none when text is nil);
-  -- start and finish locate its current entry.
-  local function set_entry(name, term, text, start, finish)
-    local bucket = buckets[name] or ''
-    local entry = text and ('\n' .. term .. '\0' .. text) or ''
-    if start then
-      buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
-    else
-      buckets[name] = bucket .. entry
-    end
-    changed[name] = true
-  end
+  local appended, changed = {}, {}
   for _, term in ipairs(rare) do
-    local name = rare_bucket(term)
+    local name = rare[term]
     local bucket = buckets[name] or nil
     local start, text, finish = rare_entry(bucket, term)
-    local joined = text ~= PROMOTED and (text or not bucket or #bucket < RARE_BUCKET_BYTES)
-      and ((text or '') .. postings_text(epoch, postings[term]))
-    if joined and #joined <= RARE_TEXT_BYTES then
-      set_entry(name, term, joined, start, finish)
-    else
+    local joined
+    if text ~= PROMOTED and (text or not bucket or #bucket < RARE_BUCKET_BYTES) then
+      joined = (text or '') .. batch_postings(batch, term, true)
+      if #joined > RARE_TEXT_BYTES then joined = nil end
+    end
+    if start then
+      -- The entry is replaced in place, or removed when the term moves.
+      local entry = joined and ('\n' .. term .. '\0' .. joined) or ''
+      buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
+      changed[name] = true
+    elseif joined then
+      local list = appended[name]
+      if not list then
+        list = {}
+        appended[name] = list
+      end
+      list[#list + 1] = '\n' .. term .. '\0' .. joined
+    end
+    if not joined then
       -- Too long, or no room: the term moves to a head of its own.
-      if text then set_entry(name, term, nil, start, finish) end
-      local all = postings[term]
+      local all = batch_postings(batch, term)
       if text and text ~= PROMOTED then
         local ms, seq = decode_text_postings(epoch, text)
         local list = {}
@@ -833,11 +842,16 @@ local function add_postings(index_key, batch)
   end
   local emptied = {}
   for _, name in ipairs(names) do
-    if changed[name] and buckets[name] == '' then
+    local bucket = buckets[name] or ''
+    if appended[name] then
+      bucket = bucket .. table.concat(appended[name])
+      changed[name] = true
+    end
+    if changed[name] and bucket == '' then
       emptied[#emptied + 1] = name
     elseif changed[name] then
       writes[#writes + 1] = name
-      writes[#writes + 1] = buckets[name]
+      writes[#writes + 1] = bucket
     end
   end
   hash_set_many(index_key, writes)
@@ -934,31 +948,59 @@ end
 ------------------------------------------------------------------------------
 
 -- Pending postings: the newest messages' terms, one record each, in fields
--- "\0r" <k> (k = 1, 2, ...): <stream id> "\0" <term> "\0" <term> ... "\0".
--- They are written without reading anything back, and folded into the
--- index PENDING_RECORDS at a time: one hash update per term and fold
--- instead of one per term and message.
+-- "\0r" <k> (k = 1, 2, ...), written without reading anything back and
+-- folded into the index PENDING_RECORDS at a time: one hash update per term
+-- and fold instead of one per term and message. A record is
+--   <stream id> "\0a" <type> "\0" <lower-cased text>    ASCII text, or
+--   <stream id> "\0u\0" <term> "\0" <term> ... "\0"    its terms (type first),
+-- so that ASCII text, most text, is split into words once, when folded.
+local ASCII_RECORD, TERMS_RECORD = 97, 117  -- "a", "u"
+
 local function pending_record(stream_id, message)
-  return stream_id .. '\0' .. message_term_text(message) .. '\0'
+  local pieces, unicode = {}, false
+  each_text(message, function(text)
+    pieces[#pieces + 1] = text
+    unicode = unicode or has_non_ascii(text)
+  end)
+  if not unicode then
+    return stream_id .. '\0a' .. message.type .. '\0' .. string.lower(table.concat(pieces, '\0'))
+  end
+  local terms = {TYPE_TOKEN .. message.type}
+  for _, text in ipairs(pieces) do tokenize(text, terms) end
+  return stream_id .. '\0u\0' .. table.concat(terms, '\0') .. '\0'
 end
 
 local function record_field(k)
   return RECORD_MARK .. k
 end
 
--- Parses a pending record: {id, ms, seq, text} (text from the first NUL, so
--- a term t is in it iff it holds "\0" t "\0").
+-- Parses a pending record: {id, ms, seq, ascii, type, text}; text is the
+-- lower-cased text (ASCII records) or "\0" term "\0" term ... "\0".
 local function parse_record(record)
   local cut = string.find(record, '\0', 1, true)
   local id = string.sub(record, 1, cut - 1)
   local ms, seq = parse_full_id(id)
-  return {id = id, ms = ms, seq = seq, text = string.sub(record, cut)}
+  local parsed = {id = id, ms = ms, seq = seq, ascii = string.byte(record, cut + 1) == ASCII_RECORD}
+  if parsed.ascii then
+    local stop = string.find(record, '\0', cut + 2, true)
+    parsed.type = string.sub(record, cut + 2, stop - 1)
+    parsed.text = string.sub(record, stop + 1)
+  else
+    parsed.text = string.sub(record, cut + 2)
+  end
+  return parsed
+end
+
+-- A record of 1.1.0's pending text ("<id>\0<term>\0...") in today's form.
+local function upgrade_record(record)
+  local cut = string.find(record, '\0', 1, true)
+  return string.sub(record, 1, cut - 1) .. '\0u' .. string.sub(record, cut)
 end
 
 -- The pending records of 1.1.0's single text field, oldest first.
 local function legacy_records(pending, records)
   for record in string.gmatch(pending, '\n([^\n]+)') do
-    records[#records + 1] = parse_record(record)
+    records[#records + 1] = parse_record(upgrade_record(record))
   end
   return records
 end
@@ -985,16 +1027,23 @@ local function stored_records(index_key, records_meta, legacy)
   return records
 end
 
--- Folds pending records (texts as written, oldest first) into the index.
-local function fold_records(index_key, texts)
-  if #texts == 0 then return end
-  local batch = new_batch(index_epoch(index_key, parse_full_id(string.match(texts[1], '^[^%z]+'))))
-  for _, record in ipairs(texts) do
-    local id, terms = string.match(record, '^([^%z]+)(.*)$')
-    batch_id(batch, parse_full_id(id))
-    for term in string.gmatch(terms, '[^%z]+') do
-      if #term > MAX_TOKEN_BYTES then term = string.sub(term, 1, MAX_TOKEN_BYTES) end
-      batch_term(batch, term)
+-- Folds pending records (as written, oldest first) into the index.
+local function fold_records(index_key, records)
+  if #records == 0 then return end
+  local gmatch, sub, find = string.gmatch, string.sub, string.find
+  local batch = new_batch(index_epoch(index_key, parse_full_id(string.match(records[1], '^[^%z]+'))))
+  for _, record in ipairs(records) do
+    local cut = find(record, '\0', 1, true)
+    local n = batch_id(batch, parse_full_id(sub(record, 1, cut - 1)))
+    local pattern, from = '[^%z]+', cut + 2
+    if string.byte(record, cut + 1) == ASCII_RECORD then
+      local stop = find(record, '\0', cut + 2, true)
+      batch_term(batch, TYPE_TOKEN .. sub(record, cut + 2, stop - 1), n)
+      pattern, from = '%w+', stop + 1
+    end
+    for term in gmatch(sub(record, from), pattern) do
+      if #term > MAX_TOKEN_BYTES then term = sub(term, 1, MAX_TOKEN_BYTES) end
+      batch_term(batch, term, n)
     end
   end
   add_postings(index_key, batch)
@@ -1034,7 +1083,7 @@ local function prepare_write(keys, noindex)
   state.count, state.first = parse_records_meta(meta[3] or nil)
   if meta[4] then
     local texts = {}
-    for record in string.gmatch(meta[4], '\n([^\n]+)') do texts[#texts + 1] = record end
+    for record in string.gmatch(meta[4], '\n([^\n]+)') do texts[#texts + 1] = upgrade_record(record) end
     if state.indexed then fold_records(keys[2], texts) end
     redis.call('HDEL', keys[2], META_PENDING)
   end
@@ -1159,9 +1208,9 @@ local function index_entries(keys, entries)
     if message then
       local ms, seq = parse_full_id(entry[1])
       batch = batch or new_batch(index_epoch(keys[2], ms))
-      batch_id(batch, ms, seq)
-      each_message_token(message, function(token) batch_term(batch, token) end)
-      batch_term(batch, TYPE_TOKEN .. message.type)
+      local n = batch_id(batch, ms, seq)
+      each_message_token(message, function(token) batch_term(batch, token, n) end)
+      batch_term(batch, TYPE_TOKEN .. message.type, n)
     end
   end
   redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
@@ -1647,9 +1696,27 @@ end
 
 -- True if a pending record holds the term. A term of MAX_TOKEN_BYTES may
 -- be the cut form of a longer word there, so it matches as a prefix.
+local function is_word_byte(b)
+  return b and ((b >= 48 and b <= 57) or (b >= 97 and b <= 122) or (b >= 65 and b <= 90))
+end
+
 local function record_holds(record, term)
-  local needle = #term < MAX_TOKEN_BYTES and ('\0' .. term .. '\0') or ('\0' .. term)
-  return string.find(record.text, needle, 1, true) ~= nil
+  if not record.ascii then
+    local needle = #term < MAX_TOKEN_BYTES and ('\0' .. term .. '\0') or ('\0' .. term)
+    return string.find(record.text, needle, 1, true) ~= nil
+  end
+  if string.byte(term, 1) == 1 then return TYPE_TOKEN .. record.type == term end
+  if has_non_ascii(term) then return false end
+  local text, init = record.text, 1
+  while true do
+    local start, stop = string.find(text, term, init, true)
+    if not start then return false end
+    if not is_word_byte(string.byte(text, start - 1))
+      and (#term >= MAX_TOKEN_BYTES or not is_word_byte(string.byte(text, stop + 1))) then
+      return true
+    end
+    init = start + 1
+  end
 end
 
 -- The index fields a query needs: its terms, and in ALL mode its type.
