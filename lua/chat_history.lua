@@ -719,8 +719,7 @@ end
 -- first-seen order, and for each term the last id position holding it
 -- (last) and, for a term held by several ids, all their positions (more).
 local function new_batch(epoch)
-  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, text = {},
-    terms = {}, last = {}, more = {}}
+  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, terms = {}, last = {}, more = {}}
 end
 
 -- Starts the terms of the next id (ms, seq); returns its position.
@@ -738,7 +737,8 @@ local function batch_term(batch, term, n)
   if seen == n then return end
   last[term] = n
   if not seen then
-    batch.terms[#batch.terms + 1] = term
+    local terms = batch.terms
+    terms[#terms + 1] = term
     return
   end
   local more = batch.more[term]
@@ -749,21 +749,21 @@ local function batch_term(batch, term, n)
   end
 end
 
--- A term's postings in the batch, as binary postings or as bucket text.
-local function batch_postings(batch, term, as_text)
-  local cache = as_text and batch.text or batch.bin
-  local function one(n)
-    local p = cache[n]
-    if not p then
-      p = text_posting(batch.epoch, batch.ms[n], batch.seq[n])
-      cache[n] = p
-    end
-    return p
-  end
-  local more = batch.more[term]
-  if not more then return one(batch.last[term]) end
+-- A term's postings in the batch: binary, or as bucket text.
+local function batch_binary(batch, term)
+  local more, bin = batch.more[term], batch.bin
+  if not more then return bin[batch.last[term]] end
   local parts = {}
-  for i, n in ipairs(more) do parts[i] = one(n) end
+  for i = 1, #more do parts[i] = bin[more[i]] end
+  return table.concat(parts)
+end
+
+local function batch_text(batch, term)
+  local more = batch.more[term] or {batch.last[term]}
+  local parts = {}
+  for i = 1, #more do
+    parts[i] = text_posting(batch.epoch, batch.ms[more[i]], batch.seq[more[i]])
+  end
   return table.concat(parts)
 end
 
@@ -787,19 +787,35 @@ end
 local function add_postings(index_key, batch)
   local terms, epoch = batch.terms, batch.epoch
   if #terms == 0 then return end
-  local heads = hash_get_list(index_key, terms)
+  local more, last, bin = batch.more, batch.last, batch.bin
   local writes, rare, names, seen = {}, {}, {}, {}
-  for i, term in ipairs(terms) do
-    local head = heads[i]
-    if head then
-      extend_head(term, head, batch_postings(batch, term), writes)
-    else
-      local name = rare_bucket(term)
-      rare[#rare + 1] = term
-      rare[term] = name
-      if not seen[name] then
-        seen[name] = true
-        names[#names + 1] = name
+  local count, nrare = 0, 0
+  for first = 1, #terms, HASH_CHUNK do
+    local stop = math.min(first + HASH_CHUNK - 1, #terms)
+    local heads = redis.call('HMGET', index_key, unpack(terms, first, stop))
+    for i = first, stop do
+      local term = terms[i]
+      local head = heads[i - first + 1]
+      if head then
+        local postings
+        if more[term] then postings = batch_binary(batch, term) else postings = bin[last[term]] end
+        if #head + #postings <= BLOCK_BYTES then
+          writes[count + 1] = term
+          writes[count + 2] = head .. postings
+          count = count + 2
+        else
+          extend_head(term, head, postings, writes)
+          count = #writes
+        end
+      else
+        local name = rare_bucket(term)
+        nrare = nrare + 1
+        rare[nrare] = term
+        rare[term] = name
+        if not seen[name] then
+          seen[name] = true
+          names[#names + 1] = name
+        end
       end
     end
   end
@@ -812,7 +828,7 @@ local function add_postings(index_key, batch)
     local start, text, finish = rare_entry(bucket, term)
     local joined
     if text ~= PROMOTED and (text or not bucket or #bucket < RARE_BUCKET_BYTES) then
-      joined = (text or '') .. batch_postings(batch, term, true)
+      joined = (text or '') .. batch_text(batch, term)
       if #joined > RARE_TEXT_BYTES then joined = nil end
     end
     if start then
@@ -830,7 +846,7 @@ local function add_postings(index_key, batch)
     end
     if not joined then
       -- Too long, or no room: the term moves to a head of its own.
-      local all = batch_postings(batch, term)
+      local all = batch_binary(batch, term)
       if text and text ~= PROMOTED then
         local ms, seq = decode_text_postings(epoch, text)
         local list = {}
