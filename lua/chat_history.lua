@@ -20,13 +20,17 @@ messages holding it). Fields:
   "\0v"             present iff the session is indexed (index format version)
   "\0b"             total bytes of the stored message JSON (for MAXBYTES)
   "\0e"             epoch: the ms time of the first indexed message
-  "\0p"             pending postings of the newest messages, one record each
-                    ("\n" id "\0" term "\0" term ...), folded into the fields
-                    below in one pass once PENDING_BYTES long
+  "\0r" <k>         pending record k (k = 1, 2, ...): the terms of one of the
+                    newest messages, not yet in the fields below; every
+                    PENDING_RECORDS of them are folded in, in one pass
+  "\0n"             the pending records' count and first stream id
+  "\0p"             pending postings as library 1.1.0 kept them, one text
+                    ("\n" id "\0" term "\0" term ...): read by search, folded
+                    by the next write
   "\2" <n>          a bucket shared by rare terms: entries "\n" term "\0"
                     postings as text, hex(ms - epoch) ["." hex(seq)] ","; a
-                    term that outgrows RARE_TEXT_BYTES gets its own head and
-                    leaves the entry "\n" term "\0+"
+                    term that outgrows RARE_TEXT_BYTES moves to a head of its
+                    own (1.1.0 left the entry "\n" term "\0+" behind)
   <token>           head: varint first_block, varint next_block, then the
                     newest block of postings
   <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
@@ -38,7 +42,7 @@ indexed as the token "\1" <type>. Tokens never hold a byte below 0x20, so
 they cannot collide with the meta fields, buckets or block names.
 ]]
 
-local LIBRARY_VERSION = '1.1.0'
+local LIBRARY_VERSION = '1.1.1'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete
@@ -59,7 +63,7 @@ local META_EPOCH = '\0e'
 local META_PENDING = '\0p'        -- pending postings as one text (written by 1.1.0)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
-local PENDING_RECORDS = 128        -- pending records this many are folded into the index
+local PENDING_RECORDS = 32         -- pending records this many are folded into the index
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
@@ -1057,9 +1061,26 @@ local function fold_records(index_key, records)
       batch_term(batch, TYPE_TOKEN .. sub(record, cut + 2, stop - 1), n)
       pattern, from = '%w+', stop + 1
     end
+    -- batch_term, inlined: this loop runs once per word of every message.
+    local last, more, terms = batch.last, batch.more, batch.terms
+    local count = #terms
     for term in gmatch(sub(record, from), pattern) do
       if #term > MAX_TOKEN_BYTES then term = sub(term, 1, MAX_TOKEN_BYTES) end
-      batch_term(batch, term, n)
+      local seen = last[term]
+      if seen ~= n then
+        last[term] = n
+        if not seen then
+          count = count + 1
+          terms[count] = term
+        else
+          local list = more[term]
+          if list then
+            list[#list + 1] = n
+          else
+            more[term] = {seen, n}
+          end
+        end
+      end
     end
   end
   add_postings(index_key, batch)

@@ -304,6 +304,35 @@ def test_no_stale_hit_after_the_messages_key_is_evicted(raw: RawSession) -> None
     assert [json.loads(x)["data"]["content"] for x in reply[1::2]] == ["new secret"]
 
 
+def legacy_record(stream_id: bytes, text: str, message_type: str = "human") -> bytes:
+    """A pending record as library 1.1.0 wrote it into the single field "\\0p"."""
+    words = re.sub(r"[^a-z0-9]+", "\0", text.lower())
+    return b"\n" + stream_id + f"\0\1{message_type}\0{words}\0".encode()
+
+
+def test_pending_postings_written_by_1_1_0_are_searched_then_folded(raw: RawSession) -> None:
+    """A session last written by library 1.1.0 keeps its newest postings in one text
+    field; this library finds them, folds them on the next write and keeps them right."""
+    raw.call("append", "MESSAGES", *[stored(f"folded {i}") for i in range(40)])
+    texts = ["legacy apple pie", "legacy banana split", "plain cherry"]
+    ids = [raw.client.xadd(raw.keys[0], {"m": stored(text)}) for text in texts]
+    raw.client.hset(raw.keys[1], "\0p", b"".join(map(legacy_record, ids, texts)))
+
+    def found(query: str) -> list[str]:
+        reply = raw.call("search", query, "LIMIT", 100, read_only=True)
+        return [json.loads(x)["data"]["content"] for x in reply[1::2]]
+
+    assert found("legacy") == texts[:2]
+    assert found("cherry") == ["plain cherry"]
+    raw.call("append", "MESSAGES", stored("legacy tail"))
+    assert not raw.client.hexists(raw.keys[1], "\0p")  # folded into the index
+    assert found("legacy") == [*texts[:2], "legacy tail"]
+    assert found("folded 7") == ["folded 7"]
+    raw.call("delete", "IDS", ids[0])
+    assert found("legacy") == [texts[1], "legacy tail"]
+    assert found("apple") == []
+
+
 def test_a_lost_index_falls_back_to_a_scan_and_reindex_restores_it(raw: RawSession) -> None:
     raw.call("append", "MESSAGES", stored("alpha one"), stored("beta two"))
     raw.client.delete(raw.keys[1])
