@@ -723,7 +723,8 @@ end
 -- first-seen order, and for each term the last id position holding it
 -- (last) and, for a term held by several ids, all their positions (more).
 local function new_batch(epoch)
-  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, terms = {}, last = {}, more = {}}
+  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, text = {}, terms = {}, last = {},
+    more = {}}
 end
 
 -- Starts the terms of the next id (ms, seq); returns its position.
@@ -763,11 +764,19 @@ local function batch_binary(batch, term)
 end
 
 local function batch_text(batch, term)
-  local more = batch.more[term] or {batch.last[term]}
-  local parts = {}
-  for i = 1, #more do
-    parts[i] = text_posting(batch.epoch, batch.ms[more[i]], batch.seq[more[i]])
+  local texts = batch.text
+  local function text(n)
+    local t = texts[n]
+    if not t then
+      t = text_posting(batch.epoch, batch.ms[n], batch.seq[n])
+      texts[n] = t
+    end
+    return t
   end
+  local more = batch.more[term]
+  if not more then return text(batch.last[term]) end
+  local parts = {}
+  for i = 1, #more do parts[i] = text(more[i]) end
   return table.concat(parts)
 end
 
