@@ -579,8 +579,17 @@ local function head_value(first_block, next_block, postings)
   return varint(first_block) .. varint(next_block) .. postings
 end
 
+-- Block k's name suffix, "\0" <k>, made once per k (number formatting is
+-- slow in Lua).
+local block_suffixes = {}
+
 local function block_field(term, k)
-  return term .. BLOCK_MARK .. k
+  local suffix = block_suffixes[k]
+  if not suffix then
+    suffix = BLOCK_MARK .. k
+    block_suffixes[k] = suffix
+  end
+  return term .. suffix
 end
 
 -- Decodes the postings of a block from pos into ascending lists ms, seq and
@@ -702,6 +711,14 @@ local function extend_head(term, head, postings, writes)
   end
   local first_block, next_block, pos = parse_head(head)
   local body = string.sub(head, pos)
+  if #postings <= BLOCK_BYTES then
+    -- The common case: the head's postings and the new ones make one block.
+    writes[#writes + 1] = block_field(term, next_block)
+    writes[#writes + 1] = body .. postings
+    writes[#writes + 1] = term
+    writes[#writes + 1] = head_value(first_block, next_block + 1, '')
+    return
+  end
   local size, start, at = #body, 1, 1
   while at <= #postings do
     if size >= BLOCK_BYTES then
