@@ -63,7 +63,7 @@ local META_EPOCH = '\0e'
 local META_PENDING = '\0p'        -- pending postings as one text (written by 1.1.0)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
-local PENDING_RECORDS = 32         -- pending records this many are folded into the index
+local PENDING_RECORDS = 16         -- pending records this many are folded into the index
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
@@ -1016,8 +1016,21 @@ local function pending_record(stream_id, message)
   return stream_id .. '\0u\0' .. table.concat(terms, '\0') .. '\0'
 end
 
+-- The decimal text of small counts, made once each (number formatting is
+-- slow in Lua).
+local decimals = {}
+
+local function decimal(n)
+  local text = decimals[n]
+  if not text then
+    text = string.format('%d', n)
+    if n <= 4 * PENDING_RECORDS then decimals[n] = text end
+  end
+  return text
+end
+
 local function record_field(k)
-  return RECORD_MARK .. k
+  return RECORD_MARK .. decimal(k)
 end
 
 -- Parses a pending record: {id, ms, seq, ascii, type, text}; text is the
@@ -1221,7 +1234,7 @@ local function finish_write(keys, state)
       end
       if state.count > 0 then
         writes[#writes + 1] = META_RECORDS
-        writes[#writes + 1] = state.count .. ' ' .. state.first
+        writes[#writes + 1] = decimal(state.count) .. ' ' .. state.first
       end
     end
   end
