@@ -156,7 +156,9 @@ def parse_query(query: str) -> tuple[list[str], list[list[str]]]:
     for number, part in enumerate(query.split('"')):
         joined: set[int] = set()
         tokens = tokenize(part, joined)
-        terms += [token for token in tokens if token not in terms]
+        for token in tokens:
+            if token not in terms:
+                terms.append(token)
         if number % 2 == 1:
             if len(tokens) > 1:
                 phrases.append(tokens)
