@@ -88,7 +88,7 @@ class Session:
 
         After an unmeasured round, ``WINDOW_ROUNDS`` rounds of ``count`` appends; the
         figure is the median round's mean. A round is long enough to hold the library's
-        periodic work (folding pending postings into the index every few dozen appends).
+        periodic work (folding pending postings into the index every 16 appends).
         """
 
         def window() -> int:
