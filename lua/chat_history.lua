@@ -797,18 +797,6 @@ local function batch_text(batch, term)
   return table.concat(parts)
 end
 
--- Reads hash fields in chunks; returns their values as a list aligned
--- with fields (false for a missing field).
-local function hash_get_list(key, fields)
-  local values = {}
-  for first = 1, #fields, HASH_CHUNK do
-    local last = math.min(first + HASH_CHUNK - 1, #fields)
-    local reply = redis.call('HMGET', key, unpack(fields, first, last))
-    for i = first, last do values[i] = reply[i - first + 1] end
-  end
-  return values
-end
-
 -- Adds a batch's postings to the index. Terms with a head of their own
 -- (found by one HMGET) extend it; the others are looked up in their
 -- buckets (a second HMGET): a new rare term is appended to its bucket, a
