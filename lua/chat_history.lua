@@ -523,6 +523,7 @@ end
 
 local function varint(n)
   if n < 128 then return string.char(n) end
+  if n < 16384 then return string.char(n % 128 + 128, math.floor(n / 128)) end
   local bytes = {}
   while n >= 128 do
     bytes[#bytes + 1] = n % 128 + 128
@@ -781,19 +782,14 @@ local function batch_binary(batch, term)
 end
 
 local function batch_text(batch, term)
-  local texts = batch.text
-  local function text(n)
-    local t = texts[n]
-    if not t then
-      t = text_posting(batch.epoch, batch.ms[n], batch.seq[n])
-      texts[n] = t
-    end
-    return t
+  local texts, more = batch.text, batch.more[term]
+  local positions = more or {batch.last[term]}
+  for _, n in ipairs(positions) do
+    if not texts[n] then texts[n] = text_posting(batch.epoch, batch.ms[n], batch.seq[n]) end
   end
-  local more = batch.more[term]
-  if not more then return text(batch.last[term]) end
+  if not more then return texts[positions[1]] end
   local parts = {}
-  for i = 1, #more do parts[i] = text(more[i]) end
+  for i, n in ipairs(more) do parts[i] = texts[n] end
   return table.concat(parts)
 end
 
