@@ -802,7 +802,7 @@ local function add_postings(index_key, batch)
   local terms, epoch = batch.terms, batch.epoch
   if #terms == 0 then return end
   local more, last, bin = batch.more, batch.last, batch.bin
-  local writes, rare, names, seen = {}, {}, {}, {}
+  local writes, rare, bucket_of, names, seen = {}, {}, {}, {}, {}
   local count, nrare = 0, 0
   for first = 1, #terms, HASH_CHUNK do
     local stop = math.min(first + HASH_CHUNK - 1, #terms)
@@ -825,7 +825,7 @@ local function add_postings(index_key, batch)
         local name = rare_bucket(term)
         nrare = nrare + 1
         rare[nrare] = term
-        rare[term] = name
+        bucket_of[term] = name
         if not seen[name] then
           seen[name] = true
           names[#names + 1] = name
@@ -837,7 +837,7 @@ local function add_postings(index_key, batch)
   local buckets = hash_get_many(index_key, names)
   local appended, changed = {}, {}
   for _, term in ipairs(rare) do
-    local name = rare[term]
+    local name = bucket_of[term]
     local bucket = buckets[name] or nil
     local start, text, finish = rare_entry(bucket, term)
     local joined
@@ -984,7 +984,7 @@ end
 --   <stream id> "\0a" <type> "\0" <lower-cased text>    ASCII text, or
 --   <stream id> "\0u\0" <term> "\0" <term> ... "\0"    its terms (type first),
 -- so that ASCII text, most text, is split into words once, when folded.
-local ASCII_RECORD, TERMS_RECORD = 97, 117  -- "a", "u"
+local ASCII_RECORD = 97  -- "a"
 
 local function pending_record(stream_id, message)
   local pieces, unicode = {}, false
@@ -1015,6 +1015,16 @@ end
 
 local function record_field(k)
   return RECORD_MARK .. decimal(k)
+end
+
+-- The names of pending record fields 1..count and their values, in order
+-- (false for a record since removed).
+local function read_records(index_key, count)
+  local fields, values = {}, {}
+  for k = 1, count do fields[k] = record_field(k) end
+  local found = hash_get_many(index_key, fields)
+  for k = 1, count do values[k] = found[fields[k]] end
+  return fields, values
 end
 
 -- Parses a pending record: {id, ms, seq, ascii, type, text}; text is the
@@ -1061,11 +1071,9 @@ local function stored_records(index_key, records_meta, legacy)
   local records = legacy and legacy_records(legacy, {}) or {}
   local count = parse_records_meta(records_meta)
   if count == 0 then return records end
-  local fields = {}
-  for k = 1, count do fields[k] = record_field(k) end
-  local values = hash_get_many(index_key, fields)
+  local _, values = read_records(index_key, count)
   for k = 1, count do
-    if values[fields[k]] then records[#records + 1] = parse_record(values[fields[k]]) end
+    if values[k] then records[#records + 1] = parse_record(values[k]) end
   end
   return records
 end
@@ -1165,12 +1173,9 @@ local function find_record(keys, state, stream_id, ms, seq)
   if id_after(first_ms, first_seq, ms, seq) then return nil end
   if not state.where then
     state.where = {}
-    local fields = {}
-    for k = 1, state.count do fields[k] = record_field(k) end
-    local values = hash_get_many(keys[2], fields)
+    local _, values = read_records(keys[2], state.count)
     for k = 1, state.count do
-      local value = values[fields[k]]
-      if value then state.where[string.match(value, '^[^%z]+')] = k end
+      if values[k] then state.where[string.match(values[k], '^[^%z]+')] = k end
     end
     for _, fresh in ipairs(state.fresh) do
       state.where[string.match(fresh.text, '^[^%z]+')] = fresh.k
@@ -1196,11 +1201,10 @@ local function finish_write(keys, state)
     end
     local old = state.count - #state.fresh
     if state.count >= PENDING_RECORDS then
-      local fields, texts = {}, {}
-      for k = 1, old do fields[k] = record_field(k) end
-      local values = hash_get_many(keys[2], fields)
+      local fields, values = read_records(keys[2], old)
+      local texts = {}
       for k = 1, old do
-        if values[fields[k]] and not state.removed[k] then texts[#texts + 1] = values[fields[k]] end
+        if values[k] and not state.removed[k] then texts[#texts + 1] = values[k] end
       end
       for _, record in ipairs(fresh) do texts[#texts + 1] = record.text end
       fold_records(keys[2], texts)
