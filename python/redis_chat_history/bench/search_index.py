@@ -2,18 +2,21 @@
 
 Two sessions hold the same realistic chat text (the seeded corpus, message for message):
 one appended normally (indexed, library 1.1.0+) and one appended with ``NOINDEX``, which
-the library searches by a full scan, the method the index replaces. Each session grows
-by bulk appends to each window size, then a window of one-message appends is timed; at
-``messages`` messages, searches and memory are measured. All times are server times
-from INFO commandstats (CONFIG RESETSTAT, N calls, usec per call).
+the library searches by a full scan, the method the index replaces. Both sessions grow
+by bulk appends to each window size, then rounds of one-message appends are timed, the
+sessions taking turns round by round; at ``messages`` messages, searches and memory are
+measured. All times are server times from INFO commandstats (CONFIG RESETSTAT, N calls,
+usec per call).
 """
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -83,25 +86,12 @@ class Session:
         for start in range(self.size, size, BULK):
             self.append(self.jsons[start : min(size, start + BULK)])
 
-    def append_window(self, count: int) -> float:
-        """Server usec per one-message append (the corpus's next messages), amortized.
-
-        After an unmeasured round, ``WINDOW_ROUNDS`` rounds of ``count`` appends; the
-        figure is the median round's mean. A round is long enough to hold the library's
-        periodic work (folding pending postings into the index every 16 appends).
-        """
-
-        def window() -> int:
-            jsons = self.jsons[self.size : self.size + count]
-            for item in jsons:
-                self.append([item])
-            return len(jsons)
-
-        window()  # unmeasured: the bulk appends' garbage is collected here, not below
-        self.client.slowlog_reset()
-        usec = median_usec(self.client, lambda name: name == "fcall", window, WINDOW_ROUNDS)
-        self.slowest.append(max(append_durations(self.client), default=0))
-        return usec
+    def window_round(self, count: int) -> int:
+        """One round of ``count`` one-message appends (the corpus's next messages)."""
+        jsons = self.jsons[self.size : self.size + count]
+        for item in jsons:
+            self.append([item])
+        return len(jsons)
 
     def search_usec(self, query: str, calls: int) -> tuple[float, int]:
         """Server usec per search call of ``query`` (LIMIT 10), and the hits of one call."""
@@ -124,13 +114,40 @@ class Session:
         return memory_usage(self.client, list(self.keys)), json_bytes
 
 
-def append_durations(client: redis.Redis) -> list[int]:
-    """Server usec of each append in the slow log (which logs every call during the run)."""
+def append_durations(client: redis.Redis, key: str) -> list[int]:
+    """Server usec of each append to the session of ``key`` in the slow log (which logs
+    every call during the run)."""
     return [
         int(entry["duration"])
         for entry in client.slowlog_get(SLOWLOG_LENGTH)
         if bytes(entry["command"]).lower().startswith(b"fcall chathist_append")
+        and key.encode() in bytes(entry["command"])
     ]
+
+
+def append_windows(
+    client: redis.Redis, sessions: dict[str, Session], count: int
+) -> dict[str, float]:
+    """Server usec per one-message append of each session, amortized.
+
+    After an unmeasured round each, ``WINDOW_ROUNDS`` rounds of ``count`` appends in which
+    the sessions take turns, so that a shared machine's drift weighs on them alike; a
+    session's figure is its median round's mean. A round is long enough to hold the
+    library's periodic work (folding pending postings into the index every 16 appends).
+    """
+    for session in sessions.values():
+        session.window_round(count)  # unmeasured: the bulk appends' garbage is collected here
+    client.slowlog_reset()
+    rounds: dict[str, list[float]] = {name: [] for name in sessions}
+    for _ in range(WINDOW_ROUNDS):
+        for name, session in sessions.items():
+            usec = median_usec(
+                client, lambda command: command == "fcall", partial(session.window_round, count), 1
+            )
+            rounds[name].append(usec)
+    for session in sessions.values():
+        session.slowest.append(max(append_durations(client, session.keys[0]), default=0))
+    return {name: statistics.median(values) for name, values in rounds.items()}
 
 
 @contextmanager
@@ -200,16 +217,16 @@ def run_search_bench(
         slowest: dict[str, dict[str, int]] = {name: {} for name in sessions}
         with slowlog_everything(client):
             for size in sizes:
+                measured = size in settings.window_sizes
                 for name, session in sessions.items():
-                    measured = size in settings.window_sizes
-                    echo(
-                        f"... {name}: growing to {size:,}"
-                        + (" and timing appends" if measured else "")
-                    )
+                    echo(f"... {name}: growing to {size:,}")
                     session.grow_to(size - (window_messages(settings.window) if measured else 0))
-                    if measured:
-                        appends[name][str(size)] = session.append_window(settings.window)
-                        slowest[name][str(size)] = session.slowest[-1]
+                if measured:
+                    echo(f"... timing appends at {size:,} messages, the sessions taking turns")
+                    for name, usec in append_windows(client, sessions, settings.window).items():
+                        appends[name][str(size)] = usec
+                        slowest[name][str(size)] = sessions[name].slowest[-1]
+                for name, session in sessions.items():
                     if size == settings.messages:
                         searches[name] = {}
                         # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
@@ -355,7 +372,7 @@ def render(
     lines += [
         "",
         f"append, server us per one-message call (median of {WINDOW_ROUNDS} rounds of "
-        f"{settings.window} calls)",
+        f"{settings.window} calls, the sessions taking turns)",
     ]
     for name, by_size in appends.items():
         cells = "  ".join(f"{int(size):>7,}: {usec:7.1f}" for size, usec in by_size.items())
