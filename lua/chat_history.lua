@@ -1050,12 +1050,11 @@ local function upgrade_record(record)
   return string.sub(record, 1, cut - 1) .. '\0u' .. string.sub(record, cut)
 end
 
--- The pending records of 1.1.0's single text field, oldest first.
-local function legacy_records(pending, records)
-  for record in string.gmatch(pending, '\n([^\n]+)') do
-    records[#records + 1] = parse_record(upgrade_record(record))
-  end
-  return records
+-- The records of 1.1.0's single pending text field, oldest first, in today's form.
+local function legacy_texts(pending)
+  local texts = {}
+  for record in string.gmatch(pending, '\n([^\n]+)') do texts[#texts + 1] = upgrade_record(record) end
+  return texts
 end
 
 -- The count and first id of the pending records, from their meta value.
@@ -1068,7 +1067,8 @@ end
 -- The pending records stored in the index hash, oldest first (with the
 -- legacy text of 1.1.0 first when a session still has it).
 local function stored_records(index_key, records_meta, legacy)
-  local records = legacy and legacy_records(legacy, {}) or {}
+  local records = {}
+  for i, text in ipairs(legacy and legacy_texts(legacy) or {}) do records[i] = parse_record(text) end
   local count = parse_records_meta(records_meta)
   if count == 0 then return records end
   local _, values = read_records(index_key, count)
@@ -1150,9 +1150,7 @@ local function prepare_write(keys, noindex)
   state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)
   state.count, state.first = parse_records_meta(meta[3] or nil)
   if meta[4] then
-    local texts = {}
-    for record in string.gmatch(meta[4], '\n([^\n]+)') do texts[#texts + 1] = upgrade_record(record) end
-    if state.indexed then fold_records(keys[2], texts) end
+    if state.indexed then fold_records(keys[2], legacy_texts(meta[4])) end
     redis.call('HDEL', keys[2], META_PENDING)
   end
   return state
@@ -1173,8 +1171,9 @@ local function find_record(keys, state, stream_id, ms, seq)
   if id_after(first_ms, first_seq, ms, seq) then return nil end
   if not state.where then
     state.where = {}
-    local _, values = read_records(keys[2], state.count)
-    for k = 1, state.count do
+    local stored = state.count - #state.fresh  -- fresh records are not written yet
+    local _, values = read_records(keys[2], stored)
+    for k = 1, stored do
       if values[k] then state.where[string.match(values[k], '^[^%z]+')] = k end
     end
     for _, fresh in ipairs(state.fresh) do
