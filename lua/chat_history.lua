@@ -15,34 +15,36 @@ session share one hash slot and no two sessions can collide.
 Errors are replied as "ERR CHATHIST_<CODE> <what was wrong>". A function that
 replies an error has written nothing: every argument is checked first.
 
-The index (KEYS[2]) maps each token to its postings (the stream ids of the
-messages holding it). Fields:
-  "\0v"             present iff the session is indexed (index format version)
+The index (KEYS[2]) maps each token to its postings: the pages holding a
+message with that token. A page is PAGE_MESSAGES consecutive messages,
+named by the stream id of its newest; a search reads the pages its tokens
+share and judges their messages, so it never returns a message that is gone
+or does not match. Fields:
+  "\0v"             present iff the session is indexed: the index format,
+                    '2' (pages); '1' (library 1.1, a posting per message)
+                    is searched by a scan and rebuilt by the next write
   "\0b"             total bytes of the stored message JSON (for MAXBYTES)
   "\0e"             epoch: the ms time of the first indexed message
-  "\0r" <k>         pending record k (k = 1, 2, ...): the terms of one of the
+  "\0r" <k>         pending record k (k = 1, 2, ...): the text of one of the
                     newest messages, not yet in the fields below; every
                     PENDING_RECORDS of them are folded in, in one pass
   "\0n"             the pending records' count and first stream id
-  "\0p"             pending postings as library 1.1.0 kept them, one text
-                    ("\n" id "\0" term "\0" term ...): read by search, folded
-                    by the next write
-  "\2" <n>          a bucket shared by rare terms: entries "\n" term "\0"
-                    postings as text, hex(ms - epoch) ["." hex(seq)] ","; a
-                    term that outgrows RARE_TEXT_BYTES moves to a head of its
-                    own (1.1.0 left the entry "\n" term "\0+" behind)
+  "\0s"             the sweep's HSCAN cursor, while a sweep is under way:
+                    once messages of folded pages are dropped, each fold
+                    looks at SWEEP_FIELDS fields and deletes the blocks and
+                    tokens that name only pages older than every message
   <token>           head: varint first_block, varint next_block, then the
                     newest block of postings
   <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
-A posting is varint(2 * (ms - epoch) + has_seq) [varint seq]. Blocks hold
-increasing ids and every id of a block is below the next block's first, so a
-posting is found, added or removed by touching one block: the work per
-message is O(its tokens), whatever the session's length. Message types are
-indexed as the token "\1" <type>. Tokens never hold a byte below 0x20, so
-they cannot collide with the meta fields, buckets or block names.
+A posting is varint(2 * (ms - epoch) + has_seq) [varint seq] of a page id.
+Blocks hold increasing ids and every id of a block is below the next
+block's first, so a fold touches one field per token of its pages: the work
+per message is O(its tokens), whatever the session's length. Message types
+are indexed as the token "\1" <type>. Tokens never hold a byte below 0x20,
+so they cannot collide with the meta fields or block names.
 ]]
 
-local LIBRARY_VERSION = '1.1.1'
+local LIBRARY_VERSION = '1.2.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete
@@ -56,21 +58,18 @@ local MAX_WINDOW_BYTES = 1099511627776  -- MAXBYTES, 1 TiB
 local MAX_TOKEN_BYTES = 64
 local BLOCK_BYTES = 300              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
-local INDEX_FORMAT = '1'
+local INDEX_FORMAT = '2'          -- '1': exact postings (library 1.1), rebuilt on a write
 local META_INDEXED = '\0v'
 local META_BYTES = '\0b'
 local META_EPOCH = '\0e'
-local META_PENDING = '\0p'        -- pending postings as one text (written by 1.1.0)
+local META_SWEEP = '\0s'          -- where the sweep of dead postings goes on (HSCAN cursor)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 16         -- pending records this many are folded into the index
+local PAGE_MESSAGES = 16           -- messages per page: a posting names a page, not a message
+local SWEEP_FIELDS = 64            -- index fields a sweep step looks at (one step per fold)
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
-local RARE_BUCKETS = 1024            -- fields shared by the postings of rare terms
-local RARE_TEXT_BYTES = 32           -- a rare term's postings longer than this get their own head
-local RARE_BUCKET_BYTES = 2048       -- a bucket this long takes no new terms
-local RARE_MARK = '\2'
-local PROMOTED = '+'
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
 local SUFFIXES = {':m', ':x', ':i'}
 local KEY_TYPES = {'stream', 'hash', 'hash'}
@@ -504,19 +503,6 @@ local function message_tokens(message)
   return tokens
 end
 
--- The distinct index terms of a message: its tokens and its type.
-local function message_terms(message)
-  local terms, seen = {}, {}
-  each_message_token(message, function(token)
-    if not seen[token] then
-      seen[token] = true
-      terms[#terms + 1] = token
-    end
-  end)
-  terms[#terms + 1] = TYPE_TOKEN .. message.type
-  return terms
-end
-
 ------------------------------------------------------------------------------
 -- Postings: varint-coded stream ids in blocks (see the header comment).
 ------------------------------------------------------------------------------
@@ -633,61 +619,6 @@ local function index_epoch(index_key, first_ms)
   return first_ms
 end
 
--- Rare terms. Most distinct words of a conversation occur once or twice; a
--- hash field of their own would cost more than their postings. Their
--- postings live in one of RARE_BUCKETS shared fields instead, as text:
---   "\n" <term> "\0" <postings>   postings: hex(ms - epoch) ["." hex(seq)] ","
--- and a term whose postings outgrow RARE_TEXT_BYTES moves to its own head,
--- leaving the entry "\n" <term> "\0+" so that later folds know where it is.
--- A bucket of RARE_BUCKET_BYTES takes no new terms: they get heads with no
--- entry, so a term has postings in its bucket entry or in its head, never
--- both, and the work of a fold stays the same however many words a session
--- has seen.
-local bucket_names = {}
-
-local function rare_bucket(term)
-  local first, second = string.byte(term, 1, 2)
-  local n = (first * 7919 + (second or 0) * 131 + string.byte(term, -1) * 31 + #term)
-    % RARE_BUCKETS
-  local name = bucket_names[n]
-  if not name then
-    name = RARE_MARK .. n
-    bucket_names[n] = name
-  end
-  return name
-end
-
-local function text_posting(epoch, ms, seq)
-  if seq == 0 then return string.format('%x,', ms - epoch) end
-  return string.format('%x.%x,', ms - epoch, seq)
-end
-
--- Where the term's entry in a bucket starts, and its text (postings or PROMOTED).
-local function rare_entry(bucket, term)
-  if not bucket then return nil end
-  local start, stop = string.find(bucket, '\n' .. term .. '\0', 1, true)
-  if not start then return nil end
-  local finish = string.find(bucket, '\n', stop + 1, true) or (#bucket + 1)
-  return start, string.sub(bucket, stop + 1, finish - 1), finish
-end
-
--- The bucket with the term's entry set to text (removed when text is nil).
-local function with_rare_entry(bucket, term, text)
-  local start, _, finish = rare_entry(bucket, term)
-  local entry = text and ('\n' .. term .. '\0' .. text) or ''
-  if not start then return (bucket or '') .. entry end
-  return string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
-end
-
-local function decode_text_postings(epoch, text)
-  local ms, seq = {}, {}
-  for d, s in string.gmatch(text, '(%x+)%.?(%x*),') do
-    ms[#ms + 1] = epoch + tonumber(d, 16)
-    seq[#seq + 1] = s == '' and 0 or tonumber(s, 16)
-  end
-  return ms, seq
-end
-
 -- The position after the binary posting at pos.
 local function skip_posting(postings, pos)
   local code
@@ -741,7 +672,7 @@ end
 -- first-seen order, and for each term the last id position holding it
 -- (last) and, for a term held by several ids, all their positions (more).
 local function new_batch(epoch)
-  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, text = {}, terms = {}, last = {},
+  return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, terms = {}, last = {},
     more = {}}
 end
 
@@ -772,7 +703,7 @@ local function batch_term(batch, term, n)
   end
 end
 
--- A term's postings in the batch: binary, or as bucket text.
+-- A term's postings in the batch.
 local function batch_binary(batch, term)
   local more, bin = batch.more[term], batch.bin
   if not more then return bin[batch.last[term]] end
@@ -781,196 +712,32 @@ local function batch_binary(batch, term)
   return table.concat(parts)
 end
 
-local function batch_text(batch, term)
-  local texts, more = batch.text, batch.more[term]
-  local positions = more or {batch.last[term]}
-  for _, n in ipairs(positions) do
-    if not texts[n] then texts[n] = text_posting(batch.epoch, batch.ms[n], batch.seq[n]) end
-  end
-  if not more then return texts[positions[1]] end
-  local parts = {}
-  for i, n in ipairs(more) do parts[i] = texts[n] end
-  return table.concat(parts)
-end
-
--- Adds a batch's postings to the index. Terms with a head of their own
--- (found by one HMGET) extend it; the others are looked up in their
--- buckets (a second HMGET): a new rare term is appended to its bucket, a
--- known one grows its entry until it moves to a head. Everything is
--- written by one HSET.
+-- Adds a batch's postings to the index: each term's head (all found by one
+-- HMGET) is extended and everything is written by one HSET.
 local function add_postings(index_key, batch)
-  local terms, epoch = batch.terms, batch.epoch
+  local terms = batch.terms
   if #terms == 0 then return end
   local more, last, bin = batch.more, batch.last, batch.bin
-  local writes, rare, bucket_of, names, seen = {}, {}, {}, {}, {}
-  local count, nrare = 0, 0
+  local writes, count = {}, 0
   for first = 1, #terms, HASH_CHUNK do
     local stop = math.min(first + HASH_CHUNK - 1, #terms)
     local heads = redis.call('HMGET', index_key, unpack(terms, first, stop))
     for i = first, stop do
       local term = terms[i]
-      local head = heads[i - first + 1]
-      if head then
-        local postings
-        if more[term] then postings = batch_binary(batch, term) else postings = bin[last[term]] end
-        if #head + #postings <= BLOCK_BYTES then
-          writes[count + 1] = term
-          writes[count + 2] = head .. postings
-          count = count + 2
-        else
-          extend_head(term, head, postings, writes)
-          count = #writes
-        end
+      local head = heads[i - first + 1] or '\1\1'
+      local postings
+      if more[term] then postings = batch_binary(batch, term) else postings = bin[last[term]] end
+      if #head + #postings <= BLOCK_BYTES then
+        writes[count + 1] = term
+        writes[count + 2] = head .. postings
+        count = count + 2
       else
-        local name = rare_bucket(term)
-        nrare = nrare + 1
-        rare[nrare] = term
-        bucket_of[term] = name
-        if not seen[name] then
-          seen[name] = true
-          names[#names + 1] = name
-        end
+        extend_head(term, head, postings, writes)
+        count = #writes
       end
-    end
-  end
-  if #rare == 0 then return hash_set_many(index_key, writes) end
-  local buckets = hash_get_many(index_key, names)
-  local appended, changed = {}, {}
-  for _, term in ipairs(rare) do
-    local name = bucket_of[term]
-    local bucket = buckets[name] or nil
-    local start, text, finish = rare_entry(bucket, term)
-    local joined
-    if text ~= PROMOTED and (text or not bucket or #bucket < RARE_BUCKET_BYTES) then
-      joined = (text or '') .. batch_text(batch, term)
-      if #joined > RARE_TEXT_BYTES then joined = nil end
-    end
-    if start then
-      -- The entry is replaced in place, or removed when the term moves.
-      local entry = joined and ('\n' .. term .. '\0' .. joined) or ''
-      buckets[name] = string.sub(bucket, 1, start - 1) .. entry .. string.sub(bucket, finish)
-      changed[name] = true
-    elseif joined then
-      local list = appended[name]
-      if not list then
-        list = {}
-        appended[name] = list
-      end
-      list[#list + 1] = '\n' .. term .. '\0' .. joined
-    end
-    if not joined then
-      -- Too long, or no room: the term moves to a head of its own.
-      local all = batch_binary(batch, term)
-      if text and text ~= PROMOTED then
-        local ms, seq = decode_text_postings(epoch, text)
-        local list = {}
-        for i = 1, #ms do list[i] = posting(epoch, ms[i], seq[i]) end
-        all = table.concat(list) .. all
-      end
-      extend_head(term, nil, all, writes)
-    end
-  end
-  local emptied = {}
-  for _, name in ipairs(names) do
-    local bucket = buckets[name] or ''
-    if appended[name] then
-      bucket = bucket .. table.concat(appended[name])
-      changed[name] = true
-    end
-    if changed[name] and bucket == '' then
-      emptied[#emptied + 1] = name
-    elseif changed[name] then
-      writes[#writes + 1] = name
-      writes[#writes + 1] = bucket
     end
   end
   hash_set_many(index_key, writes)
-  if #emptied > 0 then redis.call('HDEL', index_key, unpack(emptied)) end
-end
-
--- The postings of a term: its head (own field), or its rare entry's
--- decoded lists; nil when the index has none.
-local function term_postings(head, bucket, term, epoch)
-  if head then return head end
-  local _, text = rare_entry(bucket or nil, term)
-  if not text or text == PROMOTED or text == '' then return nil end
-  return {decode_text_postings(epoch, text)}
-end
-
--- The body without the posting (ms, seq), and how many postings it keeps.
-local function without_posting(epoch, body, pos, ms, seq)
-  local list_ms, list_seq, starts = decode_block(epoch, body, pos)
-  for i = 1, #list_ms do
-    if list_ms[i] == ms and list_seq[i] == seq then
-      local stop = starts[i + 1] or (#body + 1)
-      return string.sub(body, 1, starts[i] - 1) .. string.sub(body, stop), #list_ms - 1
-    end
-  end
-  return body, #list_ms
-end
-
--- Removes one posting of term. Its block is found by a binary search on the
--- first posting of each block: O(log blocks + block size). A block other
--- than the oldest is never emptied: its last posting stays, as a stale
--- posting that search skips (it verifies every hit), so that block bases
--- stay ordered; the oldest block is dropped when empty.
-local function remove_rare_posting(index_key, epoch, term, ms, seq)
-  local name = rare_bucket(term)
-  local bucket = redis.call('HGET', index_key, name)
-  local _, text = rare_entry(bucket or nil, term)
-  if not text or text == PROMOTED then return end
-  local list_ms, list_seq = decode_text_postings(epoch, text)
-  local parts = {}
-  for i = 1, #list_ms do
-    if list_ms[i] ~= ms or list_seq[i] ~= seq then
-      parts[#parts + 1] = text_posting(epoch, list_ms[i], list_seq[i])
-    end
-  end
-  bucket = with_rare_entry(bucket, term, #parts > 0 and table.concat(parts) or nil)
-  if bucket == '' then
-    redis.call('HDEL', index_key, name)
-  else
-    redis.call('HSET', index_key, name, bucket)
-  end
-end
-
-local function remove_posting(index_key, epoch, term, ms, seq)
-  local head = redis.call('HGET', index_key, term)
-  if not head then return remove_rare_posting(index_key, epoch, term, ms, seq) end
-  local first_block, next_block, pos = parse_head(head)
-  if pos <= #head then
-    local head_ms, head_seq = read_posting(epoch, head, pos)
-    if not id_after(head_ms, head_seq, ms, seq) then
-      local body, left = without_posting(epoch, head, pos, ms, seq)
-      if left == 0 and first_block == next_block then
-        redis.call('HDEL', index_key, term)
-      else
-        redis.call('HSET', index_key, term, body)
-      end
-      return
-    end
-  end
-  local low, high, found, found_body = first_block, next_block - 1, nil, nil
-  while low <= high do
-    local k = math.floor((low + high) / 2)
-    local body = redis.call('HGET', index_key, block_field(term, k))
-    if not body then return end
-    local base_ms, base_seq = read_posting(epoch, body, 1)
-    if id_after(base_ms, base_seq, ms, seq) then
-      high = k - 1
-    else
-      found, found_body = k, body
-      low = k + 1
-    end
-  end
-  if not found then return end
-  local body, left = without_posting(epoch, found_body, 1, ms, seq)
-  if left > 0 then
-    redis.call('HSET', index_key, block_field(term, found), body)
-  elseif found == first_block then
-    redis.call('HDEL', index_key, block_field(term, found))
-    redis.call('HSET', index_key, term, head_value(found + 1, next_block, string.sub(head, pos)))
-  end
 end
 
 ------------------------------------------------------------------------------
@@ -1044,19 +811,6 @@ local function parse_record(record)
   return parsed
 end
 
--- A record of 1.1.0's pending text ("<id>\0<term>\0...") in today's form.
-local function upgrade_record(record)
-  local cut = string.find(record, '\0', 1, true)
-  return string.sub(record, 1, cut - 1) .. '\0u' .. string.sub(record, cut)
-end
-
--- The records of 1.1.0's single pending text field, oldest first, in today's form.
-local function legacy_texts(pending)
-  local texts = {}
-  for record in string.gmatch(pending, '\n([^\n]+)') do texts[#texts + 1] = upgrade_record(record) end
-  return texts
-end
-
 -- The count and first id of the pending records, from their meta value.
 local function parse_records_meta(value)
   if not value then return 0, nil end
@@ -1064,11 +818,9 @@ local function parse_records_meta(value)
   return tonumber(count), first
 end
 
--- The pending records stored in the index hash, oldest first (with the
--- legacy text of 1.1.0 first when a session still has it).
-local function stored_records(index_key, records_meta, legacy)
+-- The pending records stored in the index hash, oldest first.
+local function stored_records(index_key, records_meta)
   local records = {}
-  for i, text in ipairs(legacy and legacy_texts(legacy) or {}) do records[i] = parse_record(text) end
   local count = parse_records_meta(records_meta)
   if count == 0 then return records end
   local _, values = read_records(index_key, count)
@@ -1078,14 +830,24 @@ local function stored_records(index_key, records_meta, legacy)
   return records
 end
 
--- Folds pending records (as written, oldest first) into the index.
+-- The stream id that starts a pending record (or an entry), parsed.
+local function record_id(record)
+  return parse_full_id(string.match(record, '^[^%z]+'))
+end
+
+-- Folds pending records (as written, oldest first) into the index: every
+-- PAGE_MESSAGES of them make a page, named by its newest id, and each term
+-- gets the postings of the pages holding it.
 local function fold_records(index_key, records)
   if #records == 0 then return end
   local gmatch, sub, find = string.gmatch, string.sub, string.find
-  local batch = new_batch(index_epoch(index_key, parse_full_id(string.match(records[1], '^[^%z]+'))))
-  for _, record in ipairs(records) do
+  local batch = new_batch(index_epoch(index_key, record_id(records[1])))
+  local n
+  for r, record in ipairs(records) do
     local cut = find(record, '\0', 1, true)
-    local n = batch_id(batch, parse_full_id(sub(record, 1, cut - 1)))
+    if (r - 1) % PAGE_MESSAGES == 0 then
+      n = batch_id(batch, record_id(records[math.min(r + PAGE_MESSAGES - 1, #records)]))
+    end
     local pattern, from = '[^%z]+', cut + 2
     if string.byte(record, cut + 1) == ASCII_RECORD then
       local stop = find(record, '\0', cut + 2, true)
@@ -1117,9 +879,10 @@ local function fold_records(index_key, records)
   add_postings(index_key, batch)
 end
 
--- True if the session keeps an index.
+-- True if the session keeps an index of this library's format (one of
+-- library 1.1 is searched by a scan until a write rebuilds it).
 local function is_indexed(keys)
-  return redis.call('HEXISTS', keys[2], META_INDEXED) == 1
+  return redis.call('HGET', keys[2], META_INDEXED) == INDEX_FORMAT
 end
 
 -- Total bytes of the stored message JSON. A session written before this
@@ -1132,11 +895,45 @@ local function measure_bytes(keys)
   return total
 end
 
--- Before a write: the session's state: indexed, total bytes, and the
--- pending records (count, first id, the fresh ones of this call). A
--- session without messages starts over (clearing what an evicted stream
--- left behind) and is indexed unless noindex; one with messages keeps its
--- state. Pending postings in 1.1.0's single text field are folded first.
+-- Builds the index of entries ({id, {field, json}} as XRANGE gives them,
+-- all of a session's) into an empty index hash, PAGE_MESSAGES entries to a
+-- page; returns the bytes of JSON they hold.
+local function index_entries(keys, entries)
+  local batch, total, n = nil, 0, nil
+  for position, entry in ipairs(entries) do
+    local json = entry[2][2]
+    total = total + #json
+    if (position - 1) % PAGE_MESSAGES == 0 then
+      batch = batch or new_batch(index_epoch(keys[2], parse_full_id(entry[1])))
+      local newest = entries[math.min(position + PAGE_MESSAGES - 1, #entries)]
+      n = batch_id(batch, parse_full_id(newest[1]))
+    end
+    local message = decode_stored(json)
+    if message then
+      each_message_token(message, function(token) batch_term(batch, token, n) end)
+      batch_term(batch, TYPE_TOKEN .. message.type, n)
+    end
+  end
+  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
+  if batch then add_postings(keys[2], batch) end
+  return total
+end
+
+-- Rebuilds the session's index from all its messages (keeping the index
+-- key's TTL); returns the bytes of JSON they hold.
+local function rebuild_index(keys)
+  local pttl = redis.call('PTTL', keys[2])
+  redis.call('DEL', keys[2])
+  local total = index_entries(keys, redis.call('XRANGE', keys[1], '-', '+'))
+  if pttl > 0 then redis.call('PEXPIRE', keys[2], pttl) end
+  return total
+end
+
+-- Before a write: the session's state: indexed, total bytes, the pending
+-- records (count, first id, the fresh ones of this call) and the sweep
+-- cursor. A session without messages starts over (clearing what an evicted
+-- stream left behind) and is indexed unless noindex; one with messages
+-- keeps its state. An index of library 1.1 is rebuilt first, once.
 local function prepare_write(keys, noindex)
   local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false}
   if redis.call('XLEN', keys[1]) == 0 then
@@ -1145,14 +942,15 @@ local function prepare_write(keys, noindex)
     state.indexed = not noindex
     return state
   end
-  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_PENDING)
+  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP)
   state.indexed = meta[1] ~= false
+  if state.indexed and meta[1] ~= INDEX_FORMAT then
+    state.total = rebuild_index(keys)
+    return state
+  end
   state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)
   state.count, state.first = parse_records_meta(meta[3] or nil)
-  if meta[4] then
-    if state.indexed then fold_records(keys[2], legacy_texts(meta[4])) end
-    redis.call('HDEL', keys[2], META_PENDING)
-  end
+  state.sweep = meta[4] or nil
   return state
 end
 
@@ -1189,10 +987,63 @@ local function remove_record(state, k)
   state.changed = true
 end
 
+-- True if the postings of value from pos on all name pages older than the
+-- oldest message (ms, seq): pages whose messages are all gone.
+local function all_dead(epoch, value, pos, ms, seq)
+  local list_ms, list_seq = decode_block(epoch, value, pos)
+  local n = #list_ms
+  return n > 0 and id_after(ms, seq, list_ms[n], list_seq[n])
+end
+
+-- One step of the sweep that deletes postings of pages whose messages are
+-- all gone (trimmed, or deleted from the oldest end): it looks at about
+-- SWEEP_FIELDS index fields from cursor on and deletes the blocks, and the
+-- terms, that hold only such postings. Returns the next cursor, or nil once
+-- the whole index has been looked at.
+local function sweep_step(keys, cursor)
+  local reply = redis.call('HSCAN', keys[2], cursor, 'COUNT', SWEEP_FIELDS)
+  local oldest = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)[1]
+  local epoch = tonumber(redis.call('HGET', keys[2], META_EPOCH) or nil)
+  local items, dead = reply[2], {}
+  if oldest and epoch then
+    local ms, seq = parse_full_id(oldest[1])
+    for i = 1, #items, 2 do
+      local field, value = items[i], items[i + 1]
+      if string.byte(field, 1) == 0 then
+        -- a meta field or a pending record
+      elseif string.find(field, BLOCK_MARK, 2, true) then
+        if all_dead(epoch, value, 1, ms, seq) then dead[#dead + 1] = field end
+      else
+        local first_block, next_block, pos = parse_head(value)
+        local newest, at = value, pos
+        if pos > #value then
+          -- The head's postings all rolled into blocks: its newest block tells.
+          newest, at = false, 1
+          if next_block > first_block then
+            newest = redis.call('HGET', keys[2], block_field(field, next_block - 1))
+          end
+        end
+        if not newest or all_dead(epoch, newest, at, ms, seq) then
+          dead[#dead + 1] = field
+          for k = first_block, next_block - 1 do dead[#dead + 1] = block_field(field, k) end
+        end
+      end
+    end
+  end
+  for first = 1, #dead, HASH_CHUNK do
+    redis.call('HDEL', keys[2], unpack(dead, first, math.min(first + HASH_CHUNK - 1, #dead)))
+  end
+  if reply[1] == '0' then return nil end
+  return reply[1]
+end
+
 -- After a write: saves the byte total and the pending records, folding
--- them into the index once there are PENDING_RECORDS.
+-- them into the index once there are PENDING_RECORDS, and goes on with the
+-- sweep (one step per fold) once messages of folded pages have been dropped.
 local function finish_write(keys, state)
   local writes = {META_BYTES, state.total}
+  local sweep = state.sweep
+  if state.indexed and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
     local fresh = {}
     for _, record in ipairs(state.fresh) do
@@ -1209,6 +1060,7 @@ local function finish_write(keys, state)
       fold_records(keys[2], texts)
       if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
       redis.call('HDEL', keys[2], META_RECORDS)
+      if sweep then sweep = sweep_step(keys, sweep) end
     else
       local gone = {}
       for k in pairs(state.removed) do
@@ -1225,6 +1077,12 @@ local function finish_write(keys, state)
       end
     end
   end
+  if sweep then
+    writes[#writes + 1] = META_SWEEP
+    writes[#writes + 1] = sweep
+  elseif state.sweep then
+    redis.call('HDEL', keys[2], META_SWEEP)
+  end
   hash_set_many(keys[2], writes)
 end
 
@@ -1233,7 +1091,6 @@ end
 -- of JSON they held. The caller removes the entries from the stream.
 local function forget_entries(keys, entries, state)
   local freed = 0
-  local epoch
   for _, entry in ipairs(entries) do
     local json = entry[2][2]
     freed = freed + #json
@@ -1249,36 +1106,14 @@ local function forget_entries(keys, entries, state)
         if k then
           remove_record(state, k)
         else
-          epoch = epoch or index_epoch(keys[2])
-          for _, term in ipairs(message_terms(message)) do
-            remove_posting(keys[2], epoch, term, ms, seq)
-          end
+          -- Its page's postings stay (search verifies every page it reads)
+          -- until the sweep finds the whole page gone.
+          state.dropped = true
         end
       end
     end
   end
   return freed
-end
-
--- Builds the index of entries ({id, {field, json}} as XRANGE gives them)
--- into an empty index hash; returns the bytes of JSON they hold.
-local function index_entries(keys, entries)
-  local batch, total = nil, 0
-  for _, entry in ipairs(entries) do
-    local json = entry[2][2]
-    total = total + #json
-    local message = decode_stored(json)
-    if message then
-      local ms, seq = parse_full_id(entry[1])
-      batch = batch or new_batch(index_epoch(keys[2], ms))
-      local n = batch_id(batch, ms, seq)
-      each_message_token(message, function(token) batch_term(batch, token, n) end)
-      batch_term(batch, TYPE_TOKEN .. message.type, n)
-    end
-  end
-  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
-  if batch then add_postings(keys[2], batch) end
-  return total
 end
 
 -- Removes the oldest messages until at most max_count remain and their JSON
@@ -1301,10 +1136,9 @@ local function trim(keys, state, max_count, max_bytes)
     redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - drop)
     length = length - drop
     if rebuild then
-      redis.call('DEL', keys[2])
-      index_entries(keys, redis.call('XRANGE', keys[1], '-', '+'))
+      rebuild_index(keys)
       state.count, state.first, state.fresh, state.where = 0, nil, {}, nil
-      state.removed, state.changed = {}, false
+      state.removed, state.changed, state.sweep, state.dropped = {}, false, nil, false
     end
   end
   while max_bytes and state.total > max_bytes and length > 1 do
@@ -1699,12 +1533,6 @@ local function open_cursor(index_key, epoch, term, head)
     size = (next_block - first_block) * BLOCK_BYTES + #head}
 end
 
--- A cursor over the decoded postings of a rare term.
-local function open_list_cursor(term, lists)
-  return {term = term, first = 1, k = 1, body = '', ms = lists[1], seq = lists[2],
-    i = #lists[1], size = #lists[1]}
-end
-
 -- Moves to the next older block; false when there is none.
 local function cursor_older(c)
   c.ms = nil
@@ -1790,16 +1618,42 @@ local function query_fields(query)
   return fields
 end
 
+-- The newest page id a search must start from: with BEFORE, the page of the
+-- newest message before it may end up to PAGE_MESSAGES - 1 messages later;
+-- nil when no message is old enough.
+local function page_bound(keys, query)
+  if not query.before then return math.huge, math.huge end
+  local below = redis.call('XREVRANGE', keys[1], exclusive_before(query.before), '-', 'COUNT', 1)[1]
+  if not below then return nil end
+  if PAGE_MESSAGES == 1 then return parse_full_id(below[1]) end
+  local after = redis.call('XRANGE', keys[1], '(' .. below[1], '+', 'COUNT', PAGE_MESSAGES - 1)
+  if #after < PAGE_MESSAGES - 1 then return math.huge, math.huge end
+  return parse_full_id(after[#after][1])
+end
+
+-- The entries of the page named (ms, seq) that are older than the query's
+-- bound, newest first: its messages are at most PAGE_MESSAGES ending at its
+-- id (after deletes, older pages' entries come along; callers judge them
+-- all and skip those seen).
+local function page_entries(keys, query, ms, seq)
+  local high = format_id(ms, seq)
+  if query.before then
+    local start_ms, start_seq = search_start(query)
+    if id_after(ms, seq, start_ms, start_seq) then high = exclusive_before(query.before) end
+  end
+  return redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', PAGE_MESSAGES)
+end
+
 -- ALL mode: the pending records newest first, then the index, walking the
--- rarest term's postings newest first and keeping the ids every other term
--- also holds.
+-- rarest term's pages newest first, keeping the pages every other term
+-- also names and judging their messages.
 local function index_search_all(keys, query, fields, records, cursors)
-  local hits = {}
+  local hits, seen = {}, {}
   local start_ms, start_seq = search_start(query)
-  local function consider(id)
-    local entry = entry_at(keys, id)
-    if entry and (#query.phrases == 0 or matches_all(entry, query)) then
-      hits[#hits + 1] = entry
+  local function consider(entry)
+    if entry and not seen[entry[1]] and #hits < query.limit then
+      seen[entry[1]] = true
+      if matches_all(entry, query) then hits[#hits + 1] = entry end
     end
   end
   for r = #records, 1, -1 do
@@ -1810,89 +1664,110 @@ local function index_search_all(keys, query, fields, records, cursors)
       for _, field in ipairs(fields) do
         if not record_holds(record, field) then all = false break end
       end
-      if all then consider(record.id) end
+      if all then consider(entry_at(keys, record.id)) end
     end
   end
-  if not cursors then return flatten(hits, true) end
+  local bound_ms, bound_seq = page_bound(keys, query)
+  if not cursors or not bound_ms then return flatten(hits, true) end
   table.sort(cursors, function(a, b) return a.size < b.size end)
   local driver = cursors[1]
-  local ms, seq = cursor_seek(driver, start_ms, start_seq)
+  local ms, seq = cursor_seek(driver, bound_ms, bound_seq)
   while ms and #hits < query.limit do
     local all = true
     for j = 2, #cursors do
       local other_ms, other_seq = cursor_seek(cursors[j], ms, seq)
       if other_ms ~= ms or other_seq ~= seq then all = false break end
     end
-    if all then consider(format_id(ms, seq)) end
+    if all then
+      for _, entry in ipairs(page_entries(keys, query, ms, seq)) do consider(entry) end
+    end
     ms, seq = cursor_seek(driver, before_id(ms, seq))
   end
   return flatten(hits, true)
 end
 
--- ANY mode: count, per message, the query terms it holds, in the pending
--- records and in the index; rank; verify the best.
+-- ANY mode: candidates are the pending records holding a query term (with
+-- their exact counts) and the pages some term names (with the number of
+-- terms naming them, the most any of their messages can match). Best
+-- candidates first, their messages are judged until the LIMIT best hits
+-- rank above every candidate left.
 local function index_search_any(keys, query, records, cursors)
-  local scores, order = {}, {}
+  local candidates = {}
   local start_ms, start_seq = search_start(query)
-  local function count(id, ms, seq)
-    local at_ms = scores[ms]
-    if not at_ms then
-      at_ms = {}
-      scores[ms] = at_ms
-    end
-    local hit = at_ms[seq]
-    if not hit then
-      hit = {id = id, ms = ms, seq = seq, score = 0}
-      at_ms[seq] = hit
-      order[#order + 1] = hit
-    end
-    hit.score = hit.score + 1
-  end
   for _, record in ipairs(records) do
     if not id_after(record.ms, record.seq, start_ms, start_seq) then
+      local score = 0
       for _, term in ipairs(query.terms) do
-        if record_holds(record, term) then count(record.id, record.ms, record.seq) end
+        if record_holds(record, term) then score = score + 1 end
+      end
+      if score > 0 then
+        candidates[#candidates + 1] = {id = record.id, ms = record.ms, seq = record.seq,
+          score = score}
       end
     end
   end
-  for _, c in ipairs(cursors) do
-    local ms, seq = cursor_seek(c, start_ms, start_seq)
+  local bound_ms, bound_seq = page_bound(keys, query)
+  local pages = {}
+  for _, c in ipairs(bound_ms and cursors or {}) do
+    local ms, seq = cursor_seek(c, bound_ms, bound_seq)
     while ms do
-      count(nil, ms, seq)
+      local at_ms = pages[ms] or {}
+      pages[ms] = at_ms
+      local page = at_ms[seq]
+      if not page then
+        page = {ms = ms, seq = seq, score = 0}
+        at_ms[seq] = page
+        candidates[#candidates + 1] = page
+      end
+      page.score = page.score + 1
       ms, seq = cursor_seek(c, before_id(ms, seq))
     end
   end
-  table.sort(order, by_rank)
-  local hits = {}
-  for _, hit in ipairs(order) do
-    if #hits >= query.limit then break end
-    local entry = entry_at(keys, hit.id or format_id(hit.ms, hit.seq))
-    if entry and (not query.type or (decode_stored(entry[2][2]) or {}).type == query.type) then
-      hits[#hits + 1] = entry
+  table.sort(candidates, by_rank)
+  local hits, seen = {}, {}
+  for _, candidate in ipairs(candidates) do
+    if #hits >= query.limit then
+      table.sort(hits, by_rank)
+      if not by_rank(candidate, hits[query.limit]) then break end
+    end
+    local entries
+    if candidate.id then
+      entries = {entry_at(keys, candidate.id)}
+    else
+      entries = page_entries(keys, query, candidate.ms, candidate.seq)
+    end
+    for _, entry in ipairs(entries) do
+      if not seen[entry[1]] then
+        seen[entry[1]] = true
+        local message = decode_stored(entry[2][2])
+        local score = message and judge(message, query) or 0
+        if score > 0 then
+          local ms, seq = parse_full_id(entry[1])
+          hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
+        end
+      end
     end
   end
-  return flatten(hits, false)
+  table.sort(hits, by_rank)
+  local out = {}
+  for i = 1, math.min(query.limit, #hits) do out[i] = hits[i].entry end
+  return flatten(out, false)
 end
 
 local function index_search(keys, query)
   local fields = query_fields(query)
-  local lookup = {META_RECORDS, META_PENDING, META_EPOCH}
-  for _, field in ipairs(fields) do
-    lookup[#lookup + 1] = field
-    lookup[#lookup + 1] = rare_bucket(field)
-  end
+  local lookup = {META_RECORDS, META_EPOCH}
+  for _, field in ipairs(fields) do lookup[#lookup + 1] = field end
   local values = hash_get_many(keys[2], lookup)
-  local records = stored_records(keys[2], values[META_RECORDS] or nil, values[META_PENDING] or nil)
+  local records = stored_records(keys[2], values[META_RECORDS] or nil)
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do
-    local postings = epoch and term_postings(values[field], values[rare_bucket(field)], field, epoch)
-    if type(postings) == 'string' then
-      cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, postings)
-    elseif postings then
-      cursors[#cursors + 1] = open_list_cursor(field, postings)
+    local head = epoch and values[field]
+    if head then
+      cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, head)
     elseif not query.any then
-      -- A term no indexed message holds: only pending records can match.
+      -- A term no folded message holds: only pending records can match.
       return index_search_all(keys, query, fields, records, nil)
     end
   end

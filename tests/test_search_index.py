@@ -30,10 +30,9 @@ def stored(text: Any, message_type: str = "human", message_id: str | None = None
 
 SMALL_SIZES = {
     "PENDING_RECORDS": 3,
+    "PAGE_MESSAGES": 2,
     "BLOCK_BYTES": 6,
-    "RARE_BUCKETS": 3,
-    "RARE_TEXT_BYTES": 8,
-    "RARE_BUCKET_BYTES": 40,
+    "SWEEP_FIELDS": 3,
 }
 
 
@@ -271,25 +270,46 @@ def test_index_and_scan_agree_with_the_reference_after_any_operations(
             )
 
 
-def test_a_long_session_folds_pending_postings_and_rolls_blocks(loaded: redis.Redis) -> None:
-    """With the shipped sizes: enough messages to fold pending postings many times
-    and fill many blocks; then trims and deletes reach into the folded index."""
+def long_text(i: int) -> str:
+    words = ["common", f"w{i % 7}", f"rare{i}", "中文" if i % 50 == 0 else "", "🎉" * (i % 2)]
+    return " ".join(words)
+
+
+def test_a_long_session_folds_pages_and_rolls_blocks(loaded: redis.Redis) -> None:
+    """With the shipped sizes: enough messages to fold pending postings into pages many
+    times and fill several blocks; then deletes and trims reach into the folded index."""
     pair = Pair(loaded, "long")
-    for i in range(400):
-        words = ["common", f"w{i % 7}", f"rare{i}", "中文" if i % 50 == 0 else "", "🎉" * (i % 2)]
-        pair.append([stored(" ".join(words), TYPES[i % 4])])
+    for i in range(0, 3000, 12):
+        pair.append([stored(long_text(j), TYPES[j % 4]) for j in range(i, i + 12)])
     fields = loaded.hkeys(pair.indexed.keys[1])
     assert b"\0e" in fields  # pending postings were folded into the index
     assert sum(field.startswith(b"common\0") for field in fields) >= 2  # in several blocks
-    for query in ["common", "w3", "rare17", "rare399", "common w2", "中文", "🎉 w1", "missing"]:
+    for query in ["common", "w3", "rare17", "rare2999", "common w2", "中文", "🎉 w1", "missing"]:
         for mode in ("all", "any"):
             pair.check(query, mode=mode, limit=50)
-            pair.check(query, mode=mode, message_type="ai", limit=7, before_position=200)
-    pair.delete_positions([0, 5, 100, 250, 399])
-    pair.append([stored("common tail")], max_messages=300)
-    for query in ["common", "rare5", "rare120", "rare260", "w4 common", "tail"]:
-        pair.check(query, limit=1000)
+            pair.check(query, mode=mode, message_type="ai", limit=7, before_position=1200)
+    pair.delete_positions([0, 5, 100, 250, 1999, 2999])
+    for query in ["common", "rare5", "rare120", "rare260", "w4 common", "rare2998"]:
+        pair.check(query, limit=1000, before_position=1500)
         pair.check(query, mode="any", limit=1000)
+
+
+def test_the_sweep_deletes_the_postings_of_trimmed_pages(loaded: redis.Redis) -> None:
+    """A sliding window (MAXLEN on every append) keeps the index to the window: the
+    terms of trimmed pages go, and search stays right throughout."""
+    pair = Pair(loaded, "window")
+    pair.append([stored(long_text(j), TYPES[j % 4]) for j in range(200)])
+    index_key = pair.indexed.keys[1]
+    full = loaded.hlen(index_key)
+    for i in range(200, 1400):
+        pair.append([stored(long_text(i), TYPES[i % 4])], max_messages=200)
+        if i % 300 == 0:
+            for query in ["common", "rare1000", f"rare{i - 150}", f"rare{i - 250}", "w5 common"]:
+                pair.check(query, limit=20)
+                pair.check(query, mode="any", limit=5)
+    rare_terms = [f for f in loaded.hkeys(index_key) if f.startswith(b"rare")]
+    assert len(rare_terms) <= 2 * 200 + 100  # not the 1,400 ever written
+    assert loaded.hlen(index_key) < 1.5 * full
 
 
 # -- index upkeep ----------------------------------------------------------------
@@ -304,33 +324,27 @@ def test_no_stale_hit_after_the_messages_key_is_evicted(raw: RawSession) -> None
     assert [json.loads(x)["data"]["content"] for x in reply[1::2]] == ["new secret"]
 
 
-def legacy_record(stream_id: bytes, text: str, message_type: str = "human") -> bytes:
-    """A pending record as library 1.1.0 wrote it into the single field "\\0p"."""
-    words = re.sub(r"[^a-z0-9]+", "\0", text.lower())
-    return b"\n" + stream_id + f"\0\1{message_type}\0{words}\0".encode()
-
-
-def test_pending_postings_written_by_1_1_0_are_searched_then_folded(raw: RawSession) -> None:
-    """A session last written by library 1.1.0 keeps its newest postings in one text
-    field; this library finds them, folds them on the next write and keeps them right."""
-    raw.call("append", "MESSAGES", *[stored(f"folded {i}") for i in range(40)])
-    texts = ["legacy apple pie", "legacy banana split", "plain cherry"]
-    ids = [raw.client.xadd(raw.keys[0], {"m": stored(text)}) for text in texts]
-    raw.client.hset(raw.keys[1], "\0p", b"".join(map(legacy_record, ids, texts)))
+def test_a_session_indexed_by_1_1_is_scanned_then_rebuilt_by_its_next_write(
+    raw: RawSession,
+) -> None:
+    """An index of format 1 (library 1.1: a posting per message, rare-term buckets,
+    1.1.0's pending text) is never read: search scans, and the next write rebuilds it."""
+    texts = [f"old {i} {'apple' if i % 3 == 0 else 'pear'}" for i in range(40)]
+    raw.call("append", "TTL", 600, "MESSAGES", *map(stored, texts))
+    raw.client.hset(raw.keys[1], mapping={"\0v": "1", "\x02" "7": "\napple\0" "1f,", "\0p": "x"})
 
     def found(query: str) -> list[str]:
         reply = raw.call("search", query, "LIMIT", 100, read_only=True)
         return [json.loads(x)["data"]["content"] for x in reply[1::2]]
 
-    assert found("legacy") == texts[:2]
-    assert found("cherry") == ["plain cherry"]
-    raw.call("append", "MESSAGES", stored("legacy tail"))
-    assert not raw.client.hexists(raw.keys[1], "\0p")  # folded into the index
-    assert found("legacy") == [*texts[:2], "legacy tail"]
-    assert found("folded 7") == ["folded 7"]
-    raw.call("delete", "IDS", ids[0])
-    assert found("legacy") == [texts[1], "legacy tail"]
-    assert found("apple") == []
+    assert found("apple") == [t for t in texts if "apple" in t]
+    raw.call("append", "MESSAGES", stored("new apple"))
+    index = raw.client.hgetall(raw.keys[1])
+    assert index[b"\0v"] == b"2"
+    assert b"\x027" not in index and b"\0p" not in index
+    assert 0 < raw.client.ttl(raw.keys[1]) <= 600
+    assert found("apple") == [*[t for t in texts if "apple" in t], "new apple"]
+    assert found("old 7") == ["old 7 pear"]
 
 
 def test_a_lost_index_falls_back_to_a_scan_and_reindex_restores_it(raw: RawSession) -> None:
