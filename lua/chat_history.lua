@@ -1477,10 +1477,49 @@ local function judge(message, query)
   return score, true
 end
 
+-- The query terms that are ASCII words: a message holding one holds it in
+-- its JSON text, lower-cased, unless the JSON writes a letter or digit as a
+-- \u escape or in fullwidth form (U+FF10 to U+FF5A, folded to ASCII).
+local function plain_terms(terms)
+  local plain = {}
+  for _, term in ipairs(terms) do
+    if string.find(term, '^%w+$') then plain[#plain + 1] = term end
+  end
+  return plain
+end
+
+-- A quick test on a stored JSON before it is decoded and judged: false if
+-- the message cannot match the query (ALL mode: a plain term is missing;
+-- ANY mode: every term is plain and none is there).
+local function may_match(json, query)
+  local plain = query.plain
+  if #plain == 0 or string.find(json, '\\u', 1, true) or string.find(json, '\239\188', 1, true)
+    or string.find(json, '\239\189', 1, true) then
+    return true
+  end
+  local lower, found = string.lower(json), 0
+  for _, term in ipairs(plain) do
+    if string.find(lower, term, 1, true) then
+      found = found + 1
+    elseif not query.any then
+      return false
+    end
+  end
+  return found > 0 or #plain < #query.terms
+end
+
+-- How a stored JSON matches the query (see judge); 0, false for a JSON
+-- that does not decode or cannot match.
+local function judge_json(json, query)
+  if not may_match(json, query) then return 0, false end
+  local message = decode_stored(json)
+  if not message then return 0, false end
+  return judge(message, query)
+end
+
 -- True if a stored entry holds every term and phrase of the query.
 local function matches_all(entry, query)
-  local message = decode_stored(entry[2][2])
-  return message ~= nil and select(2, judge(message, query))
+  return select(2, judge_json(entry[2][2], query))
 end
 
 -- The entry {id, {field, json}} stored under an id, or nil if it is gone.
@@ -1504,9 +1543,7 @@ local function scan_search(keys, query)
   while query.any or #hits < query.limit do
     local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', SCAN_PAGE)
     for _, entry in ipairs(entries) do
-      local message = decode_stored(entry[2][2])
-      local score, all = 0, false
-      if message then score, all = judge(message, query) end
+      local score, all = judge_json(entry[2][2], query)
       if query.any and score > 0 then
         local ms, seq = parse_full_id(entry[1])
         hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
@@ -1739,8 +1776,7 @@ local function index_search_any(keys, query, records, cursors)
     for _, entry in ipairs(entries) do
       if not seen[entry[1]] then
         seen[entry[1]] = true
-        local message = decode_stored(entry[2][2])
-        local score = message and judge(message, query) or 0
+        local score = judge_json(entry[2][2], query)
         if score > 0 then
           local ms, seq = parse_full_id(entry[1])
           hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
@@ -1815,7 +1851,8 @@ local function search(keys, args)
       .. MAX_QUERY_TOKENS)
   end
   if #terms == 0 or limit == 0 then return {} end
-  local query = {terms = terms, phrases = phrases, limit = limit, any = mode == 'ANY',
+  local query = {terms = terms, plain = plain_terms(terms), phrases = phrases, limit = limit,
+    any = mode == 'ANY',
     type = options.TYPE, before = options.BEFORE}
   if is_indexed(keys) then return index_search(keys, query) end
   return scan_search(keys, query)

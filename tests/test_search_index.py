@@ -500,3 +500,20 @@ def test_type_filter_and_paging_to_older_matches(raw: RawSession) -> None:
     assert page == [ids[7], ids[9]]
     older = raw.call("search", "hit", "TYPE", "ai", "LIMIT", 2, "BEFORE", page[0], read_only=True)
     assert older[0::2] == [ids[3], ids[5]]
+
+
+def test_json_with_escaped_or_fullwidth_letters_is_found(raw: RawSession) -> None:
+    """Search reads past JSON escapes: a word whose letters a client wrote as \\u escapes,
+    or in fullwidth form, is found like any other, in folded pages too."""
+    escaped = (
+        '{"type":"human","data":{"content":"\\u0041pple caf\\u00e9 ok","type":"human",'
+        '"id":null,"additional_kwargs":{}}}'
+    )
+    jsons = [stored(f"filler {i}") for i in range(40)]
+    jsons[7], jsons[20] = escaped, stored("\uff21\uff50\uff50\uff4c\uff45 fullwidth")
+    raw.call("append", "MESSAGES", *jsons)
+    expected = {"apple": (2, 2), "café": (1, 1), "apple ok": (1, 2), "fullwidth apple": (1, 2)}
+    for query, counts in expected.items():
+        for mode, count in zip(("ALL", "ANY"), counts, strict=True):
+            reply = raw.call("search", query, "MODE", mode, read_only=True)
+            assert len(reply) // 2 == count, (query, mode)
