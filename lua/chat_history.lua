@@ -56,7 +56,7 @@ local MAX_SEARCH_LIMIT = 1000
 local MAX_WINDOW = 1000000000        -- MAXLEN
 local MAX_WINDOW_BYTES = 1099511627776  -- MAXBYTES, 1 TiB
 local MAX_TOKEN_BYTES = 64
-local BLOCK_BYTES = 300              -- a head block this long is rolled into a full block
+local BLOCK_BYTES = 160              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
 local INDEX_FORMAT = '2'          -- '1': exact postings (library 1.1), rebuilt on a write
 local META_INDEXED = '\0v'
@@ -754,6 +754,10 @@ end
 local ASCII_RECORD = 97  -- "a"
 
 local function pending_record(stream_id, message)
+  local content = message.data.content
+  if type(content) == 'string' and not has_non_ascii(content) then
+    return stream_id .. '\0a' .. message.type .. '\0' .. string.lower(content)
+  end
   local pieces, unicode = {}, false
   each_text(message, function(text)
     pieces[#pieces + 1] = text

@@ -134,9 +134,9 @@ def compare_command(
 @click.option(
     "--window",
     type=click.IntRange(1, 100000),
-    default=300,
+    default=320,
     show_default=True,
-    help="One-message appends per round (3 rounds) at each session size.",
+    help="One-message appends per round (7 rounds) at each session size.",
 )
 @click.option(
     "--out",

@@ -33,7 +33,7 @@ PREFIX = "bench-search:"
 INDEX_VERSION = (1, 1, 0)
 BULK = 1000
 ROUNDS = 5
-WINDOW_ROUNDS = 3
+WINDOW_ROUNDS = 7
 SCAN_CALLS = 5
 #: Slow log entries kept: more than the calls of one measured window.
 SLOWLOG_LENGTH = 100000
@@ -46,7 +46,7 @@ class SearchSettings:
     messages: int = 10000
     window_sizes: tuple[int, ...] = (1000, 10000)
     calls: int = 20
-    window: int = 300
+    window: int = 320  # a multiple of the library's 16-append fold
     ttl: int = 3600
 
 
@@ -131,16 +131,17 @@ def append_windows(
     """Server usec per one-message append of each session, amortized.
 
     After an unmeasured round each, ``WINDOW_ROUNDS`` rounds of ``count`` appends in which
-    the sessions take turns, so that a shared machine's drift weighs on them alike; a
-    session's figure is its median round's mean. A round is long enough to hold the
-    library's periodic work (folding pending postings into the index every 16 appends).
+    the sessions take turns (in alternating order), so that a shared machine's drift weighs
+    on them alike; a session's figure is its median round's mean. A round holds a whole
+    number of the library's periodic folds of pending postings (every 16 appends).
     """
     for session in sessions.values():
         session.window_round(count)  # unmeasured: the bulk appends' garbage is collected here
     client.slowlog_reset()
     rounds: dict[str, list[float]] = {name: [] for name in sessions}
-    for _ in range(WINDOW_ROUNDS):
-        for name, session in sessions.items():
+    for turn in range(WINDOW_ROUNDS):
+        order = list(sessions.items())
+        for name, session in order if turn % 2 == 0 else reversed(order):
             usec = median_usec(
                 client, lambda command: command == "fcall", partial(session.window_round, count), 1
             )
