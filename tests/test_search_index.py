@@ -309,7 +309,7 @@ def test_the_sweep_deletes_the_postings_of_trimmed_pages(loaded: redis.Redis) ->
                 pair.check(query, mode="any", limit=5)
     rare_terms = [f for f in loaded.hkeys(index_key) if f.startswith(b"rare")]
     assert len(rare_terms) <= 2 * 200 + 100  # not the 1,400 ever written
-    assert loaded.hlen(index_key) < 1.5 * full
+    assert loaded.hlen(index_key) < 2 * full  # the window's terms, and some the sweep is yet to visit
 
 
 # -- index upkeep ----------------------------------------------------------------

@@ -46,7 +46,7 @@ class SearchSettings:
     messages: int = 10000
     window_sizes: tuple[int, ...] = (1000, 10000)
     calls: int = 20
-    window: int = 320  # a multiple of the library's 16-append fold
+    window: int = 320  # a multiple of the library's 32-append fold
     ttl: int = 3600
 
 
@@ -133,7 +133,7 @@ def append_windows(
     After an unmeasured round each, ``WINDOW_ROUNDS`` rounds of ``count`` appends in which
     the sessions take turns (in alternating order), so that a shared machine's drift weighs
     on them alike; a session's figure is its median round's mean. A round holds a whole
-    number of the library's periodic folds of pending postings (every 16 appends).
+    number of the library's periodic folds of pending postings (every 32 appends).
     """
     for session in sessions.values():
         session.window_round(count)  # unmeasured: the bulk appends' garbage is collected here

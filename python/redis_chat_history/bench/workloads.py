@@ -223,7 +223,7 @@ def append_cost_by_size(bench: Bench, store: Store) -> Row:
     After an unmeasured round, ``WINDOW_ROUNDS`` rounds; in each, ``window`` appends at
     every size in turn (so drift of a shared machine spreads over the sizes alike). The
     figure for a size is the median of its rounds' means. A round is long enough to hold
-    the library's periodic work (it folds pending index postings every 16
+    the library's periodic work (it folds pending index postings every 32
     appends), so the figure is the amortized cost.
     """
     settings = bench.settings
