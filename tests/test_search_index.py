@@ -309,7 +309,7 @@ def test_the_sweep_deletes_the_postings_of_trimmed_pages(loaded: redis.Redis) ->
                 pair.check(query, mode="any", limit=5)
     rare_terms = [f for f in loaded.hkeys(index_key) if f.startswith(b"rare")]
     assert len(rare_terms) <= 2 * 200 + 100  # not the 1,400 ever written
-    assert loaded.hlen(index_key) < 2 * full  # the window's terms, and some the sweep is yet to visit
+    assert loaded.hlen(index_key) < 2 * full  # the window, and terms the sweep has yet to visit
 
 
 # -- index upkeep ----------------------------------------------------------------
@@ -331,7 +331,7 @@ def test_a_session_indexed_by_1_1_is_scanned_then_rebuilt_by_its_next_write(
     1.1.0's pending text) is never read: search scans, and the next write rebuilds it."""
     texts = [f"old {i} {'apple' if i % 3 == 0 else 'pear'}" for i in range(40)]
     raw.call("append", "TTL", 600, "MESSAGES", *map(stored, texts))
-    raw.client.hset(raw.keys[1], mapping={"\0v": "1", "\x02" "7": "\napple\0" "1f,", "\0p": "x"})
+    raw.client.hset(raw.keys[1], mapping={"\0v": "1", "\x027": "\napple\01f,", "\0p": "x"})
 
     def found(query: str) -> list[str]:
         reply = raw.call("search", query, "LIMIT", 100, read_only=True)

@@ -127,13 +127,15 @@ def append_durations(client: redis.Redis, key: str) -> list[int]:
 
 def append_windows(
     client: redis.Redis, sessions: dict[str, Session], count: int
-) -> dict[str, float]:
-    """Server usec per one-message append of each session, amortized.
+) -> tuple[dict[str, float], float | None]:
+    """Server usec per one-message append of each session, amortized, and the index's cost
+    relative to NOINDEX: the median over rounds of the two sessions' ratio in that round.
 
     After an unmeasured round each, ``WINDOW_ROUNDS`` rounds of ``count`` appends in which
     the sessions take turns (in alternating order), so that a shared machine's drift weighs
-    on them alike; a session's figure is its median round's mean. A round holds a whole
-    number of the library's periodic folds of pending postings (every 32 appends).
+    on them alike; a session's figure is its median round's mean, and the ratio pairs rounds
+    run side by side. A round holds a whole number of the library's periodic folds of
+    pending postings (every 32 appends).
     """
     for session in sessions.values():
         session.window_round(count)  # unmeasured: the bulk appends' garbage is collected here
@@ -148,7 +150,11 @@ def append_windows(
             rounds[name].append(usec)
     for session in sessions.values():
         session.slowest.append(max(append_durations(client, session.keys[0]), default=0))
-    return {name: statistics.median(values) for name, values in rounds.items()}
+    ratio = None
+    if "index" in rounds and "noindex" in rounds:
+        pairs = zip(rounds["index"], rounds["noindex"], strict=True)
+        ratio = statistics.median(index / noindex for index, noindex in pairs if noindex)
+    return {name: statistics.median(values) for name, values in rounds.items()}, ratio
 
 
 @contextmanager
@@ -211,6 +217,7 @@ def run_search_bench(
         if indexed:
             sessions["noindex"] = Session(client, "noindex", True, jsons, settings.ttl)
         appends: dict[str, dict[str, float]] = {name: {} for name in sessions}
+        append_ratios: dict[str, float] = {}
         searches: dict[str, dict[str, Any]] = {}
         memory: dict[str, dict[str, float]] = {}
         rare, common = rare_and_common(corpus.messages(min(settings.messages, 10000)))
@@ -224,9 +231,12 @@ def run_search_bench(
                     session.grow_to(size - (window_messages(settings.window) if measured else 0))
                 if measured:
                     echo(f"... timing appends at {size:,} messages, the sessions taking turns")
-                    for name, usec in append_windows(client, sessions, settings.window).items():
+                    usecs, ratio = append_windows(client, sessions, settings.window)
+                    for name, usec in usecs.items():
                         appends[name][str(size)] = usec
                         slowest[name][str(size)] = sessions[name].slowest[-1]
+                    if ratio is not None:
+                        append_ratios[str(size)] = ratio
                 for name, session in sessions.items():
                     if size == settings.messages:
                         searches[name] = {}
@@ -243,8 +253,10 @@ def run_search_bench(
                         }
         environment = describe_environment(client, version)
         client.close()
-    goals = judge(indexed, settings, searches, appends, memory)
-    text = render(settings, queries, searches, appends, slowest, memory, goals, notes)
+    goals = judge(indexed, settings, searches, appends, append_ratios, memory)
+    text = render(
+        settings, queries, searches, appends, append_ratios, slowest, memory, goals, notes
+    )
     echo("")
     echo(text)
     document = {
@@ -255,6 +267,7 @@ def run_search_bench(
         "queries": queries,
         "search": searches,
         "append_usec": appends,
+        "append_ratio": append_ratios,
         "slowest_append_usec": slowest,
         "memory": memory,
         "goals": [asdict(g) for g in goals],
@@ -272,6 +285,7 @@ def judge(
     settings: SearchSettings,
     searches: dict[str, dict[str, Any]],
     appends: dict[str, dict[str, float]],
+    append_ratios: dict[str, float],
     memory: dict[str, dict[str, float]],
 ) -> list[Goal]:
     """The search index goals against the measured figures."""
@@ -287,15 +301,7 @@ def judge(
         if "rare" in scan and "rare" in index and index["rare"]["usec"]
         else None
     )
-    ratios = (
-        [
-            appends["index"][s] / appends["noindex"][s]
-            for s in appends.get("noindex", {})
-            if appends["noindex"][s]
-        ]
-        if indexed
-        else []
-    )
+    ratios = list(append_ratios.values()) if indexed else []
     growth = list(appends.get("index", {}).values()) if indexed else []
     sizes = ", ".join(f"{int(s):,}" for s in appends.get("index", {}))
     flat_detail = f"sizes {sizes}" + (
@@ -354,6 +360,7 @@ def render(
     queries: dict[str, str],
     searches: dict[str, dict[str, Any]],
     appends: dict[str, dict[str, float]],
+    append_ratios: dict[str, float],
     slowest: dict[str, dict[str, int]],
     memory: dict[str, dict[str, float]],
     goals: list[Goal],
@@ -378,6 +385,9 @@ def render(
     for name, by_size in appends.items():
         cells = "  ".join(f"{int(size):>7,}: {usec:7.1f}" for size, usec in by_size.items())
         lines.append(f"  {name:<10} {cells}")
+    if append_ratios:
+        cells = "  ".join(f"{int(size):>7,}: {ratio:7.2f}" for size, ratio in append_ratios.items())
+        lines.append(f"  {'ratio':<10} {cells}   (index / noindex: median of the rounds' ratios)")
     lines += ["", "slowest single append of those rounds, server ms (SLOWLOG)"]
     for name, longest in slowest.items():
         cells = "  ".join(f"{int(size):>7,}: {usec / 1000:7.2f}" for size, usec in longest.items())
