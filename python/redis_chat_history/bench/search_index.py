@@ -1,12 +1,12 @@
 """The search index benchmark: server time of search, append cost, memory.
 
-Two sessions hold the same realistic chat text (the seeded corpus, message for message):
-one appended normally (indexed, library 1.1.0+) and one appended with ``NOINDEX``, which
-the library searches by a full scan, the method the index replaces. Both sessions grow
-by bulk appends to each window size, then rounds of one-message appends are timed, the
-sessions taking turns round by round; at ``messages`` messages, searches and memory are
-measured. All times are server times from INFO commandstats (CONFIG RESETSTAT, N calls,
-usec per call).
+At each session size, two sessions hold the same realistic chat text (the seeded corpus,
+message for message): one appended normally (indexed, library 1.1.0+) and one appended
+with ``NOINDEX``, which the library searches by a full scan, the method the index
+replaces. The sessions grow by bulk appends to their size, then rounds of one-message
+appends are timed, every session of every size taking turns round by round; on the
+sessions of ``messages`` messages, searches and memory are measured. All times are server
+times from INFO commandstats (CONFIG RESETSTAT, N calls, usec per call).
 """
 
 from __future__ import annotations
@@ -126,35 +126,46 @@ def append_durations(client: redis.Redis, key: str) -> list[int]:
 
 
 def append_windows(
-    client: redis.Redis, sessions: dict[str, Session], count: int
-) -> tuple[dict[str, float], float | None]:
-    """Server usec per one-message append of each session, amortized, and the index's cost
-    relative to NOINDEX: the median over rounds of the two sessions' ratio in that round.
+    client: redis.Redis, pairs: dict[int, dict[str, Session]], count: int
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Server usec per one-message append of each session, amortized, by session size; and
+    the index's cost relative to NOINDEX at each size.
 
-    After an unmeasured round each, ``WINDOW_ROUNDS`` rounds of ``count`` appends in which
-    the sessions take turns (in alternating order), so that a shared machine's drift weighs
-    on them alike; a session's figure is its median round's mean, and the ratio pairs rounds
-    run side by side. A round holds a whole number of the library's periodic folds of
-    pending postings (every 32 appends).
+    After an unmeasured round each, ``WINDOW_ROUNDS`` rounds; in each, every session of
+    every size does ``count`` appends in turn (the two sessions of a size in alternating
+    order), so that a shared machine's drift weighs on all sizes and both sessions alike. A
+    session's figure is its median round's mean; a size's ratio is the median of the ratios
+    of its two sessions' rounds, run side by side. A round holds a whole number of the
+    library's periodic folds of pending postings (every 32 appends).
     """
-    for session in sessions.values():
-        session.window_round(count)  # unmeasured: the bulk appends' garbage is collected here
+    for pair in pairs.values():
+        for session in pair.values():
+            session.window_round(count)  # unmeasured: the bulk appends' garbage is collected
     client.slowlog_reset()
-    rounds: dict[str, list[float]] = {name: [] for name in sessions}
+    rounds: dict[int, dict[str, list[float]]] = {
+        size: {name: [] for name in pair} for size, pair in pairs.items()
+    }
     for turn in range(WINDOW_ROUNDS):
-        order = list(sessions.items())
-        for name, session in order if turn % 2 == 0 else reversed(order):
-            usec = median_usec(
-                client, lambda command: command == "fcall", partial(session.window_round, count), 1
-            )
-            rounds[name].append(usec)
-    for session in sessions.values():
-        session.slowest.append(max(append_durations(client, session.keys[0]), default=0))
-    ratio = None
-    if "index" in rounds and "noindex" in rounds:
-        pairs = zip(rounds["index"], rounds["noindex"], strict=True)
-        ratio = statistics.median(index / noindex for index, noindex in pairs if noindex)
-    return {name: statistics.median(values) for name, values in rounds.items()}, ratio
+        for size, pair in pairs.items():
+            order = list(pair.items())
+            for name, session in order if turn % 2 == 0 else reversed(order):
+                usec = median_usec(
+                    client,
+                    lambda command: command == "fcall",
+                    partial(session.window_round, count),
+                    1,
+                )
+                rounds[size][name].append(usec)
+    usecs: dict[str, dict[str, float]] = {name: {} for name in next(iter(pairs.values()))}
+    ratios: dict[str, float] = {}
+    for size, pair in pairs.items():
+        for name, session in pair.items():
+            session.slowest.append(max(append_durations(client, session.keys[0]), default=0))
+            usecs[name][str(size)] = statistics.median(rounds[size][name])
+        if "noindex" in pair:
+            sides = zip(rounds[size]["index"], rounds[size]["noindex"], strict=True)
+            ratios[str(size)] = statistics.median(a / b for a, b in sides if b)
+    return usecs, ratios
 
 
 @contextmanager
@@ -213,44 +224,40 @@ def run_search_bench(
             )
         sizes = sorted({*settings.window_sizes, settings.messages})
         jsons = corpus.jsons(max(sizes) + window_messages(settings.window))
-        sessions = {"index": Session(client, "index", False, jsons, settings.ttl)}
-        if indexed:
-            sessions["noindex"] = Session(client, "noindex", True, jsons, settings.ttl)
-        appends: dict[str, dict[str, float]] = {name: {} for name in sessions}
-        append_ratios: dict[str, float] = {}
+        kinds = {"index": False, "noindex": True} if indexed else {"index": False}
+        pairs = {
+            size: {
+                name: Session(client, f"{name}-{size}", noindex, jsons, settings.ttl)
+                for name, noindex in kinds.items()
+            }
+            for size in sizes
+        }
         searches: dict[str, dict[str, Any]] = {}
         memory: dict[str, dict[str, float]] = {}
         rare, common = rare_and_common(corpus.messages(min(settings.messages, 10000)))
         queries = {"rare": rare, "common": common, "two words": f"{common} {rare}"}
-        slowest: dict[str, dict[str, int]] = {name: {} for name in sessions}
+        slowest: dict[str, dict[str, int]] = {name: {} for name in kinds}
+        timed = {size: pair for size, pair in pairs.items() if size in settings.window_sizes}
         with slowlog_everything(client):
-            for size in sizes:
-                measured = size in settings.window_sizes
-                for name, session in sessions.items():
+            for size, pair in pairs.items():
+                window = window_messages(settings.window) if size in timed else 0
+                for name, session in pair.items():
                     echo(f"... {name}: growing to {size:,}")
-                    session.grow_to(size - (window_messages(settings.window) if measured else 0))
-                if measured:
-                    echo(f"... timing appends at {size:,} messages, the sessions taking turns")
-                    usecs, ratio = append_windows(client, sessions, settings.window)
-                    for name, usec in usecs.items():
-                        appends[name][str(size)] = usec
-                        slowest[name][str(size)] = sessions[name].slowest[-1]
-                    if ratio is not None:
-                        append_ratios[str(size)] = ratio
-                for name, session in sessions.items():
-                    if size == settings.messages:
-                        searches[name] = {}
-                        # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
-                        calls = settings.calls if name == "index" and indexed else SCAN_CALLS
-                        for label, query in queries.items():
-                            usec, hits = session.search_usec(query, calls)
-                            searches[name][label] = {"query": query, "usec": usec, "hits": hits}
-                        used, json_bytes = session.memory_ratio()
-                        memory[name] = {
-                            "bytes": used,
-                            "json_bytes": json_bytes,
-                            "ratio": used / json_bytes,
-                        }
+                    session.grow_to(size - window)
+            echo("... timing appends at every size, the sessions taking turns")
+            appends, append_ratios = append_windows(client, timed, settings.window)
+            for size, pair in timed.items():
+                for name, session in pair.items():
+                    slowest[name][str(size)] = session.slowest[-1]
+            for name, session in pairs[settings.messages].items():
+                # A scan takes ~0.1 s per 1,000 messages: a few calls are enough.
+                calls = settings.calls if name == "index" and indexed else SCAN_CALLS
+                searches[name] = {}
+                for label, query in queries.items():
+                    usec, hits = session.search_usec(query, calls)
+                    searches[name][label] = {"query": query, "usec": usec, "hits": hits}
+                used, json_bytes = session.memory_ratio()
+                memory[name] = {"bytes": used, "json_bytes": json_bytes, "ratio": used / json_bytes}
         environment = describe_environment(client, version)
         client.close()
     goals = judge(indexed, settings, searches, appends, append_ratios, memory)
