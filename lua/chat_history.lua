@@ -798,19 +798,19 @@ local function read_records(index_key, count)
   return fields, values
 end
 
--- Parses a pending record: {id, ms, seq, ascii, type, text}; text is the
--- lower-cased text (ASCII records) or "\0" term "\0" term ... "\0".
+-- Parses a pending record: {id, ms, seq, ascii, type, raw, from}: its text
+-- (lower-cased for ASCII records, else "\0" term "\0" term ... "\0") is
+-- raw from position from on, searched in place.
 local function parse_record(record)
   local cut = string.find(record, '\0', 1, true)
   local id = string.sub(record, 1, cut - 1)
   local ms, seq = parse_full_id(id)
-  local parsed = {id = id, ms = ms, seq = seq, ascii = string.byte(record, cut + 1) == ASCII_RECORD}
+  local parsed = {id = id, ms = ms, seq = seq, raw = record, from = cut + 2, type = false,
+    ascii = string.byte(record, cut + 1) == ASCII_RECORD}
   if parsed.ascii then
     local stop = string.find(record, '\0', cut + 2, true)
     parsed.type = string.sub(record, cut + 2, stop - 1)
-    parsed.text = string.sub(record, stop + 1)
-  else
-    parsed.text = string.sub(record, cut + 2)
+    parsed.from = stop + 1
   end
   return parsed
 end
@@ -1635,11 +1635,11 @@ end
 local function record_holds(record, term)
   if not record.ascii then
     local needle = #term < MAX_TOKEN_BYTES and ('\0' .. term .. '\0') or ('\0' .. term)
-    return string.find(record.text, needle, 1, true) ~= nil
+    return string.find(record.raw, needle, record.from, true) ~= nil
   end
   if string.byte(term, 1) == 1 then return TYPE_TOKEN .. record.type == term end
   if has_non_ascii(term) then return false end
-  local text, init = record.text, 1
+  local text, init = record.raw, record.from
   while true do
     local start, stop = string.find(text, term, init, true)
     if not start then return false end
