@@ -667,16 +667,17 @@ local function extend_head(term, head, postings, writes)
   writes[#writes + 1] = head_value(first_block, next_block, body .. string.sub(postings, start))
 end
 
--- A batch of postings to add, relative to the index epoch: the ids, in
--- increasing order (their binary postings in bin), the distinct terms in
--- first-seen order, and for each term the last id position holding it
--- (last) and, for a term held by several ids, all their positions (more).
+-- A batch of postings to add, relative to the index epoch: the page ids,
+-- in increasing order (their binary postings in bin), the distinct terms in
+-- first-seen order, and for each term the last page position holding it
+-- (last) and, for a term held by several pages, all their positions (more).
 local function new_batch(epoch)
   return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, terms = {}, last = {},
     more = {}}
 end
 
--- Starts the terms of the next id (ms, seq); returns its position.
+-- Starts the terms of the next page, named by its newest id (ms, seq);
+-- returns its position.
 local function batch_id(batch, ms, seq)
   local n = batch.n + 1
   batch.n, batch.ms[n], batch.seq[n] = n, ms, seq
@@ -684,7 +685,7 @@ local function batch_id(batch, ms, seq)
   return n
 end
 
--- Records that the id at position n (the newest) holds term.
+-- Records that the page at position n (the newest) holds term.
 local function batch_term(batch, term, n)
   local last = batch.last
   local seen = last[term]
