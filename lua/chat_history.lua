@@ -924,14 +924,15 @@ local function index_entries(keys, entries)
   return total
 end
 
--- Rebuilds the session's index from all its messages (keeping the index
--- key's TTL); returns the bytes of JSON they hold.
+-- Rebuilds the session's index from all its messages (the index key gets
+-- the session's TTL); returns the bytes of JSON they hold and their count.
 local function rebuild_index(keys)
-  local pttl = redis.call('PTTL', keys[2])
+  local pttl = redis.call('PTTL', keys[1])
+  local entries = redis.call('XRANGE', keys[1], '-', '+')
   redis.call('DEL', keys[2])
-  local total = index_entries(keys, redis.call('XRANGE', keys[1], '-', '+'))
+  local total = index_entries(keys, entries)
   if pttl > 0 then redis.call('PEXPIRE', keys[2], pttl) end
-  return total
+  return total, #entries
 end
 
 -- Before a write: the session's state: indexed, total bytes, the pending
@@ -1100,21 +1101,19 @@ local function forget_entries(keys, entries, state)
     local json = entry[2][2]
     freed = freed + #json
     local message = decode_stored(json)
-    if message then
-      local id = client_id(message)
-      if id and redis.call('HGET', keys[3], id) == entry[1] then
-        redis.call('HDEL', keys[3], id)
-      end
-      if state.indexed then
-        local ms, seq = parse_full_id(entry[1])
-        local k = find_record(keys, state, entry[1], ms, seq)
-        if k then
-          remove_record(state, k)
-        else
-          -- Its page's postings stay (search verifies every page it reads)
-          -- until the sweep finds the whole page gone.
-          state.dropped = true
-        end
+    local id = message and client_id(message)
+    if id and redis.call('HGET', keys[3], id) == entry[1] then
+      redis.call('HDEL', keys[3], id)
+    end
+    if state.indexed then
+      local ms, seq = parse_full_id(entry[1])
+      local k = find_record(keys, state, entry[1], ms, seq)
+      if k then
+        remove_record(state, k)
+      else
+        -- Its page's postings stay (search judges every page it reads)
+        -- until the sweep finds the whole page gone.
+        state.dropped = true
       end
     end
   end
@@ -1123,8 +1122,8 @@ end
 
 -- Removes the oldest messages until at most max_count remain and their JSON
 -- takes at most max_bytes (the newest message always stays). Dropping more
--- messages than are kept rebuilds the index from the kept ones instead of
--- removing postings one by one.
+-- messages than are kept rebuilds the index from the kept ones, which frees
+-- its memory at once instead of leaving that to the sweep.
 local function trim(keys, state, max_count, max_bytes)
   local length = redis.call('XLEN', keys[1])
   local drop = max_count and math.max(length - max_count, 0) or 0
@@ -1872,13 +1871,10 @@ local function reindex(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   if #args > 0 then return fail('BADARG', 'reindex takes no arguments') end
-  local entries = redis.call('XRANGE', keys[1], '-', '+')
-  if #entries == 0 then return 0 end
-  local pttl = redis.call('PTTL', keys[1])
-  redis.call('DEL', keys[2])
-  redis.call('HSET', keys[2], META_BYTES, index_entries(keys, entries))
-  if pttl > 0 then redis.call('PEXPIRE', keys[2], pttl) end
-  return #entries
+  if redis.call('XLEN', keys[1]) == 0 then return 0 end
+  local total, count = rebuild_index(keys)
+  redis.call('HSET', keys[2], META_BYTES, total)
+  return count
 end
 
 --[[
