@@ -65,9 +65,9 @@ local META_EPOCH = '\0e'
 local META_SWEEP = '\0s'          -- where the sweep of dead postings goes on (HSCAN cursor)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
-local PENDING_RECORDS = 32         -- pending records this many are folded into the index
+local PENDING_RECORDS = 64         -- pending records this many are folded into the index
 local PAGE_MESSAGES = 32           -- messages per page: a posting names a page, not a message
-local SWEEP_FIELDS = 64            -- index fields a sweep step looks at (one step per fold)
+local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one step per fold)
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
@@ -439,13 +439,10 @@ local function tokenize_unicode(run, tokens, joined, offset)
   flush()
 end
 
--- True if text holds a byte above 127. (math.max over string.byte runs in
--- C; a pattern class test costs several times more per byte.)
+-- True if text holds a byte above 127. (An anchored pattern runs in one
+-- pass of C; an unanchored one restarts at every byte.)
 local function has_non_ascii(text)
-  for first = 1, #text, 4000 do
-    if math.max(string.byte(text, first, first + 3999)) > 127 then return true end
-  end
-  return false
+  return not string.find(text, '^[^\128-\255]*$')
 end
 
 -- Calls emit(token) for each token of text, in order (see docs/PROTOCOL.md).
@@ -670,10 +667,11 @@ end
 -- A batch of postings to add, relative to the index epoch: the page ids,
 -- in increasing order (their binary postings in bin), the distinct terms in
 -- first-seen order, and for each term the last page position holding it
--- (last) and, for a term held by several pages, all their positions (more).
-local function new_batch(epoch)
+-- (last) and, for a term held by several pages, its postings (more): joined
+-- as they come when the batch has few pages, else a list of positions.
+local function new_batch(epoch, few)
   return {epoch = epoch, n = 0, ms = {}, seq = {}, bin = {}, terms = {}, last = {},
-    more = {}}
+    more = {}, few = few}
 end
 
 -- Starts the terms of the next page, named by its newest id (ms, seq);
@@ -697,7 +695,9 @@ local function batch_term(batch, term, n)
     return
   end
   local more = batch.more[term]
-  if more then
+  if batch.few then
+    batch.more[term] = (more or batch.bin[seen]) .. batch.bin[n]
+  elseif more then
     more[#more + 1] = n
   else
     batch.more[term] = {seen, n}
@@ -708,6 +708,7 @@ end
 local function batch_binary(batch, term)
   local more, bin = batch.more[term], batch.bin
   if not more then return bin[batch.last[term]] end
+  if type(more) == 'string' then return more end
   local parts = {}
   for i = 1, #more do parts[i] = bin[more[i]] end
   return table.concat(parts)
@@ -726,8 +727,12 @@ local function add_postings(index_key, batch)
     for i = first, stop do
       local term = terms[i]
       local head = heads[i - first + 1] or '\1\1'
-      local postings
-      if more[term] then postings = batch_binary(batch, term) else postings = bin[last[term]] end
+      local postings = more[term]
+      if not postings then
+        postings = bin[last[term]]
+      elseif type(postings) ~= 'string' then
+        postings = batch_binary(batch, term)
+      end
       if #head + #postings <= BLOCK_BYTES then
         writes[count + 1] = term
         writes[count + 2] = head .. postings
@@ -846,7 +851,10 @@ end
 local function fold_records(index_key, records)
   if #records == 0 then return end
   local gmatch, sub, find = string.gmatch, string.sub, string.find
-  local batch = new_batch(index_epoch(index_key, record_id(records[1])))
+  -- A term's postings over a few pages are joined as they come; over many
+  -- (a bulk append), listed and joined once.
+  local few = #records <= 4 * PAGE_MESSAGES
+  local batch = new_batch(index_epoch(index_key, record_id(records[1])), few)
   local n
   for r, record in ipairs(records) do
     local cut = find(record, '\0', 1, true)
@@ -860,7 +868,7 @@ local function fold_records(index_key, records)
       pattern, from = '%w+', stop + 1
     end
     -- batch_term, inlined: this loop runs once per word of every message.
-    local last, more, terms = batch.last, batch.more, batch.terms
+    local last, more, terms, bin = batch.last, batch.more, batch.terms, batch.bin
     local count = #terms
     for term in gmatch(sub(record, from), pattern) do
       if #term > MAX_TOKEN_BYTES then term = sub(term, 1, MAX_TOKEN_BYTES) end
@@ -872,7 +880,9 @@ local function fold_records(index_key, records)
           terms[count] = term
         else
           local list = more[term]
-          if list then
+          if few then
+            more[term] = (list or bin[seen]) .. bin[n]
+          elseif list then
             list[#list + 1] = n
           else
             more[term] = {seen, n}
