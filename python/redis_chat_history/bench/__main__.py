@@ -105,7 +105,7 @@ def compare_command(
         processes=processes or (4 if full else 2),
         load_sessions=sessions,
         load_seconds=load_seconds or (3.0 if full else 1.0),
-        window=300 if full else 150,
+        window=384 if full else 192,
     )
     run_comparison(url, settings, out, chart=not no_chart, load=not no_load, echo=click.echo)
 

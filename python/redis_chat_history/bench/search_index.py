@@ -46,7 +46,7 @@ class SearchSettings:
     messages: int = 10000
     window_sizes: tuple[int, ...] = (1000, 10000)
     calls: int = 20
-    window: int = 320  # a multiple of the library's 32-append fold
+    window: int = 320  # a multiple of the library's 64-append fold
     ttl: int = 3600
 
 
@@ -136,7 +136,7 @@ def append_windows(
     order), so that a shared machine's drift weighs on all sizes and both sessions alike. A
     session's figure is its median round's mean; a size's ratio is the median of the ratios
     of its two sessions' rounds, run side by side. A round holds a whole number of the
-    library's periodic folds of pending postings (every 32 appends).
+    library's periodic folds of pending postings (every 64 appends).
     """
     for pair in pairs.values():
         for session in pair.values():

@@ -46,7 +46,7 @@ class Settings:
     read_sizes: tuple[int, ...] = (100, 1000, 10000)
     latest_size: int = 100000
     latest_count: int = 20
-    window: int = 150
+    window: int = 192  # a multiple of the library's 64-append fold
     ttl: int = 3600
     processes: int = 2
     load_sessions: int = 1000
@@ -223,7 +223,7 @@ def append_cost_by_size(bench: Bench, store: Store) -> Row:
     After an unmeasured round, ``WINDOW_ROUNDS`` rounds; in each, ``window`` appends at
     every size in turn (so drift of a shared machine spreads over the sizes alike). The
     figure for a size is the median of its rounds' means. A round is long enough to hold
-    the library's periodic work (it folds pending index postings every 32
+    the library's periodic work (it folds pending index postings every 64
     appends), so the figure is the amortized cost.
     """
     settings = bench.settings
