@@ -29,6 +29,8 @@ or does not match. Fields:
                     newest messages, not yet in the fields below; every
                     PENDING_RECORDS of them are folded in, in one pass
   "\0n"             the pending records' count and first stream id
+  "\0f"             the "\0b" total at the last fold (long messages fold
+                    before PENDING_RECORDS of them are pending)
   "\0s"             the sweep's HSCAN cursor, while a sweep is under way:
                     once messages of folded pages are dropped, each fold
                     looks at SWEEP_FIELDS fields and deletes the blocks and
@@ -64,8 +66,10 @@ local META_BYTES = '\0b'
 local META_EPOCH = '\0e'
 local META_SWEEP = '\0s'          -- where the sweep of dead postings goes on (HSCAN cursor)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
+local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fold
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 64         -- pending records this many are folded into the index
+local PENDING_BYTES = 32768        -- ... or fewer, once their messages' JSON is this long
 local PAGE_MESSAGES = 32           -- messages per page: a posting names a page, not a message
 local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one step per fold)
 local TYPE_TOKEN = '\1'
@@ -951,22 +955,26 @@ end
 -- stream left behind) and is indexed unless noindex; one with messages
 -- keeps its state. An index of library 1.1 is rebuilt first, once.
 local function prepare_write(keys, noindex)
-  local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false}
+  local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false,
+    folded = 0}
   if redis.call('XLEN', keys[1]) == 0 then
     redis.call('DEL', keys[2])
     if not noindex then redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT) end
     state.indexed = not noindex
     return state
   end
-  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP)
+  local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
+    META_FOLDED)
   state.indexed = meta[1] ~= false
   if state.indexed and meta[1] ~= INDEX_FORMAT then
     state.total = rebuild_index(keys)
+    state.folded = state.total
     return state
   end
   state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)
   state.count, state.first = parse_records_meta(meta[3] or nil)
   state.sweep = meta[4] or nil
+  state.folded = tonumber(meta[5] or nil) or 0
   return state
 end
 
@@ -1054,7 +1062,9 @@ local function sweep_step(keys, cursor)
 end
 
 -- After a write: saves the byte total and the pending records, folding
--- them into the index once there are PENDING_RECORDS, and goes on with the
+-- them into the index once there are PENDING_RECORDS, or once the messages
+-- written since the last fold hold PENDING_BYTES of JSON (long messages
+-- fold sooner, so a fold's pause stays short), and goes on with the
 -- sweep (one step per fold) once messages of folded pages have been dropped.
 local function finish_write(keys, state)
   local writes = {META_BYTES, state.total}
@@ -1066,7 +1076,8 @@ local function finish_write(keys, state)
       if not state.removed[record.k] then fresh[#fresh + 1] = record end
     end
     local old = state.count - #state.fresh
-    if state.count >= PENDING_RECORDS then
+    if state.count >= PENDING_RECORDS
+        or (state.count > 0 and state.total - state.folded >= PENDING_BYTES) then
       local fields, values = read_records(keys[2], old)
       local texts = {}
       for k = 1, old do
@@ -1076,6 +1087,8 @@ local function finish_write(keys, state)
       fold_records(keys[2], texts)
       if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
       redis.call('HDEL', keys[2], META_RECORDS)
+      writes[#writes + 1] = META_FOLDED
+      writes[#writes + 1] = state.total
       if sweep then sweep = sweep_step(keys, sweep) end
     else
       local gone = {}

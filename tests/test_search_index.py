@@ -30,6 +30,7 @@ def stored(text: Any, message_type: str = "human", message_id: str | None = None
 
 SMALL_SIZES = {
     "PENDING_RECORDS": 3,
+    "PENDING_BYTES": 400,
     "PAGE_MESSAGES": 2,
     "BLOCK_BYTES": 6,
     "SWEEP_FIELDS": 3,
@@ -292,6 +293,22 @@ def test_a_long_session_folds_pages_and_rolls_blocks(loaded: redis.Redis) -> Non
     for query in ["common", "rare5", "rare120", "rare260", "w4 common", "rare2998"]:
         pair.check(query, limit=1000, before_position=1500)
         pair.check(query, mode="any", limit=1000)
+
+
+def test_long_messages_fold_before_the_record_count_is_reached(loaded: redis.Redis) -> None:
+    """With the shipped sizes: messages of a few KB each are folded once their JSON passes
+    the byte threshold, long before 64 of them are pending, so a fold's work stays small."""
+    pair = Pair(loaded, "long-messages")
+    for i in range(24):
+        words = " ".join(f"w{(i * 7 + k) % 500} topic{i}" for k in range(300))
+        pair.append([stored(f"{words} common", TYPES[i % 4])])
+    meta = loaded.hmget(pair.indexed.keys[1], ["\0n", "\0f", "\0e"])
+    pending = int(meta[0].split()[0]) if meta[0] else 0
+    assert meta[1] is not None and meta[2] is not None  # folded, and the fold recorded
+    assert pending < 24
+    for query in ["common", "topic3", "topic23", "w17 topic5", "missing"]:
+        pair.check(query, limit=30)
+        pair.check(query, mode="any", limit=5)
 
 
 def test_the_sweep_deletes_the_postings_of_trimmed_pages(loaded: redis.Redis) -> None:
