@@ -933,7 +933,7 @@ local function index_entries(keys, entries)
       batch_term(batch, TYPE_TOKEN .. message.type, n)
     end
   end
-  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT)
+  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT, META_FOLDED, total)
   if batch then add_postings(keys[2], batch) end
   return total
 end
@@ -968,7 +968,7 @@ local function prepare_write(keys, noindex)
   state.indexed = meta[1] ~= false
   if state.indexed and meta[1] ~= INDEX_FORMAT then
     state.total = rebuild_index(keys)
-    state.folded = state.total
+    state.folded = state.total  -- as index_entries recorded it
     return state
   end
   state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)

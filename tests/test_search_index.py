@@ -371,6 +371,8 @@ def test_a_lost_index_falls_back_to_a_scan_and_reindex_restores_it(raw: RawSessi
     assert len(raw.call("search", "alpha", read_only=True)) == 4  # scanned
     assert raw.call("reindex") == 3
     assert raw.client.hexists(raw.keys[1], "\0v")
+    # the rebuild counts as a fold: nothing is pending, so the next write does not fold
+    assert raw.client.hget(raw.keys[1], "\0f") == raw.client.hget(raw.keys[1], "\0b")
     assert len(raw.call("search", "alpha", read_only=True)) == 4  # indexed
 
 
