@@ -708,13 +708,11 @@ local function batch_term(batch, term, n)
   end
 end
 
--- A term's postings in the batch.
-local function batch_binary(batch, term)
-  local more, bin = batch.more[term], batch.bin
-  if not more then return bin[batch.last[term]] end
-  if type(more) == 'string' then return more end
-  local parts = {}
-  for i = 1, #more do parts[i] = bin[more[i]] end
+-- The postings of the pages at the positions listed (a term's list of
+-- many pages, in a batch that is not few).
+local function joined_postings(batch, positions)
+  local parts, bin = {}, batch.bin
+  for i = 1, #positions do parts[i] = bin[positions[i]] end
   return table.concat(parts)
 end
 
@@ -735,7 +733,7 @@ local function add_postings(index_key, batch)
       if not postings then
         postings = bin[last[term]]
       elseif type(postings) ~= 'string' then
-        postings = batch_binary(batch, term)
+        postings = joined_postings(batch, postings)
       end
       if #head + #postings <= BLOCK_BYTES then
         writes[count + 1] = term
