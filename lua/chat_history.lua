@@ -74,12 +74,28 @@ local PAGE_MESSAGES = 32           -- messages per page: a posting names a page,
 local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one step per fold)
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
+-- Work budgets: what one call may do, whatever the session holds.
+local SEARCH_JUDGED = 128            -- messages a search call decodes and judges
+local SEARCH_ENTRIES = 1024          -- stream entries a search call reads
+local SEARCH_BYTES = 262144          -- JSON bytes a search call reads
+local SEARCH_POSTINGS = 8192         -- postings a search call walks
+local BUILD_STEP = 512               -- messages a reindex call indexes
+local WRITE_BUILD_STEP = 64          -- messages a write indexes while a rebuild is under way
+local TRIM_STEP = 256                -- oldest messages a write removes for MAXLEN / MAXBYTES
+local GARBAGE_KB = 4096              -- Lua heap after which a call ends with a collection
+local COUNT_WORK = false             -- tests: search replies start with its work counts
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
 local SUFFIXES = {':m', ':x', ':i'}
 local KEY_TYPES = {'stream', 'hash', 'hash'}
 
 local function fail(code, text)
   return redis.error_reply('ERR CHATHIST_' .. code .. ' ' .. text)
+end
+
+-- Frees the garbage of a call that made much of it: the Lua heap is memory
+-- that maxmemory does not see.
+local function collect_garbage()
+  if collectgarbage('count') > GARBAGE_KB then collectgarbage('collect') end
 end
 
 -- Checks that keys are exactly the three keys of one session, each absent or
@@ -1533,18 +1549,35 @@ local function may_match(json, query)
   return found > 0 or #plain < #query.terms
 end
 
+------------------------------------------------------------------------------
+-- Bounded search: the work meter, the hits, the cursor to continue from.
+------------------------------------------------------------------------------
+
+-- What one search call has read and judged so far. A call checks its budget
+-- between candidates and, once any count is spent, stops and replies where
+-- to continue (a page may take it PAGE_MESSAGES entries past the budget).
+local work = {judged = 0, entries = 0, bytes = 0, postings = 0}
+
+local function reset_work()
+  work.judged, work.entries, work.bytes, work.postings = 0, 0, 0, 0
+end
+
+local function over_budget()
+  return work.judged >= SEARCH_JUDGED or work.entries >= SEARCH_ENTRIES
+    or work.bytes >= SEARCH_BYTES or work.postings >= SEARCH_POSTINGS
+end
+
 -- How a stored JSON matches the query (see judge); 0, false for a JSON
--- that does not decode or cannot match.
+-- that does not decode or cannot match. Counts the entry as read, and as
+-- judged once it passes the quick test.
 local function judge_json(json, query)
+  work.entries = work.entries + 1
+  work.bytes = work.bytes + #json
   if not may_match(json, query) then return 0, false end
+  work.judged = work.judged + 1
   local message = decode_stored(json)
   if not message then return 0, false end
   return judge(message, query)
-end
-
--- True if a stored entry holds every term and phrase of the query.
-local function matches_all(entry, query)
-  return select(2, judge_json(entry[2][2], query))
 end
 
 -- The entry {id, {field, json}} stored under an id, or nil if it is gone.
@@ -1558,36 +1591,138 @@ local function by_rank(a, b)
   return id_after(a.ms, a.seq, b.ms, b.seq)
 end
 
--- Search without an index: a scan of the session, newest first, a page at
--- a time so that ALL mode stops at its limit.
-local SCAN_PAGE = 256
+-- The bound below which hits are searched: just before query.before, or everything.
+local function before_id(ms, seq)
+  if seq > 0 then return ms, seq - 1 end
+  return ms - 1, math.huge
+end
+
+local function search_start(query)
+  if not query.before then return math.huge, math.huge end
+  local ms, seq = string.match(query.before, '^(%d+)%-?(%d*)$')
+  if seq == '' then return tonumber(ms) - 1, math.huge end
+  return before_id(tonumber(ms), tonumber(seq))
+end
+
+-- The hits of one call. Candidates come newest first, so in ALL mode the
+-- first LIMIT matches are the answer; in ANY mode an older candidate can
+-- only displace one of the LIMIT best with a higher score, which gives the
+-- floor below which candidates are skipped (query.minscore, the caller's
+-- floor from earlier calls, at least).
+local function new_hits(query)
+  local start_ms, start_seq = search_start(query)
+  return {query = query, list = {}, floor = query.minscore, seen = {}, oldest_ms = nil,
+    oldest_seq = nil, done = false, steps = 0, start_ms = start_ms, start_seq = start_seq}
+end
+
+-- Keeps the ANY-mode list to its LIMIT best and raises the floor.
+local function cut_hits(hits)
+  local list, limit = hits.list, hits.query.limit
+  table.sort(list, by_rank)
+  for i = #list, limit + 1, -1 do list[i] = nil end
+  if #list >= limit then
+    hits.floor = math.max(hits.floor, list[limit].score + 1)
+    if hits.floor > #hits.query.terms then hits.done = true end
+  end
+end
+
+-- Judges a stored entry (once per call) and keeps it if it is a hit.
+local function consider(hits, entry)
+  if not entry or hits.done then return end
+  local id = entry[1]
+  if hits.seen[id] then return end
+  hits.seen[id] = true
+  local ms, seq = parse_full_id(id)
+  if not hits.oldest_ms or id_after(hits.oldest_ms, hits.oldest_seq, ms, seq) then
+    hits.oldest_ms, hits.oldest_seq = ms, seq
+  end
+  local query = hits.query
+  local score, all = judge_json(entry[2][2], query)
+  if query.any then
+    if score >= hits.floor then
+      hits.list[#hits.list + 1] = {entry = entry, score = score, ms = ms, seq = seq}
+      if #hits.list >= 2 * query.limit then cut_hits(hits) end
+    end
+  elseif all then
+    hits.list[#hits.list + 1] = {entry = entry, score = score}
+    if #hits.list >= query.limit then hits.done = true end
+  end
+end
+
+-- Where a call that stops before the candidate page (ms, seq) would continue
+-- from, as a BEFORE bound, or nil while it must go on. Every message at or
+-- after the bound was judged or lies in a page that cannot match; entries
+-- already read below the candidate (a page whose messages were deleted reads
+-- into the next older one) are not read again. A call stops only once its
+-- budget is spent, it has taken a step, and the bound is below its own
+-- BEFORE (pages named after BEFORE may hold older messages), so every call
+-- makes progress.
+local function stop_before(hits, ms, seq)
+  if hits.steps == 0 or not over_budget() then return nil end
+  local next_ms, next_seq = ms, seq + 1
+  if hits.oldest_ms and not id_after(hits.oldest_ms, hits.oldest_seq, ms, seq) then
+    next_ms, next_seq = hits.oldest_ms, hits.oldest_seq
+  end
+  local start_ms, start_seq = hits.start_ms, hits.start_seq
+  if id_after(next_ms, next_seq, start_ms, start_seq) then return nil end
+  return format_id(next_ms, next_seq)
+end
+
+-- The reply: with PAGED, {next, id, json, score, ...} ("" for next once the
+-- search is complete); without, the 1.2 form {id, json, ...}, which needs
+-- the search to have finished in this call.
+local function search_reply(hits, next_before)
+  local query, list = hits.query, hits.list
+  if query.any then cut_hits(hits) end
+  local out = {}
+  if query.paged then out[1] = next_before or '' end
+  local n = #list
+  for i = 1, n do
+    local hit = query.any and list[i] or list[n + 1 - i]  -- ALL: oldest first
+    out[#out + 1] = hit.entry[1]
+    out[#out + 1] = hit.entry[2][2]
+    if query.paged then out[#out + 1] = hit.score end
+  end
+  if next_before and not query.paged then
+    return fail('BUDGET', 'this search needs more than one call: pass PAGED and continue '
+      .. 'with BEFORE set to the reply\'s first element')
+  end
+  if COUNT_WORK then
+    table.insert(out, 1, string.format('%d %d %d %d', work.judged, work.entries, work.bytes,
+      work.postings))
+  end
+  return out
+end
+
+-- Search without an index: a scan of the session, newest first, SCAN_PAGE
+-- entries at a time, until the hits are complete or the budget is spent.
+local SCAN_PAGE = 64
 
 local function scan_search(keys, query)
+  local hits = new_hits(query)
   local high = query.before and exclusive_before(query.before) or '+'
-  local hits = {}
-  while query.any or #hits < query.limit do
-    local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', SCAN_PAGE)
-    for _, entry in ipairs(entries) do
-      local score, all = judge_json(entry[2][2], query)
-      if query.any and score > 0 then
-        local ms, seq = parse_full_id(entry[1])
-        hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
-      elseif all and not query.any and #hits < query.limit then
-        hits[#hits + 1] = entry
-      end
+  while not hits.done do
+    if hits.steps > 0 and over_budget() then
+      return search_reply(hits, format_id(hits.oldest_ms, hits.oldest_seq))
     end
+    hits.steps = hits.steps + 1
+    local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', SCAN_PAGE)
+    for _, entry in ipairs(entries) do consider(hits, entry) end
     if #entries < SCAN_PAGE then break end
     high = '(' .. entries[#entries][1]
   end
-  if not query.any then return flatten(hits, true) end
-  table.sort(hits, by_rank)
-  local out = {}
-  for i = 1, math.min(query.limit, #hits) do out[i] = hits[i].entry end
-  return flatten(out, false)
+  return search_reply(hits, nil)
 end
 
--- A cursor walks one term's postings from newest to oldest, loading one
--- block at a time and skipping whole blocks by their first posting.
+------------------------------------------------------------------------------
+-- Index cursors: one term's postings, newest to oldest.
+------------------------------------------------------------------------------
+
+-- A cursor walks one term's postings from newest to oldest, one block at a
+-- time; it jumps to an older block by a binary search on the blocks' first
+-- postings, so a seek reads O(log blocks) fields, however far it goes.
+local BLOCK_COST = 16  -- postings a block read counts for
+
 local function open_cursor(index_key, epoch, term, head)
   local first_block, next_block, pos = parse_head(head)
   return {key = index_key, epoch = epoch, term = term, first = first_block, k = next_block,
@@ -1595,17 +1730,33 @@ local function open_cursor(index_key, epoch, term, head)
     size = (next_block - first_block) * BLOCK_BYTES + #head}
 end
 
--- Moves to the next older block; false when there is none.
-local function cursor_older(c)
+local function read_block(c, k)
+  work.postings = work.postings + BLOCK_COST
+  return redis.call('HGET', c.key, block_field(c.term, k))
+end
+
+-- Moves to the newest block older than the current one whose first posting
+-- is at or before (ms, seq); the cursor ends when there is none. Blocks the
+-- sweep deleted are the oldest, so a missing block means "look newer".
+local function cursor_jump(c, ms, seq)
   c.ms = nil
-  while c.k > c.first do
-    c.k = c.k - 1
-    c.body = redis.call('HGET', c.key, block_field(c.term, c.k))
-    c.pos = 1
-    if c.body then return true end
+  local low, high, best, body = c.first, c.k - 1, nil, nil
+  while low <= high do
+    local mid = math.floor((low + high) / 2)
+    local value = read_block(c, mid)
+    if value then
+      local first_ms, first_seq = read_posting(c.epoch, value, 1)
+      if id_after(first_ms, first_seq, ms, seq) then
+        high = mid - 1
+      else
+        best, body, low = mid, value, mid + 1
+      end
+    else
+      low = mid + 1
+    end
   end
-  c.body = nil
-  return false
+  c.body, c.pos = body, 1
+  if best then c.k = best else c.k = c.first end
 end
 
 -- Moves the cursor to the newest posting at or before (ms, seq) (math.huge
@@ -1614,38 +1765,29 @@ local function cursor_seek(c, ms, seq)
   while c.body do
     if not c.ms then
       if c.pos > #c.body then
-        cursor_older(c)
+        cursor_jump(c, ms, seq)
       else
         local base_ms, base_seq = read_posting(c.epoch, c.body, c.pos)
         if id_after(base_ms, base_seq, ms, seq) then
-          cursor_older(c)
+          cursor_jump(c, ms, seq)
         else
           c.ms, c.seq = decode_block(c.epoch, c.body, c.pos)
           c.i = #c.ms
+          work.postings = work.postings + c.i
         end
       end
     else
       while c.i > 0 and id_after(c.ms[c.i], c.seq[c.i], ms, seq) do c.i = c.i - 1 end
       if c.i > 0 then return c.ms[c.i], c.seq[c.i] end
-      cursor_older(c)
+      cursor_jump(c, ms, seq)
     end
   end
   return nil
 end
 
--- The greatest id before (ms, seq).
-local function before_id(ms, seq)
-  if seq > 0 then return ms, seq - 1 end
-  return ms - 1, math.huge
-end
-
--- The bound below which hits are searched: just before query.before, or everything.
-local function search_start(query)
-  if not query.before then return math.huge, math.huge end
-  local ms, seq = string.match(query.before, '^(%d+)%-?(%d*)$')
-  if seq == '' then return tonumber(ms) - 1, math.huge end
-  return before_id(tonumber(ms), tonumber(seq))
-end
+------------------------------------------------------------------------------
+-- Indexed search.
+------------------------------------------------------------------------------
 
 -- True if a pending record holds the term. A term of MAX_TOKEN_BYTES may
 -- be the cut form of a longer word there, so it matches as a prefix.
@@ -1693,134 +1835,117 @@ local function page_bound(keys, query)
   return parse_full_id(after[#after][1])
 end
 
--- The entries of the page named (ms, seq) that are older than the query's
--- bound, newest first: its messages are at most PAGE_MESSAGES ending at its
--- id (after deletes, older pages' entries come along; callers judge them
--- all and skip those seen).
-local function page_entries(keys, query, ms, seq)
+-- Judges the messages of the page named (ms, seq) that are older than the
+-- query's bound: at most PAGE_MESSAGES ending at its id (after deletes,
+-- older pages' entries come along; they are judged once).
+local function judge_page(keys, hits, ms, seq)
+  local query = hits.query
   local high = format_id(ms, seq)
   if query.before then
     local start_ms, start_seq = search_start(query)
     if id_after(ms, seq, start_ms, start_seq) then high = exclusive_before(query.before) end
   end
-  return redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', PAGE_MESSAGES)
+  for _, entry in ipairs(redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', PAGE_MESSAGES)) do
+    consider(hits, entry)
+  end
 end
 
--- ALL mode: the pending records newest first, then the index, walking the
--- rarest term's pages newest first, keeping the pages every other term
--- also names and judging their messages.
-local function index_search_all(keys, query, fields, records, cursors)
-  local hits, seen = {}, {}
-  local start_ms, start_seq = search_start(query)
-  local function consider(entry)
-    if entry and not seen[entry[1]] and #hits < query.limit then
-      seen[entry[1]] = true
-      if matches_all(entry, query) then hits[#hits + 1] = entry end
-    end
-  end
+-- The pending records (the newest messages, not yet folded) are judged
+-- first, newest first: in ALL mode those holding every field, in ANY mode
+-- those holding at least the floor's count of terms.
+local function judge_records(keys, hits, fields, records)
+  local query = hits.query
+  local start_ms, start_seq = hits.start_ms, hits.start_seq
   for r = #records, 1, -1 do
-    if #hits >= query.limit then break end
+    if hits.done then return end
     local record = records[r]
     if not id_after(record.ms, record.seq, start_ms, start_seq) then
-      local all = true
+      local count = 0
       for _, field in ipairs(fields) do
-        if not record_holds(record, field) then all = false break end
+        if record_holds(record, field) then
+          count = count + 1
+        elseif not query.any then
+          break
+        end
       end
-      if all then consider(entry_at(keys, record.id)) end
+      if count == #fields or (query.any and count >= hits.floor) then
+        consider(hits, entry_at(keys, record.id))
+      end
     end
   end
-  local bound_ms, bound_seq = page_bound(keys, query)
-  if not cursors or not bound_ms then return flatten(hits, true) end
+end
+
+-- ALL mode: the rarest term's pages newest first, keeping those every other
+-- term also names and judging their messages.
+local function index_search_all(keys, hits, cursors)
+  local bound_ms, bound_seq = page_bound(keys, hits.query)
+  if not bound_ms then return search_reply(hits, nil) end
   table.sort(cursors, function(a, b) return a.size < b.size end)
   local driver = cursors[1]
   local ms, seq = cursor_seek(driver, bound_ms, bound_seq)
-  while ms and #hits < query.limit do
+  while ms and not hits.done do
+    local stop = stop_before(hits, ms, seq)
+    if stop then return search_reply(hits, stop) end
+    hits.steps = hits.steps + 1
     local all = true
     for j = 2, #cursors do
       local other_ms, other_seq = cursor_seek(cursors[j], ms, seq)
-      if other_ms ~= ms or other_seq ~= seq then all = false break end
+      if not other_ms then return search_reply(hits, nil) end
+      if other_ms ~= ms or other_seq ~= seq then
+        -- Older: no page between it and this one holds both terms.
+        all, ms, seq = false, other_ms, other_seq
+        break
+      end
     end
     if all then
-      for _, entry in ipairs(page_entries(keys, query, ms, seq)) do consider(entry) end
+      judge_page(keys, hits, ms, seq)
+      ms, seq = cursor_seek(driver, before_id(ms, seq))
+    else
+      ms, seq = cursor_seek(driver, ms, seq)
     end
-    ms, seq = cursor_seek(driver, before_id(ms, seq))
   end
-  return flatten(hits, true)
+  return search_reply(hits, nil)
 end
 
--- ANY mode: candidates are the pending records holding a query term (with
--- their exact counts) and the pages some term names (with the number of
--- terms naming them, the most any of their messages can match). Best
--- candidates first, their messages are judged until the LIMIT best hits
--- rank above every candidate left.
-local function index_search_any(keys, query, records, cursors)
-  local candidates = {}
-  local start_ms, start_seq = search_start(query)
-  for _, record in ipairs(records) do
-    if not id_after(record.ms, record.seq, start_ms, start_seq) then
-      local score = 0
-      for _, term in ipairs(query.terms) do
-        if record_holds(record, term) then score = score + 1 end
-      end
-      if score > 0 then
-        candidates[#candidates + 1] = {id = record.id, ms = record.ms, seq = record.seq,
-          score = score}
+-- ANY mode: the pages some term names, newest first (a merge of the terms'
+-- cursors), each judged when the number of terms naming it, the most any of
+-- its messages can match, reaches the floor.
+local function index_search_any(keys, hits, cursors)
+  local bound_ms, bound_seq = page_bound(keys, hits.query)
+  if not bound_ms then return search_reply(hits, nil) end
+  local at_ms, at_seq = {}, {}
+  for i, c in ipairs(cursors) do at_ms[i], at_seq[i] = cursor_seek(c, bound_ms, bound_seq) end
+  while not hits.done do
+    local ms, seq
+    for i = 1, #cursors do
+      if at_ms[i] and (not ms or id_after(at_ms[i], at_seq[i], ms, seq)) then
+        ms, seq = at_ms[i], at_seq[i]
       end
     end
+    if not ms then break end
+    local stop = stop_before(hits, ms, seq)
+    if stop then return search_reply(hits, stop) end
+    hits.steps = hits.steps + 1
+    local naming = 0
+    local older_ms, older_seq = before_id(ms, seq)
+    for i, c in ipairs(cursors) do
+      if at_ms[i] == ms and at_seq[i] == seq then
+        naming = naming + 1
+        at_ms[i], at_seq[i] = cursor_seek(c, older_ms, older_seq)
+      end
+    end
+    if naming >= hits.floor then judge_page(keys, hits, ms, seq) end
   end
-  local bound_ms, bound_seq = page_bound(keys, query)
-  local pages = {}
-  for _, c in ipairs(bound_ms and cursors or {}) do
-    local ms, seq = cursor_seek(c, bound_ms, bound_seq)
-    while ms do
-      local at_ms = pages[ms] or {}
-      pages[ms] = at_ms
-      local page = at_ms[seq]
-      if not page then
-        page = {ms = ms, seq = seq, score = 0}
-        at_ms[seq] = page
-        candidates[#candidates + 1] = page
-      end
-      page.score = page.score + 1
-      ms, seq = cursor_seek(c, before_id(ms, seq))
-    end
-  end
-  table.sort(candidates, by_rank)
-  local hits, seen = {}, {}
-  for _, candidate in ipairs(candidates) do
-    if #hits >= query.limit then
-      table.sort(hits, by_rank)
-      if not by_rank(candidate, hits[query.limit]) then break end
-    end
-    local entries
-    if candidate.id then
-      entries = {entry_at(keys, candidate.id)}
-    else
-      entries = page_entries(keys, query, candidate.ms, candidate.seq)
-    end
-    for _, entry in ipairs(entries) do
-      if not seen[entry[1]] then
-        seen[entry[1]] = true
-        local score = judge_json(entry[2][2], query)
-        if score > 0 then
-          local ms, seq = parse_full_id(entry[1])
-          hits[#hits + 1] = {entry = entry, score = score, ms = ms, seq = seq}
-        end
-      end
-    end
-  end
-  table.sort(hits, by_rank)
-  local out = {}
-  for i = 1, math.min(query.limit, #hits) do out[i] = hits[i].entry end
-  return flatten(out, false)
+  return search_reply(hits, nil)
 end
 
 local function index_search(keys, query)
+  local hits = new_hits(query)
   local fields = query_fields(query)
   local lookup = {META_RECORDS, META_EPOCH}
   for _, field in ipairs(fields) do lookup[#lookup + 1] = field end
   local values = hash_get_many(keys[2], lookup)
-  local records = stored_records(keys[2], values[META_RECORDS] or nil)
+  judge_records(keys, hits, fields, stored_records(keys[2], values[META_RECORDS] or nil))
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do
@@ -1828,27 +1953,32 @@ local function index_search(keys, query)
     if head then
       cursors[#cursors + 1] = open_cursor(keys[2], epoch, field, head)
     elseif not query.any then
-      -- A term no folded message holds: only pending records can match.
-      return index_search_all(keys, query, fields, records, nil)
+      -- A field no folded message holds: only pending records can match.
+      return search_reply(hits, nil)
     end
   end
-  if query.any then return index_search_any(keys, query, records, cursors) end
-  return index_search_all(keys, query, fields, records, cursors)
+  if hits.done or #cursors == 0 then return search_reply(hits, nil) end
+  if query.any then return index_search_any(keys, hits, cursors) end
+  return index_search_all(keys, hits, cursors)
 end
 
 --[[
 chathist_search: find messages by their words (read-only).
   KEYS: the session's 3 keys.
-  ARGV: query [LIMIT n] [MODE ALL|ANY] [TYPE type] [BEFORE id]
+  ARGV: query [LIMIT n] [MODE ALL|ANY] [TYPE type] [BEFORE id] [MINSCORE n] [PAGED]
     query: tokens (see docs/PROTOCOL.md); "quoted words" must appear as a
     phrase; a run of CJK characters is a phrase too.
     MODE ALL (default): messages holding every token and phrase; the LIMIT
     most recent, oldest first.
     MODE ANY: messages holding any token, best first: most tokens matched,
-    then most recent.
+    then most recent. MINSCORE n: only messages matching at least n tokens.
     TYPE: only messages of this type.  BEFORE id: only messages older than id.
     LIMIT defaults to 10, at most 1000.
-  Reply: flat array id1, json1, id2, json2, ...
+    A call does a bounded amount of work (SEARCH_* above). PAGED: the reply
+    starts with where to continue, "" once the search is complete.
+  Reply: flat array id1, json1, id2, json2, ...; with PAGED:
+    next, id1, json1, score1, id2, json2, score2, ...
+  A call without PAGED that cannot finish inside its budget replies BUDGET.
 ]]
 local function search(keys, args)
   local bad = check_keys(keys)
@@ -1858,10 +1988,12 @@ local function search(keys, args)
     return fail('BADARG', 'a query of at most ' .. MAX_QUERY_BYTES .. ' bytes is required')
   end
   local options, err = read_options(args, 2, {LIMIT = true, MODE = true, TYPE = true,
-    BEFORE = true})
+    BEFORE = true, MINSCORE = true}, nil, {PAGED = true})
   if not options then return err end
-  local limit
+  local limit, minscore
   limit, err = count_option(options, 'LIMIT', MAX_SEARCH_LIMIT, 0, DEFAULT_SEARCH_LIMIT)
+  if err then return err end
+  minscore, err = count_option(options, 'MINSCORE', MAX_QUERY_TOKENS + 1, 1, 1)
   if err then return err end
   local mode = options.MODE and string.upper(options.MODE) or 'ALL'
   if mode ~= 'ALL' and mode ~= 'ANY' then return fail('BADARG', 'MODE must be ALL or ANY') end
@@ -1875,12 +2007,22 @@ local function search(keys, args)
     return fail('BADARG', 'the query has ' .. #terms .. ' distinct tokens, over the limit of '
       .. MAX_QUERY_TOKENS)
   end
-  if #terms == 0 or limit == 0 then return {} end
+  local paged = options.PAGED == true
+  if #terms == 0 or limit == 0 or (mode == 'ANY' and minscore > #terms) then
+    return paged and {''} or {}
+  end
   local query = {terms = terms, plain = plain_terms(terms), phrases = phrases, limit = limit,
-    any = mode == 'ANY',
+    any = mode == 'ANY', minscore = mode == 'ANY' and minscore or 1, paged = paged,
     type = options.TYPE, before = options.BEFORE}
-  if is_indexed(keys) then return index_search(keys, query) end
-  return scan_search(keys, query)
+  reset_work()
+  local reply
+  if is_indexed(keys) then
+    reply = index_search(keys, query)
+  else
+    reply = scan_search(keys, query)
+  end
+  collect_garbage()
+  return reply
 end
 
 --[[

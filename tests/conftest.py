@@ -82,6 +82,59 @@ class RawSession:
         send = self.client.fcall_ro if read_only else self.client.fcall
         return send(f"chathist_{function}", len(self.keys), *self.keys, *args)
 
+    def search_paged(
+        self,
+        query: str,
+        *args: Any,
+        limit: int = 10,
+        mode: str = "all",
+        before: str | bytes | None = None,
+    ) -> PagedSearch:
+        """A search followed through its PAGED replies to the end, as a client does it:
+        ALL mode asks each next call for the hits still missing; ANY mode keeps the best
+        ``limit`` and tells the server the score an older hit must beat (MINSCORE)."""
+        result = PagedSearch()
+        hits: list[tuple[bytes, bytes, int]] = []
+        if isinstance(before, str):
+            before = before.encode()
+        while True:
+            call = [query, "MODE", mode, *args, "PAGED"]
+            if mode == "any":
+                floor = hits[limit - 1][2] + 1 if 0 < limit <= len(hits) else 1
+                call += ["LIMIT", limit, "MINSCORE", floor]
+            else:
+                call += ["LIMIT", limit - len(hits)]
+            if before is not None:
+                call += ["BEFORE", before]
+            reply = self.call("search", *call, read_only=True)
+            result.calls += 1
+            page = [(reply[i], reply[i + 1], int(reply[i + 2])) for i in range(1, len(reply), 3)]
+            if mode == "any":
+                merged = {hit[0]: hit for hit in [*hits, *page]}
+                hits = sorted(merged.values(), key=lambda hit: (-hit[2], *_id_key(hit[0], -1)))
+                hits = hits[:limit]
+            else:
+                hits = page + hits
+            if not reply[0]:
+                break
+            assert before is None or _id_key(reply[0]) < _id_key(before), "no progress"
+            before = reply[0]
+        result.hits = hits
+        return result
+
+
+def _id_key(stream_id: bytes, sign: int = 1) -> tuple[int, int]:
+    ms, _, seq = stream_id.decode().partition("-")
+    return sign * int(ms), sign * int(seq or 0)
+
+
+class PagedSearch:
+    """What a search followed to its end found: hits (id, json, score), and the calls it took."""
+
+    def __init__(self) -> None:
+        self.hits: list[tuple[bytes, bytes, int]] = []
+        self.calls = 0
+
 
 @pytest.fixture
 def raw(loaded: redis.Redis) -> RawSession:
