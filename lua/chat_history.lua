@@ -61,12 +61,16 @@ local MAX_TOKEN_BYTES = 64
 local BLOCK_BYTES = 160              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
 local INDEX_FORMAT = '2'          -- '1': exact postings (library 1.1), rebuilt on a write
+local NOINDEX_FORMAT = 'N'        -- the session keeps no index (NOINDEX)
+local BUILDING = 'B'              -- the index is being rebuilt, a step per call
 local META_INDEXED = '\0v'
 local META_BYTES = '\0b'
 local META_EPOCH = '\0e'
 local META_SWEEP = '\0s'          -- where the sweep of dead postings goes on (HSCAN cursor)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fold
+local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages indexed>"
+local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 64         -- pending records this many are folded into the index
 local PENDING_BYTES = 32768        -- ... or fewer, once their messages' JSON is this long
@@ -913,82 +917,96 @@ local function fold_records(index_key, records)
 end
 
 -- True if the session keeps an index of this library's format (one of
--- library 1.1 is searched by a scan until a write rebuilds it).
+-- library 1.1, or one being rebuilt, is searched by a scan).
 local function is_indexed(keys)
   return redis.call('HGET', keys[2], META_INDEXED) == INDEX_FORMAT
 end
 
--- Total bytes of the stored message JSON. A session written before this
--- counter existed is measured once.
-local function measure_bytes(keys)
-  local total = 0
-  for _, entry in ipairs(redis.call('XRANGE', keys[1], '-', '+')) do
-    total = total + #entry[2][2]
-  end
-  return total
+-- Starts a rebuild of the index: the index hash is dropped (UNLINK frees a
+-- large one off the main thread) and build steps index the messages, oldest
+-- first, a bounded number per call. total is the byte total of the stored
+-- JSON, or nil when it is unknown and is recounted by the same steps.
+local function start_build(keys, state, total)
+  redis.call('UNLINK', keys[2])
+  local writes = {META_INDEXED, BUILDING, META_CURSOR, '0-0 0'}
+  writes[5], writes[6] = total and META_BYTES or META_COUNTED, total or 0
+  redis.call('HSET', keys[2], unpack(writes))
+  state.indexed, state.building, state.counting = false, true, total == nil
+  state.cursor, state.built, state.total = '0-0', 0, total or 0
+  state.count, state.first, state.sweep, state.folded = 0, nil, nil, 0
 end
 
--- Builds the index of entries ({id, {field, json}} as XRANGE gives them,
--- all of a session's) into an empty index hash, PAGE_MESSAGES entries to a
--- page; returns the bytes of JSON they hold.
-local function index_entries(keys, entries)
-  local batch, total, n = nil, 0, nil
+-- One step of a rebuild: indexes up to n messages after the cursor (n a
+-- multiple of PAGE_MESSAGES, so pages line up across steps), and ends the
+-- rebuild once it reaches the newest message. Writes while a rebuild is
+-- under way keep no pending records: the steps index what they add.
+local function build_step(keys, state, n)
+  local entries = redis.call('XRANGE', keys[1], '(' .. state.cursor, '+', 'COUNT', n)
+  local batch, page, counted = nil, nil, 0
   for position, entry in ipairs(entries) do
     local json = entry[2][2]
-    total = total + #json
+    counted = counted + #json
     if (position - 1) % PAGE_MESSAGES == 0 then
       batch = batch or new_batch(index_epoch(keys[2], parse_full_id(entry[1])))
       local newest = entries[math.min(position + PAGE_MESSAGES - 1, #entries)]
-      n = batch_id(batch, parse_full_id(newest[1]))
+      page = batch_id(batch, parse_full_id(newest[1]))
     end
     local message = decode_stored(json)
     if message then
-      each_message_token(message, function(token) batch_term(batch, token, n) end)
-      batch_term(batch, TYPE_TOKEN .. message.type, n)
+      each_message_token(message, function(token) batch_term(batch, token, page) end)
+      batch_term(batch, TYPE_TOKEN .. message.type, page)
     end
   end
-  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT, META_FOLDED, total)
   if batch then add_postings(keys[2], batch) end
-  return total
+  state.built = state.built + #entries
+  if #entries > 0 then state.cursor = entries[#entries][1] end
+  if state.counting then state.total = state.total + counted end
+  if #entries == n then
+    redis.call('HSET', keys[2], META_CURSOR, state.cursor .. ' ' .. state.built)
+    return
+  end
+  redis.call('HDEL', keys[2], META_CURSOR, META_COUNTED)
+  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT, META_FOLDED, state.total)
+  state.building, state.counting, state.indexed = false, false, true
+  state.folded = state.total
 end
 
--- Rebuilds the session's index from all its messages (the index key gets
--- the session's TTL); returns the bytes of JSON they hold and their count.
-local function rebuild_index(keys)
-  local pttl = redis.call('PTTL', keys[1])
-  local entries = redis.call('XRANGE', keys[1], '-', '+')
-  redis.call('DEL', keys[2])
-  local total = index_entries(keys, entries)
-  if pttl > 0 then redis.call('PEXPIRE', keys[2], pttl) end
-  return total, #entries
-end
-
--- Before a write: the session's state: indexed, total bytes, the pending
--- records (count, first id, the fresh ones of this call) and the sweep
--- cursor. A session without messages starts over (clearing what an evicted
--- stream left behind) and is indexed unless noindex; one with messages
--- keeps its state. An index of library 1.1 is rebuilt first, once.
+-- Before a write: the session's state (see "Writer state" above). A session
+-- without messages starts over (clearing what an evicted stream left
+-- behind) and is indexed unless noindex; one with messages keeps its state.
+-- An index of library 1.1, or a lost index hash, starts a rebuild.
 local function prepare_write(keys, noindex)
   local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false,
-    folded = 0}
+    folded = 0, indexed = false, building = false, counting = false}
   if redis.call('XLEN', keys[1]) == 0 then
-    redis.call('DEL', keys[2])
-    if not noindex then redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT) end
+    redis.call('UNLINK', keys[2], keys[3])
+    redis.call('HSET', keys[2], META_INDEXED, noindex and NOINDEX_FORMAT or INDEX_FORMAT)
     state.indexed = not noindex
     return state
   end
   local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
-    META_FOLDED)
-  state.indexed = meta[1] ~= false
-  if state.indexed and meta[1] ~= INDEX_FORMAT then
-    state.total = rebuild_index(keys)
-    state.folded = state.total  -- as index_entries recorded it
-    return state
-  end
-  state.total = meta[2] and tonumber(meta[2]) or measure_bytes(keys)
-  state.count, state.first = parse_records_meta(meta[3] or nil)
+    META_FOLDED, META_CURSOR, META_COUNTED)
+  local format, total = meta[1], tonumber(meta[2] or nil)
   state.sweep = meta[4] or nil
-  state.folded = tonumber(meta[5] or nil) or 0
+  if format == INDEX_FORMAT and total then
+    state.indexed, state.total = true, total
+    state.count, state.first = parse_records_meta(meta[3] or nil)
+    state.folded = tonumber(meta[5] or nil) or 0
+  elseif format == NOINDEX_FORMAT and total then
+    state.total = total
+  elseif format == BUILDING and meta[6] then
+    local cursor, built = string.match(meta[6], '^(%S+) (%d+)$')
+    state.building, state.cursor, state.built = true, cursor, tonumber(built)
+    state.counting = meta[7] ~= false
+    state.total = tonumber(meta[7] or nil) or total or 0
+  elseif not format and total then
+    -- Written with NOINDEX by library 1.2 or older: the hash holds only "\0b".
+    redis.call('HSET', keys[2], META_INDEXED, NOINDEX_FORMAT)
+    state.total = total
+  else
+    -- An index of library 1.1, or an index hash lost (evicted) alone.
+    start_build(keys, state, format == '1' and total or nil)
+  end
   return state
 end
 
@@ -1081,9 +1099,9 @@ end
 -- fold sooner, so a fold's pause stays short), and goes on with the
 -- sweep (one step per fold) once messages of folded pages have been dropped.
 local function finish_write(keys, state)
-  local writes = {META_BYTES, state.total}
+  local writes = {state.counting and META_COUNTED or META_BYTES, state.total}
   local sweep = state.sweep
-  if state.indexed and state.dropped and not sweep then sweep = '0' end
+  if (state.indexed or state.building) and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
     local fresh = {}
     for _, record in ipairs(state.fresh) do
@@ -1134,60 +1152,60 @@ end
 -- of JSON they held. The caller removes the entries from the stream.
 local function forget_entries(keys, entries, state)
   local freed = 0
+  local cursor_ms, cursor_seq
+  if state.counting then cursor_ms, cursor_seq = parse_full_id(state.cursor) end
   for _, entry in ipairs(entries) do
     local json = entry[2][2]
-    freed = freed + #json
+    local ms, seq = parse_full_id(entry[1])
+    -- While bytes are recounted, only messages up to the cursor are counted.
+    if not state.counting or not id_after(ms, seq, cursor_ms, cursor_seq) then
+      freed = freed + #json
+    end
     local message = decode_stored(json)
     local id = message and client_id(message)
     if id and redis.call('HGET', keys[3], id) == entry[1] then
       redis.call('HDEL', keys[3], id)
     end
-    if state.indexed then
-      local ms, seq = parse_full_id(entry[1])
-      local k = find_record(keys, state, entry[1], ms, seq)
-      if k then
-        remove_record(state, k)
-      else
-        -- Its page's postings stay (search judges every page it reads)
-        -- until the sweep finds the whole page gone.
-        state.dropped = true
-      end
+    local k = state.indexed and find_record(keys, state, entry[1], ms, seq)
+    if k then
+      remove_record(state, k)
+    else
+      -- Its page's postings stay (search judges every page it reads)
+      -- until the sweep finds the whole page gone.
+      state.dropped = true
     end
   end
   return freed
 end
 
 -- Removes the oldest messages until at most max_count remain and their JSON
--- takes at most max_bytes (the newest message always stays). Dropping more
--- messages than are kept rebuilds the index from the kept ones, which frees
--- its memory at once instead of leaving that to the sweep.
+-- takes at most max_bytes (the newest message always stays), TRIM_STEP of
+-- them at most per call: a larger excess (a window just made smaller) goes
+-- with the next writes. While the byte total is being recounted, MAXBYTES
+-- waits for the count.
 local function trim(keys, state, max_count, max_bytes)
   local length = redis.call('XLEN', keys[1])
-  local drop = max_count and math.max(length - max_count, 0) or 0
-  if drop > 0 then
-    local entries = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', drop)
-    local rebuild = state.indexed and drop > length - drop
-    if rebuild then
-      state.indexed = false
-      state.total = state.total - forget_entries(keys, entries, state)
-      state.indexed = true
-    else
-      state.total = state.total - forget_entries(keys, entries, state)
-    end
-    redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - drop)
-    length = length - drop
-    if rebuild then
-      rebuild_index(keys)
-      state.count, state.first, state.fresh, state.where = 0, nil, {}, nil
-      state.removed, state.changed, state.sweep, state.dropped = {}, false, nil, false
-    end
+  local by_count = max_count and math.max(length - max_count, 0) or 0
+  local by_bytes = max_bytes and not state.counting
+  local room = math.min(TRIM_STEP, length - 1)
+  local entries, total, low = {}, state.total, '-'
+  local function wanted()
+    return #entries < room and (#entries < by_count or (by_bytes and total > max_bytes))
   end
-  while max_bytes and state.total > max_bytes and length > 1 do
-    local oldest = redis.call('XRANGE', keys[1], '-', '+', 'COUNT', 1)
-    state.total = state.total - forget_entries(keys, oldest, state)
-    length = length - 1
-    redis.call('XTRIM', keys[1], 'MAXLEN', '=', length)
+  while wanted() do
+    local want = math.min(room - #entries, math.max(by_count - #entries, 8))
+    local batch = redis.call('XRANGE', keys[1], low, '+', 'COUNT', want)
+    for _, entry in ipairs(batch) do
+      if not wanted() then break end
+      entries[#entries + 1] = entry
+      total = total - #entry[2][2]
+    end
+    if #batch < want then break end
+    low = '(' .. batch[#batch][1]
   end
+  if #entries == 0 then return end
+  state.total = state.total - forget_entries(keys, entries, state)
+  redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - #entries)
 end
 
 -- Stores decoded messages (with their JSON) under the explicit stream ids
@@ -1208,7 +1226,7 @@ local function store_messages(keys, jsons, messages, ids, state)
         seen[id] = stream_id
       end
       stream_ids[position] = stream_id
-      state.total = state.total + #json
+      if not state.counting then state.total = state.total + #json end
       if state.indexed then add_record(state, stream_id, messages[position]) end
     end
   end
@@ -1276,8 +1294,10 @@ local function append(keys, args)
   local state = prepare_write(keys, options.NOINDEX)
   local stream_ids = store_messages(keys, jsons, messages, nil, state)
   trim(keys, state, max_count, max_bytes)
+  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
   finish_write(keys, state)
   refresh_ttl(keys, ttl)
+  collect_garbage()
   return stream_ids
 end
 
@@ -1325,8 +1345,10 @@ local function import(keys, args)
 
   local state = prepare_write(keys, options.NOINDEX)
   local stream_ids = store_messages(keys, jsons, messages, ids, state)
+  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
   finish_write(keys, state)
   refresh_ttl(keys, ttl)
+  collect_garbage()
   return stream_ids
 end
 
@@ -1369,8 +1391,9 @@ local function delete(keys, args)
   state.total = state.total - forget_entries(keys, entries, state)
   for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
   if redis.call('XLEN', keys[1]) == 0 then
-    redis.call('DEL', keys[1], keys[2], keys[3])
+    redis.call('UNLINK', keys[1], keys[2], keys[3])
   else
+    if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
     finish_write(keys, state)
   end
   return #entries
@@ -2026,18 +2049,35 @@ local function search(keys, args)
 end
 
 --[[
-chathist_reindex: rebuild the session's index from its messages.
-  KEYS: the session's 3 keys.  ARGV: none.
-  Work is O(session) in one call. Reply: the number of messages indexed.
+chathist_reindex: rebuild the session's index from its messages, in steps.
+  KEYS: the session's 3 keys.  ARGV: [RESTART | CONTINUE]
+    none, RESTART: drop the index and start a rebuild; CONTINUE: go on with
+    the rebuild under way. Each call indexes at most BUILD_STEP messages;
+    writes go on with an unfinished rebuild too, and search scans until it
+    is done.
+  Reply: without arguments, the number of messages (1.1's reply); else
+    {messages indexed, messages, 1 when the index is complete else 0}.
 ]]
 local function reindex(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
-  if #args > 0 then return fail('BADARG', 'reindex takes no arguments') end
-  if redis.call('XLEN', keys[1]) == 0 then return 0 end
-  local total, count = rebuild_index(keys)
-  redis.call('HSET', keys[2], META_BYTES, total)
-  return count
+  local form = args[1] and string.upper(args[1])
+  if #args > 1 or (form and form ~= 'RESTART' and form ~= 'CONTINUE') then
+    return fail('BADARG', 'reindex takes no argument, RESTART or CONTINUE')
+  end
+  local length = redis.call('XLEN', keys[1])
+  if length == 0 then return form and {0, 0, 1} or 0 end
+  local state = prepare_write(keys)
+  if form ~= 'CONTINUE' and not (state.building and state.built == 0) then
+    start_build(keys, state, not state.counting and state.total or nil)
+  end
+  if state.building then build_step(keys, state, BUILD_STEP) end
+  finish_write(keys, state)
+  refresh_ttl(keys, 0)
+  collect_garbage()
+  if not form then return length end
+  local indexed = state.building and state.built or (state.indexed and length or 0)
+  return {indexed, length, state.building and 0 or 1}
 end
 
 --[[
@@ -2050,7 +2090,7 @@ local function clear(keys, args)
   if bad then return bad end
   if #args > 0 then return fail('BADARG', 'clear takes no arguments') end
   local count = redis.call('XLEN', keys[1])
-  redis.call('DEL', keys[1], keys[2], keys[3])
+  redis.call('UNLINK', keys[1], keys[2], keys[3])
   return count
 end
 
@@ -2112,14 +2152,15 @@ local function version(keys, args)
 end
 
 local READ_ONLY = {'no-writes'}
+local FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
 redis.register_function{function_name = 'chathist_append', callback = append}
 redis.register_function{function_name = 'chathist_import', callback = import}
-redis.register_function{function_name = 'chathist_delete', callback = delete}
+redis.register_function{function_name = 'chathist_delete', callback = delete, flags = FREES}
 redis.register_function{function_name = 'chathist_range', callback = range, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_search', callback = search, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_reindex', callback = reindex}
-redis.register_function{function_name = 'chathist_clear', callback = clear}
+redis.register_function{function_name = 'chathist_clear', callback = clear, flags = FREES}
 redis.register_function{function_name = 'chathist_len', callback = len, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_expire', callback = expire}
+redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
 redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}

@@ -474,16 +474,16 @@ def test_library_registers_the_documented_functions_with_read_only_flags(
         flags[text(fields["name"])] = {text(f) for f in fields["flags"]}
     assert flags == {
         "chathist_append": set(),
-        "chathist_clear": set(),
+        "chathist_clear": {"allow-oom"},
         "chathist_range": {"no-writes"},
         "chathist_search": {"no-writes"},
         "chathist_len": {"no-writes"},
         "chathist_version": {"no-writes"},
         "chathist_import": set(),
-        "chathist_delete": set(),
+        "chathist_delete": {"allow-oom"},
         "chathist_reindex": set(),
         "chathist_ttl": {"no-writes"},
-        "chathist_expire": set(),
+        "chathist_expire": {"allow-oom"},
     }
 
 
