@@ -79,11 +79,12 @@ local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one st
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 -- Work budgets: what one call may do, whatever the session holds.
-local SEARCH_JUDGED = 128            -- messages a search call decodes and judges
-local SEARCH_ENTRIES = 1024          -- stream entries a search call reads
+local SEARCH_JUDGED = 96             -- messages a search call decodes and judges
+local SEARCH_ENTRIES = 512           -- stream entries a search call reads
 local SEARCH_BYTES = 262144          -- JSON bytes a search call reads
 local SEARCH_POSTINGS = 8192         -- postings a search call walks
 local BUILD_STEP = 512               -- messages a reindex call indexes
+local BUILD_BYTES = 131072           -- ... or fewer, once their JSON is this long
 local WRITE_BUILD_STEP = 64          -- messages a write indexes while a rebuild is under way
 local TRIM_STEP = 256                -- oldest messages a write removes for MAXLEN / MAXBYTES
 local GARBAGE_KB = 4096              -- Lua heap after which a call ends with a collection
@@ -942,15 +943,19 @@ end
 -- under way keep no pending records: the steps index what they add.
 local function build_step(keys, state, n)
   local entries = redis.call('XRANGE', keys[1], '(' .. state.cursor, '+', 'COUNT', n)
-  local batch, page, counted = nil, nil, 0
+  local batch, page, counted, done = nil, nil, 0, #entries
   for position, entry in ipairs(entries) do
     local json = entry[2][2]
-    counted = counted + #json
     if (position - 1) % PAGE_MESSAGES == 0 then
+      if counted >= BUILD_BYTES then  -- long messages: the step ends at this page
+        done = position - 1
+        break
+      end
       batch = batch or new_batch(index_epoch(keys[2], parse_full_id(entry[1])))
       local newest = entries[math.min(position + PAGE_MESSAGES - 1, #entries)]
       page = batch_id(batch, parse_full_id(newest[1]))
     end
+    counted = counted + #json
     local message = decode_stored(json)
     if message then
       each_message_token(message, function(token) batch_term(batch, token, page) end)
@@ -958,10 +963,10 @@ local function build_step(keys, state, n)
     end
   end
   if batch then add_postings(keys[2], batch) end
-  state.built = state.built + #entries
-  if #entries > 0 then state.cursor = entries[#entries][1] end
+  state.built = state.built + done
+  if done > 0 then state.cursor = entries[done][1] end
   if state.counting then state.total = state.total + counted end
-  if #entries == n then
+  if #entries == n or done < #entries then
     redis.call('HSET', keys[2], META_CURSOR, state.cursor .. ' ' .. state.built)
     return
   end
@@ -1594,10 +1599,11 @@ end
 -- that does not decode or cannot match. Counts the entry as read, and as
 -- judged once it passes the quick test.
 local function judge_json(json, query)
-  work.entries = work.entries + 1
+  local weight = query.weight
+  work.entries = work.entries + weight
   work.bytes = work.bytes + #json
   if not may_match(json, query) then return 0, false end
-  work.judged = work.judged + 1
+  work.judged = work.judged + weight
   local message = decode_stored(json)
   if not message then return 0, false end
   return judge(message, query)
@@ -2036,6 +2042,7 @@ local function search(keys, args)
   end
   local query = {terms = terms, plain = plain_terms(terms), phrases = phrases, limit = limit,
     any = mode == 'ANY', minscore = mode == 'ANY' and minscore or 1, paged = paged,
+    weight = 1 + math.floor(#terms / 8),  -- a message costs more to judge against many terms
     type = options.TYPE, before = options.BEFORE}
   reset_work()
   local reply
