@@ -118,8 +118,12 @@ local function check_keys(keys)
       return fail('BADKEYS', 'key ' .. i .. ' must be "' .. base .. SUFFIXES[i] .. '"')
     end
   end
+  -- Types: the messages key on every call; the two hashes only while there
+  -- is no stream, when a write would create them (once the session exists,
+  -- they are its own).
   for i, expected in ipairs(KEY_TYPES) do
     local actual = redis.call('TYPE', keys[i])['ok']
+    if i == 1 and actual == expected then return nil end
     if actual ~= 'none' and actual ~= expected then
       return fail('BADKEYS', 'key ' .. i .. ' holds a ' .. actual .. ', not the ' .. expected
         .. ' of a chat session')
