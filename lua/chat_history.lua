@@ -46,7 +46,7 @@ are indexed as the token "\1" <type>. Tokens never hold a byte below 0x20,
 so they cannot collide with the meta fields or block names.
 ]]
 
-local LIBRARY_VERSION = '1.2.1'
+local LIBRARY_VERSION = '1.3.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete

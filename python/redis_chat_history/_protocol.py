@@ -27,7 +27,7 @@ from ._errors import InvalidInputError, UnreadableMessageError
 
 LIBRARY_NAME = "chathist"
 #: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
-LIBRARY_VERSION = "1.2.1"
+LIBRARY_VERSION = "1.3.0"
 
 APPEND = "chathist_append"
 RANGE = "chathist_range"
