@@ -35,6 +35,10 @@ or does not match. Fields:
                     once messages of folded pages are dropped, each fold
                     looks at SWEEP_FIELDS fields and deletes the blocks and
                     tokens that name only pages older than every message
+  "\0c"             while the index is rebuilt ("\0v" = 'B'): the last id
+                    indexed and the count indexed so far
+  "\0B"             while a rebuild recounts "\0b" (it was lost): the bytes
+                    of the messages up to "\0c"
   <token>           head: varint first_block, varint next_block, then the
                     newest block of postings
   <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
@@ -44,7 +48,29 @@ block's first, so a fold touches one field per token of its pages: the work
 per message is O(its tokens), whatever the session's length. Message types
 are indexed as the token "\1" <type>. Tokens never hold a byte below 0x20,
 so they cannot collide with the meta fields or block names.
+"\0v" is 'N' for a session written with NOINDEX (no postings) and 'B'
+while a rebuild goes on, a bounded step per call (search scans meanwhile).
+
+Every call's work is bounded, whatever the session holds (see the budgets
+below and "Bounded work" in docs/PROTOCOL.md): long jobs are a series of
+calls, or small steps folded into the writes.
+
+Contents (sections in this order):
+  1. Constants and budgets
+  2. Arguments and keys: errors, key layout, options, message JSON checks
+  3. Tokenizer: the same for stored messages and for queries
+  4. Postings: varints, blocks, batches of pages added to the index
+  5. Writer state: pending records, rebuilds, folds, the sweep, trims
+  6. Reading: replies and range bounds
+  7. Search: queries, judging, the work meter, cursors, indexed search
+  8. Entry points: chathist_append, _import, _delete, _range, _search,
+     _reindex, _clear, _len, _ttl, _expire, _version, and their
+     register_function calls
 ]]
+
+------------------------------------------------------------------------------
+-- 1. Constants and budgets.
+------------------------------------------------------------------------------
 
 local LIBRARY_VERSION = '1.3.0'
 
@@ -96,6 +122,10 @@ local KEY_TYPES = {'stream', 'hash', 'hash'}
 local function fail(code, text)
   return redis.error_reply('ERR CHATHIST_' .. code .. ' ' .. text)
 end
+
+------------------------------------------------------------------------------
+-- 2. Arguments and keys.
+------------------------------------------------------------------------------
 
 -- Frees the garbage of a call that made much of it: the Lua heap is memory
 -- that maxmemory does not see.
@@ -304,7 +334,7 @@ local function stored_id(keys, id)
 end
 
 ------------------------------------------------------------------------------
--- Tokenizer: the same for stored messages and for queries.
+-- 3. Tokenizer: the same for stored messages and for queries.
 ------------------------------------------------------------------------------
 
 -- Code point classes: a letter kept inside words, a character that is a token
@@ -530,7 +560,7 @@ local function message_tokens(message)
 end
 
 ------------------------------------------------------------------------------
--- Postings: varint-coded stream ids in blocks (see the header comment).
+-- 4. Postings: varint-coded stream ids in blocks (see the header comment).
 ------------------------------------------------------------------------------
 
 local function varint(n)
@@ -774,8 +804,37 @@ local function add_postings(index_key, batch)
 end
 
 ------------------------------------------------------------------------------
--- Session state shared by the writers.
+-- 5. Writer state.
 ------------------------------------------------------------------------------
+
+--[[
+Writer state: every writer (append, import, delete, reindex) reads the
+session's meta fields once, in prepare_write, into one table `state`; the
+helpers below change the table, and finish_write saves it in one HSET.
+
+  field      meaning                                  written by
+  indexed    the session has an index of format 2     prepare_write,
+             and new messages get pending records     start_build, build_step
+  building   a rebuild is under way ("\0v" = 'B')     start_build, build_step
+  cursor     rebuild: the last id indexed             start_build, build_step
+  built      rebuild: messages indexed so far         start_build, build_step
+  counting   rebuild recounts the byte total          start_build, build_step
+  total      "\0b" (or "\0B" while counting): the    prepare_write,
+             JSON bytes of the stored messages        store_messages, trim,
+                                                      delete, build_step
+  count      pending records, in fields 1..count      prepare_write, add_record
+  first      the first pending record's stream id     prepare_write, add_record
+  fresh      this call's new records {k, text}        add_record
+  removed    record numbers deleted by this call      remove_record
+  where      stream id -> record number (lazy)        find_record
+  changed    records were added or removed            add_record, remove_record
+  folded     "\0b" at the last fold ("\0f")           prepare_write, build_step
+  sweep      the sweep's HSCAN cursor ("\0s")          prepare_write, finish_write
+  dropped    messages of folded pages were removed    forget_entries
+
+finish_write reads them all: it folds the records once there are
+PENDING_RECORDS (or PENDING_BYTES of JSON) and saves the rest.
+]]
 
 -- Pending postings: the newest messages' terms, one record each, in fields
 -- "\0r" <k> (k = 1, 2, ...), written without reading anything back and
@@ -1268,145 +1327,9 @@ local function ttl_option(options)
   return ttl
 end
 
---[[
-chathist_append: store a batch of messages, atomically.
-  KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] MESSAGES json [json ...]
-    TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
-    expire n seconds from now (a sliding TTL for the whole conversation).
-    MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
-    at most n remain / their JSON takes at most n bytes (the newest stays).
-    NOINDEX: a session with no index yet is not given one.
-    A message whose data.id was already stored in this session is not stored
-    again: its existing stream id is returned (safe retries).
-  Reply: array of stream ids, one per message, in order.
-]]
-local function append(keys, args)
-  local bad = check_keys(keys)
-  if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true},
-    {MESSAGES = true}, {NOINDEX = true})
-  if not options then return at end
-  if at >= #args then
-    return fail('BADARG', 'MESSAGES and at least one message JSON are required')
-  end
-  local ttl, err = ttl_option(options)
-  if not ttl then return err end
-  local max_count, max_bytes
-  max_count, err = count_option(options, 'MAXLEN', MAX_WINDOW, 1)
-  if err then return err end
-  max_bytes, err = count_option(options, 'MAXBYTES', MAX_WINDOW_BYTES, 1)
-  if err then return err end
-  local messages, jsons = decode_batch(args, at + 1, #args, 1)
-  if not messages then return jsons end
-
-  local state = prepare_write(keys, options.NOINDEX)
-  local stream_ids = store_messages(keys, jsons, messages, nil, state)
-  trim(keys, state, max_count, max_bytes)
-  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
-  finish_write(keys, state)
-  refresh_ttl(keys, ttl)
-  collect_garbage()
-  return stream_ids
-end
-
---[[
-chathist_import: store messages under explicit stream ids (export/import).
-  KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] [NOINDEX] ENTRIES id json [id json ...]
-    ids are "ms-seq", strictly increasing, after the session's last id.
-  Reply: array of stream ids, one per message (the stored one for a message
-  whose data.id is stored already).
-]]
-local function import(keys, args)
-  local bad = check_keys(keys)
-  if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {ENTRIES = true}, {NOINDEX = true})
-  if not options then return at end
-  if at >= #args or (#args - at) % 2 ~= 0 then
-    return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
-  end
-  local ttl, err = ttl_option(options)
-  if not ttl then return err end
-  local ids = {}
-  local last_ms, last_seq = 0, 0
-  if redis.call('EXISTS', keys[1]) == 1 then
-    local info = redis.call('XINFO', 'STREAM', keys[1])
-    for i = 1, #info, 2 do
-      if info[i] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[i + 1]) end
-    end
-  end
-  for i = at + 1, #args, 2 do
-    local position = (i - at + 1) / 2
-    local ms, seq = parse_full_id(args[i])
-    if not ms then
-      return fail('BADARG', 'entry ' .. position .. ' id is not a stream id "ms-seq"')
-    end
-    if not id_after(ms, seq, last_ms, last_seq) then
-      return fail('BADARG', 'entry ' .. position .. ' id ' .. args[i]
-        .. ' is not after the session\'s last id ' .. format_id(last_ms, last_seq))
-    end
-    last_ms, last_seq = ms, seq
-    ids[#ids + 1] = args[i]
-  end
-  local messages, jsons = decode_batch(args, at + 2, #args, 2)
-  if not messages then return jsons end
-
-  local state = prepare_write(keys, options.NOINDEX)
-  local stream_ids = store_messages(keys, jsons, messages, ids, state)
-  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
-  finish_write(keys, state)
-  refresh_ttl(keys, ttl)
-  collect_garbage()
-  return stream_ids
-end
-
---[[
-chathist_delete: delete messages by id, atomically.
-  KEYS: the session's 3 keys.
-  ARGV: IDS id [id ...]            stream ids "ms-seq"
-     or MESSAGEIDS mid [mid ...]   client ids (LangChain message.id)
-  Unknown ids are ignored. Reply: the number of messages deleted.
-]]
-local function delete(keys, args)
-  local bad = check_keys(keys)
-  if bad then return bad end
-  local form = args[1] and string.upper(args[1])
-  if (form ~= 'IDS' and form ~= 'MESSAGEIDS') or #args < 2 then
-    return fail('BADARG', 'expected IDS id [id ...] or MESSAGEIDS id [id ...]')
-  end
-  if #args - 1 > MAX_BATCH_MESSAGES then
-    return fail('TOOBIG', (#args - 1) .. ' ids is over the limit of ' .. MAX_BATCH_MESSAGES)
-  end
-  for i = 2, #args do
-    if form == 'IDS' and not parse_full_id(args[i]) then
-      return fail('BADARG', 'id ' .. (i - 1) .. ' is not a stream id "ms-seq"')
-    end
-    if args[i] == '' then return fail('BADARG', 'id ' .. (i - 1) .. ' is empty') end
-  end
-  if redis.call('XLEN', keys[1]) == 0 then return 0 end
-  local entries, seen = {}, {}
-  for i = 2, #args do
-    local stream_id = args[i]
-    if form == 'MESSAGEIDS' then stream_id = redis.call('HGET', keys[3], args[i]) end
-    if stream_id and not seen[stream_id] then
-      seen[stream_id] = true
-      local found = redis.call('XRANGE', keys[1], stream_id, stream_id)
-      if #found > 0 then entries[#entries + 1] = found[1] end
-    end
-  end
-  if #entries == 0 then return 0 end
-  local state = prepare_write(keys)
-  state.total = state.total - forget_entries(keys, entries, state)
-  for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
-  if redis.call('XLEN', keys[1]) == 0 then
-    redis.call('UNLINK', keys[1], keys[2], keys[3])
-  else
-    if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
-    finish_write(keys, state)
-  end
-  return #entries
-end
+------------------------------------------------------------------------------
+-- 6. Reading: replies and range bounds.
+------------------------------------------------------------------------------
 
 -- Flattens XRANGE entries into {id1, json1, id2, json2, ...}, oldest first.
 local function flatten(entries, reversed)
@@ -1443,49 +1366,8 @@ local function check_bounds(options, names)
   return nil
 end
 
---[[
-chathist_range: read messages in order (read-only).
-  KEYS: the session's 3 keys.
-  ARGV: [COUNT n] [BEFORE id] [AFTER id]
-    no options         the whole session
-    COUNT n            the latest n messages
-    BEFORE id COUNT n  the n messages just before id (exclusive)
-    AFTER id [COUNT n] the messages just after id (exclusive), oldest first
-  An id may be a stream id "ms-seq" or a time in ms: BEFORE ms means stored
-  before that millisecond, AFTER ms stored after it.
-  Reply: flat array id1, json1, id2, json2, ... oldest first.
-]]
-local function range(keys, args)
-  local bad = check_keys(keys)
-  if bad then return bad end
-  local options, err = read_options(args, 1, {COUNT = true, BEFORE = true, AFTER = true})
-  if not options then return err end
-  local count
-  if options.COUNT then
-    count = parse_count(options.COUNT, 1e15)
-    if not count then return fail('BADARG', 'COUNT must be a non-negative integer') end
-    if count == 0 then return {} end
-  end
-  bad = check_bounds(options, {'BEFORE', 'AFTER'})
-  if bad then return bad end
-  local low = options.AFTER and exclusive_after(options.AFTER) or '-'
-  local high = options.BEFORE and exclusive_before(options.BEFORE) or '+'
-  local entries
-  if count and not options.AFTER then
-    entries = redis.pcall('XREVRANGE', keys[1], high, low, 'COUNT', count)
-  elseif count then
-    entries = redis.pcall('XRANGE', keys[1], low, high, 'COUNT', count)
-  else
-    entries = redis.pcall('XRANGE', keys[1], low, high)
-  end
-  if entries['err'] then
-    return fail('BADARG', 'BEFORE/AFTER is not a valid stream id or time')
-  end
-  return flatten(entries, not options.AFTER and count ~= nil)
-end
-
 ------------------------------------------------------------------------------
--- Search.
+-- 7. Search: queries and judging.
 ------------------------------------------------------------------------------
 
 -- Parses a query: distinct tokens, and phrases (token lists that must appear
@@ -1993,6 +1875,192 @@ local function index_search(keys, query)
   if hits.done or #cursors == 0 then return search_reply(hits, nil) end
   if query.any then return index_search_any(keys, hits, cursors) end
   return index_search_all(keys, hits, cursors)
+end
+
+------------------------------------------------------------------------------
+-- 8. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
+-- checks its keys and every argument before its first write.
+------------------------------------------------------------------------------
+
+--[[
+chathist_append: store a batch of messages, atomically.
+  KEYS: the session's 3 keys.
+  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] MESSAGES json [json ...]
+    TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
+    expire n seconds from now (a sliding TTL for the whole conversation).
+    MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
+    at most n remain / their JSON takes at most n bytes (the newest stays).
+    NOINDEX: a session with no index yet is not given one.
+    A message whose data.id was already stored in this session is not stored
+    again: its existing stream id is returned (safe retries).
+  Reply: array of stream ids, one per message, in order.
+]]
+local function append(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true},
+    {MESSAGES = true}, {NOINDEX = true})
+  if not options then return at end
+  if at >= #args then
+    return fail('BADARG', 'MESSAGES and at least one message JSON are required')
+  end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local max_count, max_bytes
+  max_count, err = count_option(options, 'MAXLEN', MAX_WINDOW, 1)
+  if err then return err end
+  max_bytes, err = count_option(options, 'MAXBYTES', MAX_WINDOW_BYTES, 1)
+  if err then return err end
+  local messages, jsons = decode_batch(args, at + 1, #args, 1)
+  if not messages then return jsons end
+
+  local state = prepare_write(keys, options.NOINDEX)
+  local stream_ids = store_messages(keys, jsons, messages, nil, state)
+  trim(keys, state, max_count, max_bytes)
+  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
+  finish_write(keys, state)
+  refresh_ttl(keys, ttl)
+  collect_garbage()
+  return stream_ids
+end
+
+--[[
+chathist_import: store messages under explicit stream ids (export/import).
+  KEYS: the session's 3 keys.
+  ARGV: [TTL seconds] [NOINDEX] ENTRIES id json [id json ...]
+    ids are "ms-seq", strictly increasing, after the session's last id.
+  Reply: array of stream ids, one per message (the stored one for a message
+  whose data.id is stored already).
+]]
+local function import(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {ENTRIES = true}, {NOINDEX = true})
+  if not options then return at end
+  if at >= #args or (#args - at) % 2 ~= 0 then
+    return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
+  end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local ids = {}
+  local last_ms, last_seq = 0, 0
+  if redis.call('EXISTS', keys[1]) == 1 then
+    local info = redis.call('XINFO', 'STREAM', keys[1])
+    for i = 1, #info, 2 do
+      if info[i] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[i + 1]) end
+    end
+  end
+  for i = at + 1, #args, 2 do
+    local position = (i - at + 1) / 2
+    local ms, seq = parse_full_id(args[i])
+    if not ms then
+      return fail('BADARG', 'entry ' .. position .. ' id is not a stream id "ms-seq"')
+    end
+    if not id_after(ms, seq, last_ms, last_seq) then
+      return fail('BADARG', 'entry ' .. position .. ' id ' .. args[i]
+        .. ' is not after the session\'s last id ' .. format_id(last_ms, last_seq))
+    end
+    last_ms, last_seq = ms, seq
+    ids[#ids + 1] = args[i]
+  end
+  local messages, jsons = decode_batch(args, at + 2, #args, 2)
+  if not messages then return jsons end
+
+  local state = prepare_write(keys, options.NOINDEX)
+  local stream_ids = store_messages(keys, jsons, messages, ids, state)
+  if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
+  finish_write(keys, state)
+  refresh_ttl(keys, ttl)
+  collect_garbage()
+  return stream_ids
+end
+
+--[[
+chathist_delete: delete messages by id, atomically.
+  KEYS: the session's 3 keys.
+  ARGV: IDS id [id ...]            stream ids "ms-seq"
+     or MESSAGEIDS mid [mid ...]   client ids (LangChain message.id)
+  Unknown ids are ignored. Reply: the number of messages deleted.
+]]
+local function delete(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  if (form ~= 'IDS' and form ~= 'MESSAGEIDS') or #args < 2 then
+    return fail('BADARG', 'expected IDS id [id ...] or MESSAGEIDS id [id ...]')
+  end
+  if #args - 1 > MAX_BATCH_MESSAGES then
+    return fail('TOOBIG', (#args - 1) .. ' ids is over the limit of ' .. MAX_BATCH_MESSAGES)
+  end
+  for i = 2, #args do
+    if form == 'IDS' and not parse_full_id(args[i]) then
+      return fail('BADARG', 'id ' .. (i - 1) .. ' is not a stream id "ms-seq"')
+    end
+    if args[i] == '' then return fail('BADARG', 'id ' .. (i - 1) .. ' is empty') end
+  end
+  if redis.call('XLEN', keys[1]) == 0 then return 0 end
+  local entries, seen = {}, {}
+  for i = 2, #args do
+    local stream_id = args[i]
+    if form == 'MESSAGEIDS' then stream_id = redis.call('HGET', keys[3], args[i]) end
+    if stream_id and not seen[stream_id] then
+      seen[stream_id] = true
+      local found = redis.call('XRANGE', keys[1], stream_id, stream_id)
+      if #found > 0 then entries[#entries + 1] = found[1] end
+    end
+  end
+  if #entries == 0 then return 0 end
+  local state = prepare_write(keys)
+  state.total = state.total - forget_entries(keys, entries, state)
+  for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
+  if redis.call('XLEN', keys[1]) == 0 then
+    redis.call('UNLINK', keys[1], keys[2], keys[3])
+  else
+    if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
+    finish_write(keys, state)
+  end
+  return #entries
+end
+
+--[[
+chathist_range: read messages in order (read-only).
+  KEYS: the session's 3 keys.
+  ARGV: [COUNT n] [BEFORE id] [AFTER id]
+    no options         the whole session
+    COUNT n            the latest n messages
+    BEFORE id COUNT n  the n messages just before id (exclusive)
+    AFTER id [COUNT n] the messages just after id (exclusive), oldest first
+  An id may be a stream id "ms-seq" or a time in ms: BEFORE ms means stored
+  before that millisecond, AFTER ms stored after it.
+  Reply: flat array id1, json1, id2, json2, ... oldest first.
+]]
+local function range(keys, args)
+  local bad = check_keys(keys)
+  if bad then return bad end
+  local options, err = read_options(args, 1, {COUNT = true, BEFORE = true, AFTER = true})
+  if not options then return err end
+  local count
+  if options.COUNT then
+    count = parse_count(options.COUNT, 1e15)
+    if not count then return fail('BADARG', 'COUNT must be a non-negative integer') end
+    if count == 0 then return {} end
+  end
+  bad = check_bounds(options, {'BEFORE', 'AFTER'})
+  if bad then return bad end
+  local low = options.AFTER and exclusive_after(options.AFTER) or '-'
+  local high = options.BEFORE and exclusive_before(options.BEFORE) or '+'
+  local entries
+  if count and not options.AFTER then
+    entries = redis.pcall('XREVRANGE', keys[1], high, low, 'COUNT', count)
+  elseif count then
+    entries = redis.pcall('XRANGE', keys[1], low, high, 'COUNT', count)
+  else
+    entries = redis.pcall('XRANGE', keys[1], low, high)
+  end
+  if entries['err'] then
+    return fail('BADARG', 'BEFORE/AFTER is not a valid stream id or time')
+  end
+  return flatten(entries, not options.AFTER and count ~= nil)
 end
 
 --[[
