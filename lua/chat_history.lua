@@ -20,9 +20,11 @@ message with that token. A page is PAGE_MESSAGES consecutive messages,
 named by the stream id of its newest; a search reads the pages its tokens
 share and judges their messages, so it never returns a message that is gone
 or does not match. Fields:
-  "\0v"             present iff the session is indexed: the index format,
-                    '2' (pages); '1' (library 1.1, a posting per message)
-                    is searched by a scan and rebuilt by the next write
+  "\0v"             the index state: '2' indexed (pages); 'N' written with
+                    NOINDEX (no postings); 'B' a rebuild is under way, a
+                    bounded step per call; '1' (library 1.1, a posting per
+                    message) or absent (the hash was lost): a rebuild starts
+                    at the next write. Search scans unless it is '2'.
   "\0b"             total bytes of the stored message JSON (for MAXBYTES)
   "\0e"             epoch: the ms time of the first indexed message
   "\0r" <k>         pending record k (k = 1, 2, ...): the text of one of the
@@ -48,8 +50,6 @@ block's first, so a fold touches one field per token of its pages: the work
 per message is O(its tokens), whatever the session's length. Message types
 are indexed as the token "\1" <type>. Tokens never hold a byte below 0x20,
 so they cannot collide with the meta fields or block names.
-"\0v" is 'N' for a session written with NOINDEX (no postings) and 'B'
-while a rebuild goes on, a bounded step per call (search scans meanwhile).
 
 Every call's work is bounded, whatever the session holds (see the budgets
 below and "Bounded work" in docs/PROTOCOL.md): long jobs are a series of
