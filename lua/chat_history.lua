@@ -97,6 +97,9 @@ local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fold
 local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages indexed>"
 local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
+local META_TOKENS = '\0t'         -- the newest writes' TOKENs and the ids they replied
+local TOKENS_KEPT = 8             -- writes whose TOKEN a retry can still name
+local TOKEN_BYTES = 8192          -- ... fewer when their replies are long (the newest stays)
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 64         -- pending records this many are folded into the index
 local PENDING_BYTES = 32768        -- ... or fewer, once their messages' JSON is this long
@@ -134,7 +137,8 @@ local function collect_garbage()
 end
 
 -- Checks that keys are exactly the three keys of one session, each absent or
--- of its type; returns an error reply or nil.
+-- of its type; returns an error reply, or nil and whether the session's
+-- stream exists.
 local function check_keys(keys)
   if #keys ~= 3 then
     return fail('BADKEYS', 'expected 3 keys (messages, index, ids) of one session, got ' .. #keys)
@@ -153,7 +157,7 @@ local function check_keys(keys)
   -- they are its own).
   for i, expected in ipairs(KEY_TYPES) do
     local actual = redis.call('TYPE', keys[i])['ok']
-    if i == 1 and actual == expected then return nil end
+    if i == 1 and actual == expected then return nil, true end
     if actual ~= 'none' and actual ~= expected then
       return fail('BADKEYS', 'key ' .. i .. ' holds a ' .. actual .. ', not the ' .. expected
         .. ' of a chat session')
@@ -1039,23 +1043,61 @@ local function build_step(keys, state, n)
   state.folded = state.total
 end
 
+-- The ids a write named token replied, if it is one of the newest writes
+-- (tokens is the "\0t" value: one "<token> <id>,<id>..." line per write,
+-- newest first).
+local function replayed(tokens, token)
+  if not tokens or not token then return nil end
+  local start
+  if string.sub(tokens, 1, #token + 1) == token .. ' ' then
+    start = 1
+  else
+    start = string.find(tokens, '\n' .. token .. ' ', 1, true)
+    if not start then return nil end
+    start = start + 1
+  end
+  local stop = string.find(tokens, '\n', start, true) or #tokens + 1
+  local list = {}
+  for id in string.gmatch(string.sub(tokens, start + #token + 1, stop - 1), '[^,]+') do
+    list[#list + 1] = id
+  end
+  return list
+end
+
+-- The "\0t" value once a write named token replied ids: its line first,
+-- then the newest others, TOKENS_KEPT lines and TOKEN_BYTES at most (found
+-- with plain finds: this runs on every write that names a token).
+local function remember_token(tokens, token, ids)
+  local line = token .. ' ' .. table.concat(ids, ',')
+  if not tokens then return line end
+  local stop, lines = 0, 1
+  while lines < TOKENS_KEPT do
+    local newline = string.find(tokens, '\n', stop + 2, true) or #tokens + 1
+    if #line + newline > TOKEN_BYTES then break end
+    stop, lines = newline - 1, lines + 1
+    if newline > #tokens then break end
+  end
+  if stop == 0 then return line end
+  return line .. '\n' .. string.sub(tokens, 1, stop)
+end
+
 -- Before a write: the session's state (see "Writer state" above). A session
 -- without messages starts over (clearing what an evicted stream left
 -- behind) and is indexed unless noindex; one with messages keeps its state.
 -- An index of library 1.1, or a lost index hash, starts a rebuild.
-local function prepare_write(keys, noindex)
+local function prepare_write(keys, noindex, exists)
   local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false,
     folded = 0, indexed = false, building = false, counting = false}
-  if redis.call('XLEN', keys[1]) == 0 then
+  if not exists then
     redis.call('UNLINK', keys[2], keys[3])
     redis.call('HSET', keys[2], META_INDEXED, noindex and NOINDEX_FORMAT or INDEX_FORMAT)
     state.indexed = not noindex
     return state
   end
   local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
-    META_FOLDED, META_CURSOR, META_COUNTED)
+    META_FOLDED, META_CURSOR, META_COUNTED, META_TOKENS)
   local format, total = meta[1], tonumber(meta[2] or nil)
-  state.sweep = meta[4] or nil
+  state.sweep, state.tokens = meta[4] or nil, meta[8] or nil
   if format == INDEX_FORMAT and total then
     state.indexed, state.total = true, total
     state.count, state.first = parse_records_meta(meta[3] or nil)
@@ -1168,6 +1210,9 @@ end
 -- sweep (one step per fold) once messages of folded pages have been dropped.
 local function finish_write(keys, state)
   local writes = {state.counting and META_COUNTED or META_BYTES, state.total}
+  if state.token then
+    writes[3], writes[4] = META_TOKENS, remember_token(state.tokens, state.token, state.replied)
+  end
   local sweep = state.sweep
   if (state.indexed or state.building) and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
@@ -1317,6 +1362,17 @@ local function decode_batch(args, first, last, step)
     messages[position], jsons[position] = message, json
   end
   return messages, jsons
+end
+
+-- Checks the TOKEN option: a write's name for retries; returns the token
+-- (or nil), or nil and an error reply.
+local function token_option(options)
+  local token = options.TOKEN
+  if token == nil then return nil end
+  if #token > 64 or not string.match(token, '^[%w_%-]+$') then
+    return nil, fail('BADARG', 'TOKEN must be 1 to 64 letters, digits, "-" or "_"')
+  end
+  return token
 end
 
 local function ttl_option(options)
@@ -1885,21 +1941,24 @@ end
 --[[
 chathist_append: store a batch of messages, atomically.
   KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] MESSAGES json [json ...]
+  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] [TOKEN t] MESSAGES json [json ...]
     TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
     expire n seconds from now (a sliding TTL for the whole conversation).
     MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
     at most n remain / their JSON takes at most n bytes (the newest stays).
     NOINDEX: a session with no index yet is not given one.
+    TOKEN t: the write's name for retries (1.3): a call whose token names
+    one of the session's newest writes stores nothing and replies what
+    that write replied.
     A message whose data.id was already stored in this session is not stored
     again: its existing stream id is returned (safe retries).
   Reply: array of stream ids, one per message, in order.
 ]]
 local function append(keys, args)
-  local bad = check_keys(keys)
+  local bad, exists = check_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true},
-    {MESSAGES = true}, {NOINDEX = true})
+  local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true,
+    TOKEN = true}, {MESSAGES = true}, {NOINDEX = true})
   if not options then return at end
   if at >= #args then
     return fail('BADARG', 'MESSAGES and at least one message JSON are required')
@@ -1911,11 +1970,17 @@ local function append(keys, args)
   if err then return err end
   max_bytes, err = count_option(options, 'MAXBYTES', MAX_WINDOW_BYTES, 1)
   if err then return err end
+  local token
+  token, err = token_option(options)
+  if err then return err end
   local messages, jsons = decode_batch(args, at + 1, #args, 1)
   if not messages then return jsons end
 
-  local state = prepare_write(keys, options.NOINDEX)
+  local state = prepare_write(keys, options.NOINDEX, exists)
+  local again = replayed(state.tokens, token)
+  if again then return again end
   local stream_ids = store_messages(keys, jsons, messages, nil, state)
+  state.token, state.replied = token, stream_ids
   trim(keys, state, max_count, max_bytes)
   if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
   finish_write(keys, state)
@@ -1927,24 +1992,32 @@ end
 --[[
 chathist_import: store messages under explicit stream ids (export/import).
   KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] [NOINDEX] ENTRIES id json [id json ...]
+  ARGV: [TTL seconds] [NOINDEX] [TOKEN t] ENTRIES id json [id json ...]
     ids are "ms-seq", strictly increasing, after the session's last id.
   Reply: array of stream ids, one per message (the stored one for a message
   whose data.id is stored already).
 ]]
 local function import(keys, args)
-  local bad = check_keys(keys)
+  local bad, exists = check_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {ENTRIES = true}, {NOINDEX = true})
+  local options, at = read_options(args, 1, {TTL = true, TOKEN = true}, {ENTRIES = true},
+    {NOINDEX = true})
   if not options then return at end
   if at >= #args or (#args - at) % 2 ~= 0 then
     return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
   end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
+  local token
+  token, err = token_option(options)
+  if err then return err end
+  -- A retry of an import that was stored replies what it replied (its ids
+  -- are no longer after the session's last one).
+  local again = exists and token and replayed(redis.call('HGET', keys[2], META_TOKENS) or nil, token)
+  if again then return again end
   local ids = {}
   local last_ms, last_seq = 0, 0
-  if redis.call('EXISTS', keys[1]) == 1 then
+  if exists then
     local info = redis.call('XINFO', 'STREAM', keys[1])
     for i = 1, #info, 2 do
       if info[i] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[i + 1]) end
@@ -1966,8 +2039,9 @@ local function import(keys, args)
   local messages, jsons = decode_batch(args, at + 2, #args, 2)
   if not messages then return jsons end
 
-  local state = prepare_write(keys, options.NOINDEX)
+  local state = prepare_write(keys, options.NOINDEX, exists)
   local stream_ids = store_messages(keys, jsons, messages, ids, state)
+  state.token, state.replied = token, stream_ids
   if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
   finish_write(keys, state)
   refresh_ttl(keys, ttl)
@@ -1983,7 +2057,7 @@ chathist_delete: delete messages by id, atomically.
   Unknown ids are ignored. Reply: the number of messages deleted.
 ]]
 local function delete(keys, args)
-  local bad = check_keys(keys)
+  local bad, exists = check_keys(keys)
   if bad then return bad end
   local form = args[1] and string.upper(args[1])
   if (form ~= 'IDS' and form ~= 'MESSAGEIDS') or #args < 2 then
@@ -1998,7 +2072,7 @@ local function delete(keys, args)
     end
     if args[i] == '' then return fail('BADARG', 'id ' .. (i - 1) .. ' is empty') end
   end
-  if redis.call('XLEN', keys[1]) == 0 then return 0 end
+  if not exists then return 0 end
   local entries, seen = {}, {}
   for i = 2, #args do
     local stream_id = args[i]
@@ -2010,7 +2084,7 @@ local function delete(keys, args)
     end
   end
   if #entries == 0 then return 0 end
-  local state = prepare_write(keys)
+  local state = prepare_write(keys, false, true)
   state.total = state.total - forget_entries(keys, entries, state)
   for _, entry in ipairs(entries) do redis.call('XDEL', keys[1], entry[1]) end
   if redis.call('XLEN', keys[1]) == 0 then
@@ -2138,15 +2212,15 @@ chathist_reindex: rebuild the session's index from its messages, in steps.
     {messages indexed, messages, 1 when the index is complete else 0}.
 ]]
 local function reindex(keys, args)
-  local bad = check_keys(keys)
+  local bad, exists = check_keys(keys)
   if bad then return bad end
   local form = args[1] and string.upper(args[1])
   if #args > 1 or (form and form ~= 'RESTART' and form ~= 'CONTINUE') then
     return fail('BADARG', 'reindex takes no argument, RESTART or CONTINUE')
   end
-  local length = redis.call('XLEN', keys[1])
+  local length = exists and redis.call('XLEN', keys[1]) or 0
   if length == 0 then return form and {0, 0, 1} or 0 end
-  local state = prepare_write(keys)
+  local state = prepare_write(keys, false, true)
   if form ~= 'CONTINUE' and not (state.building and state.built == 0) then
     start_build(keys, state, not state.counting and state.total or nil)
   end
