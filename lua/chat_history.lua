@@ -300,6 +300,13 @@ local function decode_stored(json)
   return nil
 end
 
+-- True if a stored JSON is a tool message (a tool call's result).
+local function is_tool(json)
+  if not string.find(json, '"tool"', 1, true) then return false end
+  local message = decode_stored(json)
+  return message ~= nil and message.type == 'tool'
+end
+
 -- The client-assigned id of a decoded message (LangChain's message.id), or nil.
 local function client_id(message)
   local id = message.data.id
@@ -1295,21 +1302,31 @@ end
 -- takes at most max_bytes (the newest message always stays), TRIM_STEP of
 -- them at most per call: a larger excess (a window just made smaller) goes
 -- with the next writes. While the byte total is being recounted, MAXBYTES
--- waits for the count.
-local function trim(keys, state, max_count, max_bytes)
+-- waits for the count. With toolsafe, a window never starts with tool
+-- results: those whose AI message is removed go with it.
+local function trim(keys, state, max_count, max_bytes, toolsafe)
+  if not max_count and not max_bytes then return end
   local length = redis.call('XLEN', keys[1])
   local by_count = max_count and math.max(length - max_count, 0) or 0
   local by_bytes = max_bytes and not state.counting
+  if by_count == 0 and not (by_bytes and state.total > max_bytes) and not toolsafe then return end
   local room = math.min(TRIM_STEP, length - 1)
-  local entries, total, low = {}, state.total, '-'
-  local function wanted()
-    return #entries < room and (#entries < by_count or (by_bytes and total > max_bytes))
+  local entries, total, low, stop = {}, state.total, '-', false
+  -- Takes the next oldest entry while the window asks for it, or (TOOLSAFE)
+  -- while it is a tool result, whose call is gone or goes now.
+  local function wanted(entry)
+    if #entries >= room then return false end
+    if #entries < by_count or (by_bytes and total > max_bytes) then return true end
+    return toolsafe and is_tool(entry[2][2])
   end
-  while wanted() do
-    local want = math.min(room - #entries, math.max(by_count - #entries, 8))
+  while not stop and #entries < room do
+    local want = math.min(room - #entries, math.max(by_count - #entries, 4))
     local batch = redis.call('XRANGE', keys[1], low, '+', 'COUNT', want)
     for _, entry in ipairs(batch) do
-      if not wanted() then break end
+      if not wanted(entry) then
+        stop = true
+        break
+      end
       entries[#entries + 1] = entry
       total = total - #entry[2][2]
     end
@@ -1397,6 +1414,41 @@ local function flatten(entries, reversed)
     out[#out + 1] = entry[2][2]
   end
   return out
+end
+
+-- A window (entries as XRANGE gives them, or newest first when backward)
+-- that does not start with tool results: they are left out (their AI
+-- message is older than the window; a page read before this one ends with
+-- them), unless that leaves nothing, when the window reaches back to the AI
+-- message instead (at most TOOLSAFE_REACH more entries).
+local TOOLSAFE_REACH = 64
+
+local function tool_safe(keys, entries, backward)
+  local n = #entries
+  local function at(i) return backward and entries[n + 1 - i] or entries[i] end  -- oldest first
+  local cut = 0
+  while cut < n and is_tool(at(cut + 1)[2][2]) do cut = cut + 1 end
+  if cut == 0 then return entries end
+  local kept = {}
+  if cut < n then
+    for i = cut + 1, n do kept[#kept + 1] = at(i) end
+  else
+    local older = redis.call('XREVRANGE', keys[1], '(' .. at(1)[1], '-', 'COUNT', TOOLSAFE_REACH)
+    local reach = 0
+    for i, entry in ipairs(older) do
+      if not is_tool(entry[2][2]) then
+        reach = i
+        break
+      end
+    end
+    if reach == 0 then return entries end  -- no call within reach: as it is
+    for i = reach, 1, -1 do kept[#kept + 1] = older[i] end
+    for i = 1, n do kept[#kept + 1] = at(i) end
+  end
+  if not backward then return kept end
+  local newest_first = {}
+  for i = #kept, 1, -1 do newest_first[#newest_first + 1] = kept[i] end
+  return newest_first
 end
 
 -- Range bounds that exclude an id, or a whole millisecond given as a time.
@@ -1941,7 +1993,8 @@ end
 --[[
 chathist_append: store a batch of messages, atomically.
   KEYS: the session's 3 keys.
-  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] [TOKEN t] MESSAGES json [json ...]
+  ARGV: [TTL seconds] [MAXLEN n] [MAXBYTES n] [NOINDEX] [TOKEN t] [IFLAST id] [TOOLSAFE]
+        MESSAGES json [json ...]
     TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
     expire n seconds from now (a sliding TTL for the whole conversation).
     MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
@@ -1950,6 +2003,10 @@ chathist_append: store a batch of messages, atomically.
     TOKEN t: the write's name for retries (1.3): a call whose token names
     one of the session's newest writes stores nothing and replies what
     that write replied.
+    IFLAST id (1.3): write only if the session's newest message is id
+    (0-0: the session is empty); else reply CONFLICT and write nothing.
+    TOOLSAFE (1.3): a trim also removes the tool results of the AI
+    messages it removes, so the window never starts with an orphan.
     A message whose data.id was already stored in this session is not stored
     again: its existing stream id is returned (safe retries).
   Reply: array of stream ids, one per message, in order.
@@ -1958,7 +2015,7 @@ local function append(keys, args)
   local bad, exists = check_keys(keys)
   if bad then return bad end
   local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true,
-    TOKEN = true}, {MESSAGES = true}, {NOINDEX = true})
+    TOKEN = true, IFLAST = true}, {MESSAGES = true}, {NOINDEX = true, TOOLSAFE = true})
   if not options then return at end
   if at >= #args then
     return fail('BADARG', 'MESSAGES and at least one message JSON are required')
@@ -1973,15 +2030,31 @@ local function append(keys, args)
   local token
   token, err = token_option(options)
   if err then return err end
+  if options.IFLAST and options.IFLAST ~= '0-0' and not parse_full_id(options.IFLAST) then
+    return fail('BADARG', 'IFLAST must be a stream id "ms-seq" (0-0: the session is empty)')
+  end
   local messages, jsons = decode_batch(args, at + 1, #args, 1)
   if not messages then return jsons end
+  if options.IFLAST then
+    -- A conditional write: a retry of it is replayed, another writer's
+    -- message in between is a conflict, and either way nothing is written.
+    local again = exists and token and replayed(redis.call('HGET', keys[2], META_TOKENS) or nil,
+      token)
+    if again then return again end
+    local last = exists and redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)[1]
+    local last_id = last and last[1] or '0-0'
+    if last_id ~= options.IFLAST then
+      return fail('CONFLICT', 'the session\'s last message is ' .. last_id .. ', not '
+        .. options.IFLAST)
+    end
+  end
 
   local state = prepare_write(keys, options.NOINDEX, exists)
   local again = replayed(state.tokens, token)
   if again then return again end
   local stream_ids = store_messages(keys, jsons, messages, nil, state)
   state.token, state.replied = token, stream_ids
-  trim(keys, state, max_count, max_bytes)
+  trim(keys, state, max_count, max_bytes, options.TOOLSAFE)
   if state.building then build_step(keys, state, WRITE_BUILD_STEP) end
   finish_write(keys, state)
   refresh_ttl(keys, ttl)
@@ -2099,20 +2172,27 @@ end
 --[[
 chathist_range: read messages in order (read-only).
   KEYS: the session's 3 keys.
-  ARGV: [COUNT n] [BEFORE id] [AFTER id]
+  ARGV: [COUNT n] [BEFORE id] [AFTER id] [TOOLSAFE]
     no options         the whole session
     COUNT n            the latest n messages
     BEFORE id COUNT n  the n messages just before id (exclusive)
     AFTER id [COUNT n] the messages just after id (exclusive), oldest first
   An id may be a stream id "ms-seq" or a time in ms: BEFORE ms means stored
   before that millisecond, AFTER ms stored after it.
+  TOOLSAFE (1.3, not with AFTER): the window leaves out its oldest messages
+  while they are tool results (their AI message is outside it); a window
+  of tool results only reaches back to their AI message instead.
   Reply: flat array id1, json1, id2, json2, ... oldest first.
 ]]
 local function range(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
-  local options, err = read_options(args, 1, {COUNT = true, BEFORE = true, AFTER = true})
+  local options, err = read_options(args, 1, {COUNT = true, BEFORE = true, AFTER = true}, nil,
+    {TOOLSAFE = true})
   if not options then return err end
+  if options.TOOLSAFE and options.AFTER then
+    return fail('BADARG', 'TOOLSAFE applies to windows read backward (not with AFTER)')
+  end
   local count
   if options.COUNT then
     count = parse_count(options.COUNT, 1e15)
@@ -2134,7 +2214,9 @@ local function range(keys, args)
   if entries['err'] then
     return fail('BADARG', 'BEFORE/AFTER is not a valid stream id or time')
   end
-  return flatten(entries, not options.AFTER and count ~= nil)
+  local backward = not options.AFTER and count ~= nil
+  if options.TOOLSAFE and #entries > 0 then entries = tool_safe(keys, entries, backward) end
+  return flatten(entries, backward)
 end
 
 --[[
