@@ -6,11 +6,13 @@ import {
   ChatHistoryError,
   DEFAULT_PREFIX,
   LIBRARY_VERSION,
+  PagedSearch,
   appendCall,
   checkCompatible,
   clearCall,
   commandOf,
   decodePairs,
+  decodeReindex,
   deleteCall,
   expireCall,
   idTime,
@@ -19,7 +21,6 @@ import {
   parseError,
   rangeCall,
   reindexCall,
-  searchCall,
   sessionKeys,
   ttlCall,
   versionCall,
@@ -123,9 +124,20 @@ export class ChatHistoryClient {
     return Number(await this.run(expireCall(this.keys(sessionId), seconds)));
   }
 
-  /** Rebuild the session's search index; returns the number of messages indexed (1.1). */
-  async reindex(sessionId) {
-    return Number(await this.run(reindexCall(this.keys(sessionId))));
+  /**
+   * Rebuild the session's search index; returns the number of messages in the session. 1.3:
+   * the library indexes a bounded number of messages per call, so this sends RESTART, then
+   * CONTINUE until the index is complete, calling `onProgress({indexed, total})` after each step.
+   * Search stays exact while it runs (it scans the session until the index is complete).
+   */
+  async reindex(sessionId, { onProgress } = {}) {
+    const keys = this.keys(sessionId);
+    let step = decodeReindex(await this.run(reindexCall(keys, "RESTART")));
+    for (;;) {
+      if (onProgress) await onProgress({ indexed: step.indexed, total: step.total });
+      if (step.complete) return step.total;
+      step = decodeReindex(await this.run(reindexCall(keys, "CONTINUE")));
+    }
   }
 
   /** [{id, time, message}] oldest first: all, the latest `count`, or a page before/after. */
@@ -133,9 +145,19 @@ export class ChatHistoryClient {
     return withTimes(await this.run(rangeCall(this.keys(sessionId), options)));
   }
 
-  /** [{id, time, message}] matching a query. Options: limit, and (1.1) mode, type, before. */
+  /**
+   * [{id, time, message, score}] matching a query: oldest first for mode "all" (the default),
+   * best first for "any". Options: limit, and (1.1) mode, type, before, (1.3) minScore. `score` is
+   * the number of distinct query tokens the message holds. 1.3: the library bounds each call's
+   * work, so this sends PAGED calls and follows the reply's cursor until the search is complete:
+   * the result is that of one unbounded search, however many calls it took.
+   */
   async search(sessionId, query, options = {}) {
-    return withTimes(await this.run(searchCall(this.keys(sessionId), query, options)));
+    const search = new PagedSearch(this.keys(sessionId), query, options);
+    for (let call = search.nextCall(); call; call = search.nextCall()) {
+      search.add(await this.run(call));
+    }
+    return search.hits.map(({ id, message, score }) => ({ id, time: idTime(id), message, score }));
   }
 
   async clear(sessionId) {

@@ -83,14 +83,108 @@ export function rangeCall(keys, { count, before, after } = {}) {
 /**
  * Messages matching `query`: with mode "all" (the default) the latest `limit` holding every token
  * and phrase, oldest first; with mode "any" (1.1) the best `limit`, best first. `type` keeps one
- * message type and `before` pages to older matches (1.1).
+ * message type and `before` pages to older matches (1.1). 1.3: `minScore` keeps "any" hits
+ * holding at least that many distinct query tokens; `paged` asks for the PAGED reply (see
+ * decodePaged), which a search too long for one call needs.
  */
-export function searchCall(keys, query, { limit = 10, mode, type, before } = {}) {
+export function searchCall(keys, query, { limit = 10, mode, type, before, minScore, paged } = {}) {
   const args = [query, "LIMIT", String(limit)];
   if (mode && mode.toUpperCase() !== "ALL") args.push("MODE", mode.toUpperCase());
   if (type !== undefined && type !== null) args.push("TYPE", type);
   if (before !== undefined && before !== null) args.push("BEFORE", String(before));
+  if (minScore !== undefined && minScore !== null) args.push("MINSCORE", String(minScore));
+  if (paged) args.push("PAGED");
   return call(FUNCTIONS.search, keys, args, true);
+}
+
+/**
+ * {next, hits: [{id, message, score}]} of a PAGED search reply `next, id, json, score, ...`:
+ * `next` is "" once the search is complete, else the BEFORE of the next call (1.3).
+ */
+export function decodePaged(reply) {
+  if (!Array.isArray(reply) || reply.length % 3 !== 1) {
+    throw new ChatHistoryError("a PAGED search reply is next, then id, json, score triples", "PROTOCOL");
+  }
+  const hits = [];
+  for (let i = 1; i < reply.length; i += 3) {
+    hits.push({ id: String(reply[i]), message: JSON.parse(String(reply[i + 1])), score: Number(reply[i + 2]) });
+  }
+  return { next: String(reply[0]), hits };
+}
+
+/** <0, 0 or >0 as stream id `a` is older than, the same as or newer than `b` ("ms-seq" or "ms"). */
+export function compareIds(a, b) {
+  const [am, as = "0"] = String(a).split("-");
+  const [bm, bs = "0"] = String(b).split("-");
+  const d = BigInt(am) - BigInt(bm) || BigInt(as) - BigInt(bs);
+  return d < 0n ? -1 : d > 0n ? 1 : 0;
+}
+
+/** "any" order: more query tokens first, then newer first. */
+const better = (a, b) => b.score - a.score || compareIds(b.id, a.id);
+
+/**
+ * One search followed over as many PAGED calls as the server needs, as docs/PROTOCOL.md says
+ * ("how to follow it"), so that the hits are those of one unbounded search. No I/O: `nextCall()`
+ * is the call to send (null once done), `add(reply)` takes its raw reply, `hits` is the answer
+ * ([{id, message, score}], oldest first for "all", best first for "any").
+ * Every call must move `next` to an older id than its BEFORE (the library guarantees it); a reply
+ * that does not is refused with code PROTOCOL rather than followed forever.
+ */
+export class PagedSearch {
+  constructor(keys, query, { limit = 10, mode, type, before, minScore } = {}) {
+    this.keys = keys;
+    this.query = query;
+    this.limit = limit;
+    this.any = Boolean(mode) && mode.toUpperCase() === "ANY";
+    this.mode = mode;
+    this.type = type;
+    this.before = before ?? null;
+    this.minScore = minScore ?? null;
+    this.hits = [];
+    this.done = false;
+    this.calls = 0;
+  }
+
+  /** MINSCORE for the next "any" call: an older message must beat the LIMIT-th hit held. */
+  floor() {
+    const held = this.hits.length >= this.limit && this.limit > 0 ? this.hits[this.limit - 1].score + 1 : 1;
+    return Math.max(held, this.minScore ?? 1);
+  }
+
+  nextCall() {
+    if (this.done) return null;
+    const options = { mode: this.mode, type: this.type, before: this.before, paged: true };
+    if (this.any) {
+      options.limit = this.limit;
+      const floor = this.floor();
+      if (floor > 1 || this.minScore !== null) options.minScore = floor;
+    } else {
+      options.limit = this.limit - this.hits.length;
+    }
+    return searchCall(this.keys, this.query, options);
+  }
+
+  add(reply) {
+    const { next, hits } = decodePaged(reply);
+    this.calls += 1;
+    if (this.any) {
+      const seen = new Set(this.hits.map((hit) => hit.id));
+      for (const hit of hits) if (!seen.has(hit.id)) this.hits.push(hit);
+      this.hits.sort(better);
+      this.hits.length = Math.min(this.hits.length, this.limit);
+    } else {
+      this.hits = [...hits, ...this.hits];  // each call's hits are older than the last call's
+    }
+    if (next === "" || (!this.any && this.hits.length >= this.limit)) {
+      this.done = true;
+    } else if (this.before !== null && compareIds(next, this.before) >= 0) {
+      throw new ChatHistoryError(`search cursor ${next} does not move before ${this.before}`, "PROTOCOL");
+    } else {
+      this.before = next;
+    }
+    return this.done;
+  }
 }
 
 /** Delete messages by stream id (`ids`) or by client id (`messageIds`) (1.1). */
@@ -119,8 +213,25 @@ export function expireCall(keys, seconds) {
   return call(FUNCTIONS.expire, keys, [String(seconds)], false);
 }
 
-/** Rebuild the session's search index (1.1). */
-export const reindexCall = (keys) => call(FUNCTIONS.reindex, keys, [], false);
+/**
+ * Rebuild the session's search index (1.1). 1.3: `step` "RESTART" drops the index and indexes
+ * the oldest messages, "CONTINUE" the next ones; both reply [indexed, messages, complete].
+ */
+export function reindexCall(keys, step) {
+  if (step !== undefined && step !== null && !/^(RESTART|CONTINUE)$/i.test(step)) {
+    throw new ChatHistoryError("reindex step must be RESTART or CONTINUE", "BADARG");
+  }
+  return call(FUNCTIONS.reindex, keys, step ? [step.toUpperCase()] : [], false);
+}
+
+/** {indexed, total, complete} of a RESTART / CONTINUE reindex reply (1.3). */
+export function decodeReindex(reply) {
+  if (!Array.isArray(reply) || reply.length !== 3) {
+    throw new ChatHistoryError("a reindex step reply is [indexed, messages, complete]", "PROTOCOL");
+  }
+  const [indexed, total, complete] = reply.map(Number);
+  return { indexed, total, complete: complete === 1 };
+}
 
 export const clearCall = (keys) => call(FUNCTIONS.clear, keys, [], false);
 export const lenCall = (keys) => call(FUNCTIONS.len, keys, [], true);

@@ -2,7 +2,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, beforeEach, test } from "node:test";
-import { ChatHistoryClient, ChatHistoryError, LIBRARY_VERSION, librarySource } from "../src/index.js";
+import { ChatHistoryClient, ChatHistoryError, LIBRARY_VERSION, librarySource, searchCall } from "../src/index.js";
 import { connect } from "./helpers.js";
 
 let redis;
@@ -107,4 +107,94 @@ test("1.1 calls: import, search options, delete, ttl, expire, reindex", async ()
   assert.strictEqual(await chats.ttl("nobody"), -2);
   await assert.rejects(chats.import("s", [{ id: "1-0", message: human("old") }]), { code: "BADARG" });
   await assert.rejects(chats.delete("s", {}), { code: "BADARG" });
+});
+
+// -- 1.3: searches longer than one call's budget, and reindex in steps ------------------------
+
+const SIZE = 2000;
+const SPECIAL = new Set([3, 700, 1500, 1501]);
+const texts = Array.from({ length: SIZE }, (_, i) =>
+  SPECIAL.has(i) ? `common alpha special ${i}` : i % 2 ? `alpha common ${i}` : `beta common ${i}`);
+
+/** Brute force over the texts (ASCII words): what one unbounded search answers. */
+function reference(ids, query, { limit = 10, mode = "all", minScore = 1 } = {}) {
+  const terms = [...new Set(query.toLowerCase().match(/[a-z0-9]+/g))];
+  const phrase = query.includes('"');
+  const scored = texts.slice(0, ids.length).map((text, i) => {
+    const words = text.toLowerCase().match(/[a-z0-9]+/g);
+    const score = terms.filter((term) => words.includes(term)).length;
+    const all = phrase ? ` ${words.join(" ")} `.includes(` ${terms.join(" ")} `) : score === terms.length;
+    return { id: ids[i], score, all };
+  });
+  if (mode === "any") {
+    return scored.filter((hit) => hit.score >= Math.max(1, minScore)).reverse()
+      .sort((a, b) => b.score - a.score).slice(0, limit).map((hit) => [hit.id, hit.score]);
+  }
+  return scored.filter((hit) => hit.all).slice(-limit).map((hit) => [hit.id, hit.score]);
+}
+
+/** A ChatHistoryClient over the real connection that counts the commands it sends. */
+function counting() {
+  const counter = { calls: 0 };
+  const wrapped = { sendCommand: (args) => { counter.calls += 1; return redis.sendCommand(args); } };
+  return [new ChatHistoryClient(wrapped), counter];
+}
+
+for (const noindex of [false, true]) {
+  test(`search follows the PAGED cursor to the answer of one unbounded search (${noindex ? "scan" : "index"})`, async () => {
+    const [chats, counter] = counting();
+    const ids = [];
+    for (let first = 0; first < SIZE; first += 500) {
+      const batch = texts.slice(first, first + 500).map((text) => ({ type: "human", data: { content: text } }));
+      ids.push(...await chats.append("long", batch, { noindex }));
+    }
+    assert.strictEqual(await redis.sendCommand(["HGET", "chat:{long}:x", "\0v"]), noindex ? "N" : "2");
+    const cases = [
+      // every message scores 1: proving none scores 2 means judging them all
+      ["alpha beta", { mode: "any" }, 4],
+      // 4 score 2, then the newest alpha ones; MINSCORE rises once 6 are held
+      ["alpha special", { mode: "any", limit: 6 }, 1],
+      ["alpha special", { mode: "any", limit: 6, minScore: 2 }, 1],
+      ["alpha beta", {}, 4],                         // never in one message: no hit
+      ['"common alpha"', { limit: 3 }, 4],           // a phrase of common words, rare in order
+      ['"common alpha"', { limit: 10, before: ids[1501] }, 4],
+      ["common", { limit: 4 }, 1],                   // answered by the first call
+    ];
+    for (const [query, options, calls] of cases) {
+      counter.calls = 0;
+      const hits = await chats.search("long", query, options);
+      const want = reference(options.before ? ids.slice(0, ids.indexOf(options.before)) : ids, query, options);
+      assert.deepStrictEqual(hits.map((hit) => [hit.id, hit.score]), want, `${query} ${JSON.stringify(options)}`);
+      assert.ok(counter.calls >= calls, `${query}: ${counter.calls} calls, expected at least ${calls}`);
+      assert.deepStrictEqual(hits[0]?.message, hits[0] && { type: "human", data: { content: texts[ids.indexOf(hits[0].id)] } });
+    }
+    // the same search without PAGED is refused with the BUDGET code, like every library error
+    const keys = chats.keys("long");
+    await assert.rejects(chats.run(searchCall(keys, "alpha beta", { mode: "any" })), (error) => {
+      assert.ok(error instanceof ChatHistoryError);
+      assert.strictEqual(error.code, "BUDGET");
+      assert.match(error.message, /^this search needs more than one call: pass PAGED/);
+      return true;
+    });
+  });
+}
+
+test("reindex drives RESTART then CONTINUE to the end, reporting progress", async () => {
+  const chats = new ChatHistoryClient(redis);
+  const batch = Array.from({ length: 1200 }, (_, i) => human(`word${i % 7} filler ${i}`));
+  await chats.append("big", batch, { noindex: true });
+  assert.strictEqual(await redis.sendCommand(["HGET", "chat:{big}:x", "\0v"]), "N");
+  const seen = [];
+  assert.strictEqual(await chats.reindex("big", { onProgress: (step) => seen.push(step) }), 1200);
+  assert.deepStrictEqual(seen, [{ indexed: 512, total: 1200 }, { indexed: 1024, total: 1200 }, { indexed: 1200, total: 1200 }]);
+  assert.strictEqual(await redis.sendCommand(["HGET", "chat:{big}:x", "\0v"]), "2");
+  const hits = await chats.search("big", "word3 filler", { limit: 1000 });
+  assert.strictEqual(hits.length, batch.filter((_, i) => i % 7 === 3).length);
+
+  const small = [];
+  await chats.append("small", [human("a"), human("b")]);
+  assert.strictEqual(await chats.reindex("small", { onProgress: async (step) => small.push(step) }), 2);
+  assert.deepStrictEqual(small, [{ indexed: 2, total: 2 }]);
+  assert.strictEqual(await chats.reindex("nobody"), 0);
+  assert.strictEqual(await redis.sendCommand(["EXISTS", "chat:{nobody}:m", "chat:{nobody}:x"]), 0);
 });

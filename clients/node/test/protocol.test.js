@@ -6,9 +6,13 @@ import { test } from "node:test";
 import {
   ChatHistoryError,
   LIBRARY_VERSION,
+  PagedSearch,
   appendCall,
   checkCompatible,
   clearCall,
+  compareIds,
+  decodePaged,
+  decodeReindex,
   deleteCall,
   expireCall,
   importCall,
@@ -120,4 +124,117 @@ test("version check: same major and not older is ok, older upgrades, newer major
   assert.strictEqual(checkCompatible("0.9.9", "1.0.0"), "upgrade");
   assert.strictEqual(checkCompatible("2.0.0", "1.9.0"), "incompatible");
   assert.strictEqual(checkCompatible("1.10.0", "1.9.0"), "ok");
+});
+
+test("error replies: BUDGET (1.3) parses like every other code", () => {
+  const text = "ERR CHATHIST_BUDGET this search needs more than one call: pass PAGED and continue "
+    + "with BEFORE set to the reply's first element";
+  assert.deepStrictEqual(parseError(text), {
+    code: "BUDGET",
+    message: "this search needs more than one call: pass PAGED and continue with BEFORE set to the reply's first element",
+  });
+  assert.strictEqual(parseError(text.slice(4)).code, "BUDGET");
+});
+
+// -- 1.3: PAGED search and reindex steps (no server: the pure parts) ---------------------------
+
+const KEYS = sessionKeys("chat:", "s");
+
+test("searchCall: MINSCORE and PAGED (1.3) come after the 1.1 options; absent, nothing is sent", () => {
+  assert.deepStrictEqual(searchCall(KEYS, "a b", { mode: "any", before: "5-0", minScore: 2, paged: true }).args,
+    ["a b", "LIMIT", "10", "MODE", "ANY", "BEFORE", "5-0", "MINSCORE", "2", "PAGED"]);
+  assert.deepStrictEqual(searchCall(KEYS, "a", { paged: false, minScore: null }).args, ["a", "LIMIT", "10"]);
+  assert.strictEqual(searchCall(KEYS, "a", { paged: true }).readOnly, true);
+});
+
+test("reindexCall: no argument (1.1), RESTART or CONTINUE (1.3); anything else is refused", () => {
+  assert.deepStrictEqual(reindexCall(KEYS).args, []);
+  assert.deepStrictEqual(reindexCall(KEYS, "RESTART").args, ["RESTART"]);
+  assert.deepStrictEqual(reindexCall(KEYS, "continue").args, ["CONTINUE"]);
+  assert.strictEqual(reindexCall(KEYS, "CONTINUE").readOnly, false);
+  assert.throws(() => reindexCall(KEYS, "AGAIN"), { code: "BADARG" });
+});
+
+test("decodeReindex: [indexed, messages, complete]", () => {
+  assert.deepStrictEqual(decodeReindex([512, 1200, 0]), { indexed: 512, total: 1200, complete: false });
+  assert.deepStrictEqual(decodeReindex([0, 3, 1]), { indexed: 0, total: 3, complete: true });
+  assert.throws(() => decodeReindex(3), { code: "PROTOCOL" });
+});
+
+const json = (text) => JSON.stringify({ type: "human", data: { content: text } });
+
+test("decodePaged: next, then id, json, score triples; the score is a number", () => {
+  assert.deepStrictEqual(decodePaged([""]), { next: "", hits: [] });
+  assert.deepStrictEqual(decodePaged(["7-0", "9-0", json("x"), 2]), {
+    next: "7-0",
+    hits: [{ id: "9-0", message: { type: "human", data: { content: "x" } }, score: 2 }],
+  });
+  assert.throws(() => decodePaged(["", "9-0", json("x")]), { code: "PROTOCOL" });
+  assert.throws(() => decodePaged([]), { code: "PROTOCOL" });
+});
+
+test("compareIds: by millisecond, then sequence, as integers; a plain ms is ms-0", () => {
+  assert.ok(compareIds("9-0", "10-0") < 0);
+  assert.ok(compareIds("10-2", "10-10") < 0);
+  assert.strictEqual(compareIds("10-0", "10"), 0);
+  assert.ok(compareIds("99999999999999999-1", "99999999999999999-0") > 0);
+});
+
+const triple = (id, score) => [id, json(id), score];
+
+test("PagedSearch ALL: LIMIT = hits still missing, BEFORE = last next, older hits go in front", () => {
+  const search = new PagedSearch(KEYS, "q", { limit: 3, type: "human", before: "100-0" });
+  assert.deepStrictEqual(search.nextCall().args, ["q", "LIMIT", "3", "TYPE", "human", "BEFORE", "100-0", "PAGED"]);
+  assert.strictEqual(search.add(["60-0", ...triple("80-0", 1)]), false);
+  assert.deepStrictEqual(search.nextCall().args, ["q", "LIMIT", "2", "TYPE", "human", "BEFORE", "60-0", "PAGED"]);
+  assert.strictEqual(search.add(["30-0"]), false);  // a call may find nothing and still move on
+  assert.deepStrictEqual(search.nextCall().args, ["q", "LIMIT", "2", "TYPE", "human", "BEFORE", "30-0", "PAGED"]);
+  assert.strictEqual(search.add(["", ...triple("10-0", 1), ...triple("20-0", 1)]), true);
+  assert.strictEqual(search.nextCall(), null);
+  assert.deepStrictEqual(search.hits.map((hit) => hit.id), ["10-0", "20-0", "80-0"]);
+  assert.strictEqual(search.calls, 3);
+});
+
+test("PagedSearch ALL: done once it holds LIMIT hits, and at once for LIMIT 0", () => {
+  const search = new PagedSearch(KEYS, "q", { limit: 1 });
+  assert.strictEqual(search.add(["", ...triple("5-0", 1)]), true);
+  assert.deepStrictEqual(search.hits.map((hit) => hit.id), ["5-0"]);
+  const none = new PagedSearch(KEYS, "q", { limit: 0 });
+  assert.deepStrictEqual(none.nextCall().args, ["q", "LIMIT", "0", "PAGED"]);
+  assert.strictEqual(none.add([""]), true);
+  assert.deepStrictEqual(none.hits, []);
+});
+
+test("PagedSearch ANY: keeps the LIMIT best (score, then newer), MINSCORE = LIMIT-th score + 1", () => {
+  const search = new PagedSearch(KEYS, "a b c", { limit: 2, mode: "any" });
+  assert.deepStrictEqual(search.nextCall().args, ["a b c", "LIMIT", "2", "MODE", "ANY", "PAGED"]);
+  search.add(["50-0", ...triple("90-0", 1)]);
+  // fewer than LIMIT hits held: MINSCORE stays 1 (not sent)
+  assert.deepStrictEqual(search.nextCall().args, ["a b c", "LIMIT", "2", "MODE", "ANY", "BEFORE", "50-0", "PAGED"]);
+  search.add(["40-0", ...triple("45-0", 2), ...triple("48-0", 1)]);
+  assert.deepStrictEqual(search.hits.map((hit) => [hit.id, hit.score]), [["45-0", 2], ["90-0", 1]]);
+  assert.deepStrictEqual(search.nextCall().args,
+    ["a b c", "LIMIT", "2", "MODE", "ANY", "BEFORE", "40-0", "MINSCORE", "2", "PAGED"]);
+  // a hit that comes twice counts once
+  search.add(["20-0", ...triple("45-0", 2), ...triple("30-0", 3)]);
+  assert.deepStrictEqual(search.hits.map((hit) => [hit.id, hit.score]), [["30-0", 3], ["45-0", 2]]);
+  assert.strictEqual(search.nextCall().args.at(-2), "3");
+  search.add(["", ...triple("10-0", 3)]);
+  assert.strictEqual(search.nextCall(), null);
+  assert.deepStrictEqual(search.hits.map((hit) => [hit.id, hit.score]), [["30-0", 3], ["10-0", 3]]);
+});
+
+test("PagedSearch ANY: the caller's minScore is a floor for every call", () => {
+  const search = new PagedSearch(KEYS, "a b c", { limit: 1, mode: "ANY", minScore: 2 });
+  assert.deepStrictEqual(search.nextCall().args.slice(-3), ["MINSCORE", "2", "PAGED"]);
+  search.add(["50-0", ...triple("60-0", 2)]);
+  assert.deepStrictEqual(search.nextCall().args.slice(-5), ["BEFORE", "50-0", "MINSCORE", "3", "PAGED"]);
+});
+
+test("PagedSearch refuses a cursor that does not move to older ids (never loops forever)", () => {
+  const search = new PagedSearch(KEYS, "q", { limit: 5 });
+  search.add(["50-0"]);
+  assert.throws(() => search.add(["50-0"]), { code: "PROTOCOL" });
+  const later = new PagedSearch(KEYS, "q", { limit: 5, before: "40" });
+  assert.throws(() => later.add(["40-0"]), { code: "PROTOCOL" });
 });
