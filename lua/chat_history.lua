@@ -2298,7 +2298,7 @@ local function reindex(keys, args)
   if bad then return bad end
   local form = args[1] and string.upper(args[1])
   if #args > 1 or (form and form ~= 'RESTART' and form ~= 'CONTINUE') then
-    return fail('BADARG', 'reindex takes no argument, RESTART or CONTINUE')
+    return fail('BADARG', 'reindex takes no arguments')
   end
   local length = exists and redis.call('XLEN', keys[1]) or 0
   if length == 0 then return form and {0, 0, 1} or 0 end
