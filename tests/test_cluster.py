@@ -26,9 +26,7 @@ from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.cluster import LoadBalancingStrategy, RedisCluster, key_slot
 
-from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, library_source
-from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import (
+from local_cluster import (
     ClusterNode,
     LocalCluster,
     failover,
@@ -39,6 +37,8 @@ from redis_chat_history.local_cluster import (
     start_node,
     stop_cluster,
 )
+from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, library_source
+from redis_chat_history.cli import main
 from redis_chat_history.local_server import free_port, stop_redis
 
 pytestmark = pytest.mark.cluster

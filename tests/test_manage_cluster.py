@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 from redis.cluster import RedisCluster
 
+from local_cluster import LocalCluster, start_cluster, stop_cluster
 from redis_chat_history import RedisChatMessageHistory
 from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import LocalCluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.cluster
 

@@ -13,7 +13,31 @@ import redis_chat_history
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_carries_the_lua_library(tmp_path: Path) -> None:
+#: Every file the wheel may hold: the runtime modules, the type marker and the Lua library.
+#: Benchmarks (benchmarks/) and test helpers (tests/) stay out of it.
+WHEEL_PACKAGE_FILES = {
+    "redis_chat_history/__init__.py",
+    "redis_chat_history/_clients.py",
+    "redis_chat_history/_cluster.py",
+    "redis_chat_history/_errors.py",
+    "redis_chat_history/_jsonl.py",
+    "redis_chat_history/_library.py",
+    "redis_chat_history/_protocol.py",
+    "redis_chat_history/_retry.py",
+    "redis_chat_history/_transport.py",
+    "redis_chat_history/cli.py",
+    "redis_chat_history/cli_sessions.py",
+    "redis_chat_history/demo.py",
+    "redis_chat_history/history.py",
+    "redis_chat_history/local_server.py",
+    "redis_chat_history/offline_model.py",
+    "redis_chat_history/py.typed",
+    "redis_chat_history/lua/chat_history.lua",
+}
+WHEEL_METADATA_FILES = {"METADATA", "WHEEL", "RECORD", "entry_points.txt"}
+
+
+def test_wheel_holds_exactly_the_runtime_files(tmp_path: Path) -> None:
     command = [sys.executable, "-m", "build", "--wheel", "--outdir", str(tmp_path)]
     if importlib.util.find_spec("hatchling") is not None:
         command.append("--no-isolation")  # the backend is here: no download needed
@@ -22,11 +46,15 @@ def test_wheel_carries_the_lua_library(tmp_path: Path) -> None:
     (wheel,) = tmp_path.glob("redis_chat_history-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
-        assert "redis_chat_history/lua/chat_history.lua" in names
-        assert "redis_chat_history/py.typed" in names
-        assert "redis_chat_history/__init__.py" in names
         packaged = archive.read("redis_chat_history/lua/chat_history.lua")
+        entry_points = archive.read(
+            next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
+        ).decode()
+    metadata = {name for name in names if ".dist-info/" in name}
+    assert names - metadata == WHEEL_PACKAGE_FILES
+    assert {name.split("/", 1)[1] for name in metadata} == WHEEL_METADATA_FILES
     assert packaged == (ROOT / "lua" / "chat_history.lua").read_bytes()
+    assert "redis-chat-history = redis_chat_history.cli:main" in entry_points
 
 
 def test_library_source_is_the_repository_lua_file() -> None:

@@ -25,8 +25,9 @@ import redis
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, messages_from_dict
 
-from .. import _protocol as protocol
-from ..history import RedisChatMessageHistory
+from redis_chat_history import _protocol as protocol
+from redis_chat_history.history import RedisChatMessageHistory
+
 from .corpus import Corpus, word_tokens
 
 #: Commands a benchmark sends itself (stats, setup): never counted as a store's work.
