@@ -16,9 +16,10 @@ import redis
 from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage
 
-from redis_chat_history import RedisChatMessageHistory, cli_sessions
-from redis_chat_history import _protocol as protocol
-from redis_chat_history.cli import main
+from redis_chat_history import RedisChatMessageHistory
+from redis_chat_history import _langchain as lc
+from redis_chat_history.cli import _output, main
+from redis_chat_history.cli import sessions as cli_sessions
 from test_history import every_kind_of_message
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
@@ -30,6 +31,11 @@ def invoke(url: str, *args: str) -> Result:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
+
+
+def listed(text: str) -> list[dict[str, Any]]:
+    """The rows of ``list --json`` (streamed in SCAN order), sorted by session."""
+    return sorted(json_lines(text), key=lambda row: row["session"])
 
 
 def stored_dicts(client: redis.Redis, history: RedisChatMessageHistory) -> list[dict[str, Any]]:
@@ -79,7 +85,7 @@ def test_list_shows_the_ttl(redis_url: str, sessions: dict[str, RedisChatMessage
     sessions["ünï code"].set_ttl(42)
     lines = invoke(redis_url, "list").stdout.splitlines()
     assert [line.split()[-1] for line in lines[1:]] == ["3h05m", "-", "42s"]
-    rows = json_lines(invoke(redis_url, "list", "--json").stdout)
+    rows = listed(invoke(redis_url, "list", "--json").stdout)
     assert 3 * 3600_000 < rows[0]["ttl_ms"] <= (3 * 3600 + 5 * 60) * 1000
     assert rows[1]["ttl_ms"] is None
 
@@ -97,7 +103,7 @@ def test_list_shows_the_ttl(redis_url: str, sessions: dict[str, RedisChatMessage
     ],
 )
 def test_duration_text(milliseconds: int | None, text: str) -> None:
-    assert cli_sessions.duration_text(milliseconds) == text
+    assert _output.duration_text(milliseconds) == text
 
 
 def test_list_json_for_scripts(
@@ -105,7 +111,7 @@ def test_list_json_for_scripts(
 ) -> None:
     result = invoke(redis_url, "list", "--json")
     assert result.exit_code == 0, result.output
-    rows = json_lines(result.stdout)
+    rows = listed(result.stdout)
     assert [row["session"] for row in rows] == ["alice", "b{r}ace%7B", "ünï code"]
     alice = sessions["alice"].latest(1)[0]
     assert rows[0] == {
@@ -115,7 +121,7 @@ def test_list_json_for_scripts(
         "last_activity": alice.timestamp.isoformat(timespec="milliseconds"),
         "ttl_ms": None,
     }
-    other = json_lines(invoke(redis_url, "list", "--json", "--prefix", "chat:x").stdout)
+    other = listed(invoke(redis_url, "list", "--json", "--prefix", "chat:x").stdout)
     assert [(row["session"], row["messages"]) for row in other] == [("other", 1)]
 
 
@@ -123,7 +129,7 @@ def test_list_with_glob_characters_in_the_prefix(redis_url: str) -> None:
     RedisChatMessageHistory("s", redis_url=redis_url, key_prefix="a*[b]?:").add_user_message("x")
     RedisChatMessageHistory("t", redis_url=redis_url, key_prefix="aZ[b]?:").add_user_message("x")
     RedisChatMessageHistory("u", redis_url=redis_url, key_prefix="a*b?:").add_user_message("x")
-    rows = json_lines(invoke(redis_url, "list", "--json", "--prefix", "a*[b]?:").stdout)
+    rows = listed(invoke(redis_url, "list", "--json", "--prefix", "a*[b]?:").stdout)
     assert [row["session"] for row in rows] == ["s"]
 
 
@@ -144,7 +150,7 @@ def test_list_of_many_sessions_uses_batched_pipelines(
         RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_messages(
             [HumanMessage("x")] * (i % 4 + 1)
         )
-    rows = json_lines(invoke(redis_url, "list", "--json").stdout)
+    rows = listed(invoke(redis_url, "list", "--json").stdout)
     assert [(row["session"], row["messages"]) for row in rows] == [
         (f"s{i:02}", i % 4 + 1) for i in range(30)
     ]
@@ -329,7 +335,7 @@ def test_tail_reads_entries_of_both_resp_versions(redis_url: str) -> None:
         client = redis.Redis.from_url(redis_url, protocol=version)
         reply = client.xread({history.keys[0]: "0-0"}, count=10, block=10)
         entries = [entry for batch in cli_sessions._stream_entries(reply) for entry in batch]
-        records = protocol.decode_entries(entries)
+        records = lc.decode_entries(entries)
         assert [record.message.content for record in records] == ["a", "b"]
         client.close()
 

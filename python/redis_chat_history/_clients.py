@@ -189,12 +189,12 @@ def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
     if scheme_of(url) in SENTINEL_SCHEMES:
         sentinels, service, options, sentinel_options = sentinel_settings(url)
         ssl = options.pop("ssl", False)
-        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinels, sentinel_kwargs=sentinel_options
         )
         if ssl:
             options["connection_class"] = redis.sentinel.SentinelManagedSSLConnection
-        return manager.master_for(service, **options, **kwargs)  # type: ignore[no-untyped-call]
+        return manager.master_for(service, **options, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     plain = redis.Redis.from_url(url, **kwargs)
     if scheme_of(url) not in ("redis", "rediss") or not is_cluster(url, plain):
         return plain
@@ -224,7 +224,7 @@ async def open_async(url: str, read_from_replicas: bool = False, **kwargs: Any) 
     if scheme_of(url) in SENTINEL_SCHEMES:
         sentinels, service, options, sentinel_options = sentinel_settings(url)
         ssl = options.pop("ssl", False)
-        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinels, sentinel_kwargs=sentinel_options
         )
         if ssl:

@@ -10,14 +10,15 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from . import _langchain as lc
 from . import _protocol as protocol
 from ._clients import async_client, default_url, redact_url, sync_client
 from ._errors import InvalidInputError
-from ._protocol import StoredMessage
+from ._langchain import StoredMessage
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import AsyncTransport, SyncTransport
 
-DEFAULT_KEY_PREFIX = "chat:"
+DEFAULT_KEY_PREFIX = protocol.DEFAULT_KEY_PREFIX
 DEFAULT_INDEX_NAME = "idx:chat_history"
 
 
@@ -175,11 +176,11 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(self._read(protocol.range_call(self._keys)))
+        return lc.decode_messages(self._read(protocol.range_call(self._keys)))
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(await self._aread(protocol.range_call(self._keys)))
+        return lc.decode_messages(await self._aread(protocol.range_call(self._keys)))
 
     def __bool__(self) -> bool:
         """Always true: a history object is a handle, whether or not it has messages yet."""
@@ -201,7 +202,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         mode: str = "all",
         message_type: str | None = None,
         before: str | datetime | None = None,
-    ) -> list[protocol.StoredMessage]:
+    ) -> list[StoredMessage]:
         """Messages found by their words, with their ids and times, in one call.
 
         Words match case-insensitively (accents kept; Chinese, Japanese and Korean
@@ -214,7 +215,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(self._read(call))
+        return lc.decode_stored(self._read(call))
 
     async def asearch(
         self,
@@ -224,25 +225,25 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         mode: str = "all",
         message_type: str | None = None,
         before: str | datetime | None = None,
-    ) -> list[protocol.StoredMessage]:
+    ) -> list[StoredMessage]:
         """Async twin of :meth:`search`."""
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(await self._aread(call))
+        return lc.decode_stored(await self._aread(call))
 
     def search_messages(self, query: str, limit: int = 10, **options: Any) -> list[dict[str, Any]]:
         """:meth:`search` with hits as dicts (``id``, ``timestamp``, ``type``, ``content``,
         ``message``), the shape langchain-redis returns."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(self._read(call))
+        return lc.decode_search(self._read(call))
 
     async def asearch_messages(
         self, query: str, limit: int = 10, **options: Any
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`search_messages`."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(await self._aread(call))
+        return lc.decode_search(await self._aread(call))
 
     def reindex(self) -> int:
         """Rebuild the session's search index (for sessions written without one); one
@@ -276,7 +277,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(self._read(call))
+        return lc.decode_stored(self._read(call))
 
     async def apage(
         self,
@@ -291,15 +292,15 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(await self._aread(call))
+        return lc.decode_stored(await self._aread(call))
 
     def latest(self, n: int) -> list[StoredMessage]:
         """The latest ``n`` messages, oldest first, with their ids and times (one call)."""
-        return protocol.decode_stored(self._read(protocol.latest_call(self._keys, n)))
+        return lc.decode_stored(self._read(protocol.latest_call(self._keys, n)))
 
     async def alatest(self, n: int) -> list[StoredMessage]:
         """Async twin of :meth:`latest`."""
-        return protocol.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
+        return lc.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
 
     # -- writing ---------------------------------------------------------------
 
@@ -308,7 +309,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         against ``max_message_bytes``."""
         call = protocol.append_call(
             self._keys,
-            protocol.with_ids(messages),
+            lc.to_stored(lc.with_ids(messages)),
             self.ttl,
             index=self.search_index,
             max_messages=self.max_messages,
@@ -321,10 +322,10 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """The calls that apply ``messages`` in order: appends, and deletions for
         ``RemoveMessage`` items (by ``message.id``; ``REMOVE_ALL_MESSAGES`` clears)."""
         calls: list[protocol.Call] = []
-        for removing, run in protocol.split_removals(messages):
+        for removing, run in lc.split_removals(messages):
             if not removing:
                 calls.append(self._append_call(run))
-            elif any(message.id == protocol.REMOVE_ALL_MESSAGES for message in run):
+            elif any(message.id == lc.REMOVE_ALL_MESSAGES for message in run):
                 calls.append(protocol.clear_call(self._keys))
             else:
                 delete = protocol.delete_call(
