@@ -511,3 +511,44 @@ def test_export_reports_an_entry_that_is_not_json(redis_url: str, client: redis.
     result = invoke(redis_url, "export", "bad")
     assert result.exit_code == 1
     assert "session 'bad' holds an entry" in result.stderr and "Traceback" not in result.output
+
+
+def fcall_ro_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_fcall_ro", {}).get("calls", 0))
+
+
+def test_list_limit_stops_after_n_sessions(redis_url: str, client: redis.Redis) -> None:
+    for i in range(40):
+        RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_user_message("x")
+    client.config_resetstat()
+    rows = json_lines(invoke(redis_url, "list", "--json", "--limit", "3").stdout)
+    assert len(rows) == len({row["session"] for row in rows}) == 3
+    # three reads per listed session, and the one version check of the library
+    assert fcall_ro_calls(client) == 3 * 3 + 1, "only the listed sessions' details were read"
+    table = invoke(redis_url, "list", "--limit", "5").stdout.splitlines()
+    assert table[0].startswith("SESSION")
+    assert len(table) == 1 + 5
+    assert invoke(redis_url, "list", "--limit", "0").exit_code == 2
+
+
+def test_list_json_streams_sessions_as_they_are_found(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's lines are written before the next batch of sessions is read."""
+    monkeypatch.setattr(cli_sessions, "LIST_BATCH", 4)
+    for i in range(12):
+        RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_user_message("x")
+    written_before_batch: list[int] = []
+    infos = cli_sessions._infos
+    lines: list[str] = []
+
+    def counting(*args: Any) -> Any:
+        written_before_batch.append(len(lines))
+        return infos(*args)
+
+    monkeypatch.setattr(cli_sessions, "_infos", counting)
+    monkeypatch.setattr(cli_sessions.click, "echo", lambda text, **_: lines.append(text))
+    result = invoke(redis_url, "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert written_before_batch == [0, 4, 8]
+    assert sorted(json.loads(line)["session"] for line in lines) == [f"s{i:02}" for i in range(12)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 import redis_chat_history
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "python" / "redis_chat_history"
 
 
 #: Every file the wheel may hold: the runtime modules, the type marker and the Lua library.
@@ -91,3 +93,95 @@ def test_public_errors_share_one_base() -> None:
     assert issubclass(redis_chat_history.InvalidInputError, ValueError)
     assert issubclass(redis_chat_history.RedisUnavailableError, ConnectionError)
     assert issubclass(redis_chat_history.LibraryIncompatibleError, redis_chat_history.LibraryError)
+
+
+def imported_modules(code: str) -> list[str]:
+    """The modules a fresh interpreter imports to run ``code`` (python -X importtime)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return [
+        line.rsplit("|", 1)[1].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    ]
+
+
+def test_the_command_line_never_imports_langchain() -> None:
+    modules = imported_modules("import redis_chat_history.cli")
+    assert "redis_chat_history.cli" in modules
+    assert not [name for name in modules if "langchain" in name]
+    helped = imported_modules(
+        "import sys\nfrom redis_chat_history.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "assert not [m for m in sys.modules if 'langchain' in m], sorted(sys.modules)"
+    )
+    assert not [name for name in helped if "langchain" in name]
+
+
+def test_the_wire_layer_imports_only_the_standard_library() -> None:
+    """_protocol does no I/O and knows no LangChain: it imports the standard library and
+    the package's errors, nothing else."""
+    tree = ast.parse((PACKAGE / "_protocol.py").read_text(encoding="utf-8"))
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            imported.add("." * node.level + (module if node.level else module.split(".")[0]))
+    assert imported <= {
+        "__future__",
+        "json",
+        "re",
+        "collections",
+        "dataclasses",
+        "datetime",
+        "typing",
+        "._errors",
+    }, imported
+
+
+def test_langchain_names_are_imported_on_first_use() -> None:
+    modules = imported_modules(
+        "import redis_chat_history as r\nassert r.RedisChatMessageHistory.__name__"
+    )
+    assert "langchain_core.chat_history" in modules
+
+
+def test_the_package_has_no_import_cycle() -> None:
+    """No module of the package imports one that (directly or not) imports it back."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        base = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        graph[name] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                anchor = base.rsplit(".", node.level - 1)[0] if node.level > 1 else base
+                target = f"{anchor}.{node.module}" if node.module else anchor
+                graph[name] |= {f"{target}.{alias.name}" for alias in node.names}
+                if node.module:
+                    graph[name].add(target)
+    graph = {name: {dep for dep in deps if dep in graph} for name, deps in graph.items()}
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, " -> ".join([*visiting[visiting.index(name) :], name])
+        if name in done:
+            return
+        visiting.append(name)
+        for dep in sorted(graph[name]):
+            visit(dep)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)

@@ -7,6 +7,7 @@ error means, whether the server's library will do) are shared functions.
 
 from __future__ import annotations
 
+import socket
 import weakref
 from collections.abc import Sequence
 from functools import cached_property
@@ -19,6 +20,7 @@ from redis.exceptions import (
     NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
 )
 
@@ -41,6 +43,14 @@ from ._protocol import LIBRARY_VERSION, Call, as_text, check_compatible, error_c
 from ._retry import NO_RETRY, RetryPolicy, is_busy, is_transient, needs_new_connection
 
 _FUNCTION_MISSING = "function not found"
+#: What talking to Redis may raise, and so what becomes one of the package's errors.
+#: Anything else (a TypeError from a wrong argument, say) propagates as itself.
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    RedisClusterException,
+    ChatHistoryError,
+    socket.timeout,
+)
 # Clients whose server library has been checked in this process.
 _checked_sync: weakref.WeakSet[Any] = weakref.WeakSet()
 _checked_async: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -192,14 +202,14 @@ class SyncTransport:
             attempts[0] = failures
             if needs_new_connection(error):
                 pool = getattr(self.client, "connection_pool", None)
-                if pool is not None:
-                    pool.disconnect()
+                if pool is not None:  # idle connections only: others may be in use elsewhere
+                    pool.disconnect(inuse_connections=False)
 
         try:
             return self.retry.sync_retry().call_with_retry(
                 lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
-        except Exception as error:
+        except REDIS_FAILURES as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
@@ -240,7 +250,7 @@ class SyncTransport:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(self._send(version_call()))
-        except Exception as error:
+        except REDIS_FAILURES as error:
             if isinstance(error, ResponseError) and is_function_missing(error):
                 return None
             raise translate(error, self.where) from error
@@ -251,7 +261,7 @@ class SyncTransport:
             return [cluster.NodeLibrary(self.where, "server", self.server_version())]
         try:
             return cluster.node_libraries(self.client, replicas)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     def load(self) -> str:
@@ -264,7 +274,7 @@ class SyncTransport:
                 cluster.load_primaries(self.client)
             else:
                 self.client.function_load(library_source(), replace=True)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
@@ -307,14 +317,14 @@ class AsyncTransport:
             attempts[0] = failures
             if needs_new_connection(error):
                 pool = getattr(self.client, "connection_pool", None)
-                if pool is not None:
-                    await pool.disconnect()
+                if pool is not None:  # idle connections only: others may be in use elsewhere
+                    await pool.disconnect(inuse_connections=False)
 
         try:
             return await self.retry.async_retry().call_with_retry(
                 lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
-        except Exception as error:
+        except REDIS_FAILURES as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
@@ -355,7 +365,7 @@ class AsyncTransport:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(await self._send(version_call()))
-        except Exception as error:
+        except REDIS_FAILURES as error:
             if isinstance(error, ResponseError) and is_function_missing(error):
                 return None
             raise translate(error, self.where) from error
@@ -366,7 +376,7 @@ class AsyncTransport:
             return [cluster.NodeLibrary(self.where, "server", await self.server_version())]
         try:
             return await cluster.anode_libraries(self.client, replicas)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     async def load(self) -> str:
@@ -379,7 +389,7 @@ class AsyncTransport:
                 await cluster.aload_primaries(self.client)
             else:
                 await self.client.function_load(library_source(), replace=True)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 

@@ -65,6 +65,10 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         refresh_ttl_on_read: Renew ``ttl`` on reads of messages too (``messages``,
             ``page``, ``latest``, search), not only on appends; the renewal rides in the
             same round trip. Needs ``ttl``.
+        **kwargs: Options of the redis-py client made from ``redis_url`` (as
+            langchain-redis passes them to ``Redis.from_url``): ``socket_timeout``,
+            ``client_name``, ``ssl_ca_certs``... Histories with the same URL and options
+            share one client. Ignored when ``redis_client`` is given.
     """
 
     def __init__(
@@ -117,6 +121,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._async_redis_client = async_redis_client
         self.search_index = search_index
         self.read_from_replicas = read_from_replicas
+        self.redis_options = kwargs
 
     def __repr__(self) -> str:
         return (
@@ -132,20 +137,34 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def redis_client(self) -> Any:
-        """The sync client in use (shared per URL unless one was given)."""
-        return self._redis_client or sync_client(self.redis_url, self.read_from_replicas)
-
-    def _run(self, call: protocol.Call) -> Any:
-        return SyncTransport(self.redis_client, self.retry).run(call)
-
-    async def _arun(self, call: protocol.Call) -> Any:
-        if self._async_redis_client is None and self._redis_client is not None:
-            # Only a sync client was given: the URL may not lead to it, so use it in a thread.
-            return await asyncio.to_thread(self._run, call)
-        client = self._async_redis_client or await async_client(
-            self.redis_url, self.read_from_replicas
+        """The sync client in use (shared per URL and options unless one was given)."""
+        return self._redis_client or sync_client(
+            self.redis_url, self.read_from_replicas, **self.redis_options
         )
-        return await AsyncTransport(client, self.retry).run(call)
+
+    async def _async_transport(self) -> AsyncTransport | None:
+        """The async transport; None when only a sync client was given (the URL may not
+        lead to it), so calls run on that client in a thread."""
+        if self._async_redis_client is None and self._redis_client is not None:
+            return None
+        client = self._async_redis_client or await async_client(
+            self.redis_url, self.read_from_replicas, **self.redis_options
+        )
+        return AsyncTransport(client, self.retry)
+
+    def _send(self, calls: list[protocol.Call]) -> Any:
+        """Send one call, or several in one pipeline; the first call's reply."""
+        transport = SyncTransport(self.redis_client, self.retry)
+        return transport.run(calls[0]) if len(calls) == 1 else transport.run_all(calls)[0]
+
+    async def _asend(self, calls: list[protocol.Call]) -> Any:
+        """Async twin of :meth:`_send`."""
+        transport = await self._async_transport()
+        if transport is None:
+            return await asyncio.to_thread(self._send, calls)
+        if len(calls) == 1:
+            return await transport.run(calls[0])
+        return (await transport.run_all(calls))[0]
 
     def _refreshing(self, call: protocol.Call) -> list[protocol.Call]:
         """A read, followed by the TTL renewal when ``refresh_ttl_on_read`` asks for one."""
@@ -153,23 +172,18 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             return [call, protocol.expire_call(self._keys, self.ttl)]
         return [call]
 
+    def _run(self, call: protocol.Call) -> Any:
+        return self._send([call])
+
+    async def _arun(self, call: protocol.Call) -> Any:
+        return await self._asend([call])
+
     def _read(self, call: protocol.Call) -> Any:
         """Send a read (and the TTL renewal with it, in one pipeline); its reply."""
-        calls = self._refreshing(call)
-        if len(calls) == 1:
-            return self._run(call)
-        return SyncTransport(self.redis_client, self.retry).run_all(calls)[0]
+        return self._send(self._refreshing(call))
 
     async def _aread(self, call: protocol.Call) -> Any:
-        calls = self._refreshing(call)
-        if len(calls) == 1:
-            return await self._arun(call)
-        if self._async_redis_client is None and self._redis_client is not None:
-            return await asyncio.to_thread(self._read, call)
-        client = self._async_redis_client or await async_client(
-            self.redis_url, self.read_from_replicas
-        )
-        return (await AsyncTransport(client, self.retry).run_all(calls))[0]
+        return await self._asend(self._refreshing(call))
 
     # -- reading ---------------------------------------------------------------
 
