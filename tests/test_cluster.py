@@ -22,10 +22,11 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio.cluster
-from click.testing import CliRunner, Result
+from click.testing import Result
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.cluster import LoadBalancingStrategy, RedisCluster, key_slot
 
+from conftest import cli_runner
 from local_cluster import (
     ClusterNode,
     LocalCluster,
@@ -447,7 +448,7 @@ async def test_async_use_reloads_the_library_per_node(cluster: LocalCluster, url
 
 
 def invoke(url: str, *args: str) -> Result:
-    return CliRunner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
+    return cli_runner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
 
 
 def test_load_and_status_report_every_node(cluster: LocalCluster) -> None:
@@ -492,15 +493,15 @@ def test_status_names_the_node_with_an_older_library(cluster: LocalCluster) -> N
 
 # -- access control --------------------------------------------------------------------------
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
 
-def readme_rule(user: str) -> str:
-    """README's ACL rule for ``user`` plus what its cluster section adds."""
-    text = README.read_text(encoding="utf-8")
+def documented_rule(user: str) -> str:
+    """docs/operations.md's ACL rule for ``user`` plus what its cluster section adds."""
+    text = OPERATIONS.read_text(encoding="utf-8")
     rule = re.search(rf"^ACL SETUSER {user} on >\S+ (.+)$", text, re.MULTILINE)
     extra = re.search(r"also need\s+`([^`]+)` on a cluster", text)
-    assert rule and extra, "README.md documents the ACL rules and their cluster additions"
+    assert rule and extra, "docs/operations.md documents the ACL rules and their cluster additions"
     return f"{rule.group(1)} {extra.group(1)}"
 
 
@@ -509,7 +510,7 @@ def test_the_documented_acl_rules_work_on_a_cluster(cluster: LocalCluster) -> No
     for node in cluster.nodes:
         with node.client() as client:
             for user in ("app", "deployer"):
-                rule = readme_rule(user).replace("<prefix>", prefix)
+                rule = documented_rule(user).replace("<prefix>", prefix)
                 client.execute_command("ACL", "SETUSER", user, "on", ">pw", *rule.split())
     try:
         flush_functions(cluster)

@@ -8,10 +8,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 from redis.cluster import RedisCluster
 
+from conftest import cli_runner
 from local_cluster import LocalCluster, start_cluster, stop_cluster
 from redis_chat_history import RedisChatMessageHistory
 from redis_chat_history.cli import main
@@ -38,7 +39,7 @@ def url(cluster: LocalCluster) -> Iterator[str]:
 
 
 def invoke(url: str, *args: str, stdin: str | None = None) -> Result:
-    return CliRunner().invoke(main, ["--url", url, *args], input=stdin, env={"REDIS_URL": None})
+    return cli_runner().invoke(main, ["--url", url, *args], input=stdin, env={"REDIS_URL": None})
 
 
 def fill(url: str) -> dict[str, RedisChatMessageHistory]:

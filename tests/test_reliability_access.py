@@ -1,6 +1,6 @@
 """Access control: Redis ACL users limited to one tenant's key prefix, and a deployer.
 
-The minimal rules are the ones README.md documents (the test reads them from there), and
+The minimal rules are the ones docs/operations.md documents (the test reads them from there), and
 they must cover every command the library runs inside the server (read from its source),
 since Redis checks those against the caller's ACL too.
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage
 
+from conftest import cli_runner
 from redis_chat_history import (
     LibraryError,
     PermissionDeniedError,
@@ -26,17 +26,17 @@ from redis_chat_history import (
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import LocalRedis
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 PASSWORD = "tenant-pw-7f3a"
 
 
 def documented_rule(user: str) -> str:
-    """The ACL rule README.md gives for ``user`` (``app`` or ``deployer``), without the
+    """The ACL rule docs/operations.md gives for ``user`` (``app`` or ``deployer``), without the
     ``ACL SETUSER <user> on >PASSWORD`` head."""
     match = re.search(
-        rf"^ACL SETUSER {user} on >\S+ (.+)$", README.read_text(encoding="utf-8"), re.MULTILINE
+        rf"^ACL SETUSER {user} on >\S+ (.+)$", OPERATIONS.read_text(encoding="utf-8"), re.MULTILINE
     )
-    assert match, f"README.md documents no ACL rule for {user}"
+    assert match, f"docs/operations.md documents no ACL rule for {user}"
     return match.group(1)
 
 
@@ -134,7 +134,7 @@ def test_an_app_user_cannot_load_the_library_and_is_told_who_can(admin: redis.Re
     history = RedisChatMessageHistory("s", redis_url=url)
     with pytest.raises(LibraryError, match=r"may not run FUNCTION LOAD.*redis-chat-history load"):
         history.add_messages([HumanMessage("x")])
-    result = CliRunner().invoke(main, ["--url", url, "load"])
+    result = cli_runner().invoke(main, ["--url", url, "load"])
     assert result.exit_code == 1
     assert "redis-chat-history load" in result.output and "Traceback" not in result.output
 
@@ -143,7 +143,7 @@ def test_the_deployer_rule_loads_and_checks_the_library_and_reads_no_session(
     admin: redis.Redis,
 ) -> None:
     url = add_user(admin, "deployer", documented_rule("deployer"))
-    runner = CliRunner()
+    runner = cli_runner()
     loaded = runner.invoke(main, ["--url", url, "load"])
     assert loaded.exit_code == 0, loaded.output
     assert admin.function_list()[0][1] == b"chathist"

@@ -213,7 +213,7 @@ def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
         raise ServerError(
             f"Redis at {where} is a Redis Cluster node, but the cluster could not be read "
             f"({error}); the Redis user needs CLUSTER SLOTS, CLUSTER NODES, COMMAND and INFO "
-            "(README: Running on Redis Cluster)"
+            "(docs/operations.md: Running on Redis Cluster)"
         ) from error
 
 

@@ -112,7 +112,7 @@ def translate(error: Exception, where: str) -> ChatHistoryError:
     if isinstance(error, NoPermissionError) or _is_acl_refusal(error):
         return PermissionDeniedError(
             f"Redis at {where} denied the call to this user ({error}); its ACL must allow "
-            "the session's keys and the commands of the chathist library (README: Access control)"
+            "the session's keys and the commands of the chathist library (docs/operations.md: Access control)"
         )
     if isinstance(error, ReadOnlyError):
         return ReadOnlyReplicaError(
