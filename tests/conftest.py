@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from importlib.metadata import version
 from typing import Any
 
 import pytest
 import redis
-from click.testing import CliRunner
 
 from redis_chat_history import library_source, session_keys
 from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
-
-
-def cli_runner() -> CliRunner:
-    """A CliRunner that keeps stderr apart from stdout, on every click the package allows
-    (click 8.2 always does; 8.1 needs ``mix_stderr=False``)."""
-    if tuple(int(part) for part in version("click").split(".")[:2]) < (8, 2):
-        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
-    return CliRunner()
 
 
 @pytest.fixture(scope="session")

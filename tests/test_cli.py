@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import Result
+from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conftest import cli_runner, load_library_as
+from conftest import load_library_as
 from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import free_port
@@ -23,7 +23,7 @@ def invoke(url: str | None, *args: str, env: dict[str, str | None] | None = None
     """Run the command with ``--url url`` (None: no --url) and $REDIS_URL unset unless given."""
     options = ["--url", url] if url is not None else []
     environment: dict[str, str | None] = {"REDIS_URL": None, **(env or {})}
-    return cli_runner().invoke(main, [*options, *args], env=environment)
+    return CliRunner().invoke(main, [*options, *args], env=environment)
 
 
 def json_lines(text: str) -> list[dict[str, object]]:
@@ -286,7 +286,7 @@ def test_demo_gets_the_url_only_when_chosen(
 
     seen: list[str | None] = []
     monkeypatch.setattr(demo, "run_demo", seen.append)
-    result = cli_runner().invoke(main, [*options, "demo"], env={"REDIS_URL": None, **env})
+    result = CliRunner().invoke(main, [*options, "demo"], env={"REDIS_URL": None, **env})
     assert result.exit_code == 0, result.output
     assert seen == [expected]
 

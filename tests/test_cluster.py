@@ -22,11 +22,10 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio.cluster
-from click.testing import Result
+from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.cluster import LoadBalancingStrategy, RedisCluster, key_slot
 
-from conftest import cli_runner
 from local_cluster import (
     ClusterNode,
     LocalCluster,
@@ -448,7 +447,7 @@ async def test_async_use_reloads_the_library_per_node(cluster: LocalCluster, url
 
 
 def invoke(url: str, *args: str) -> Result:
-    return cli_runner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
+    return CliRunner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
 
 
 def test_load_and_status_report_every_node(cluster: LocalCluster) -> None:

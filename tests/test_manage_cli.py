@@ -13,10 +13,9 @@ from typing import Any
 
 import pytest
 import redis
-from click.testing import Result
+from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conftest import cli_runner
 from redis_chat_history import RedisChatMessageHistory
 from redis_chat_history import _langchain as lc
 from redis_chat_history.cli import _output, main
@@ -27,7 +26,7 @@ PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
 
 
 def invoke(url: str, *args: str) -> Result:
-    return cli_runner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
+    return CliRunner().invoke(main, ["--url", url, *args], env={"REDIS_URL": None})
 
 
 def json_lines(text: str) -> list[dict[str, Any]]:
@@ -365,7 +364,7 @@ def test_export_then_import_restores_every_session_exactly(
     before = {name: stored_dicts(client, history) for name, history in sessions.items()}
     exported = export_text(redis_url, "--all")
     client.flushall()
-    result = cli_runner().invoke(
+    result = CliRunner().invoke(
         main, ["--url", redis_url, "import", "-"], input=exported, env={"REDIS_URL": None}
     )
     assert result.exit_code == 0, result.output
@@ -403,7 +402,7 @@ def test_import_into_another_session_prefix_and_ttl(
     redis_url: str, client: redis.Redis, sessions: dict[str, RedisChatMessageHistory]
 ) -> None:
     exported = export_text(redis_url, "alice")
-    result = cli_runner().invoke(
+    result = CliRunner().invoke(
         main,
         ["--url", redis_url, "import", "--session", "copy", "--prefix", "new:", "--ttl", "600"],
         input=exported,
@@ -425,7 +424,7 @@ def test_import_in_batches(
     history.clear()
     monkeypatch.setattr(cli_sessions, "IMPORT_BATCH", 3)
     before = client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0)
-    result = cli_runner().invoke(
+    result = CliRunner().invoke(
         main, ["--url", redis_url, "import"], input=exported, env={"REDIS_URL": None}
     )
     assert result.exit_code == 0, result.output
@@ -451,7 +450,7 @@ def test_a_bad_line_is_reported_and_nothing_of_its_batch_is_written(
     good = json.dumps(
         {"session": "s", "id": "1-0", "message": {"type": "human", "data": {"content": "a"}}}
     )
-    result = cli_runner().invoke(
+    result = CliRunner().invoke(
         main,
         ["--url", redis_url, "import"],
         input=f"{good}\n{line}\n",
@@ -464,7 +463,7 @@ def test_a_bad_line_is_reported_and_nothing_of_its_batch_is_written(
 
 def test_a_message_the_library_refuses_is_reported(redis_url: str, client: redis.Redis) -> None:
     line = json.dumps({"session": "s", "id": "1-0", "message": {"type": "human", "data": {}}})
-    result = cli_runner().invoke(
+    result = CliRunner().invoke(
         main, ["--url", redis_url, "import"], input=line + "\n", env={"REDIS_URL": None}
     )
     assert result.exit_code == 1

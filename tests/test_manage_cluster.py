@@ -8,11 +8,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from click.testing import Result
+from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 from redis.cluster import RedisCluster
 
-from conftest import cli_runner
 from local_cluster import LocalCluster, start_cluster, stop_cluster
 from redis_chat_history import RedisChatMessageHistory
 from redis_chat_history.cli import main
@@ -39,7 +38,7 @@ def url(cluster: LocalCluster) -> Iterator[str]:
 
 
 def invoke(url: str, *args: str, stdin: str | None = None) -> Result:
-    return cli_runner().invoke(main, ["--url", url, *args], input=stdin, env={"REDIS_URL": None})
+    return CliRunner().invoke(main, ["--url", url, *args], input=stdin, env={"REDIS_URL": None})
 
 
 def fill(url: str) -> dict[str, RedisChatMessageHistory]:

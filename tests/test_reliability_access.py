@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conftest import cli_runner
 from redis_chat_history import (
     LibraryError,
     PermissionDeniedError,
@@ -134,7 +134,7 @@ def test_an_app_user_cannot_load_the_library_and_is_told_who_can(admin: redis.Re
     history = RedisChatMessageHistory("s", redis_url=url)
     with pytest.raises(LibraryError, match=r"may not run FUNCTION LOAD.*redis-chat-history load"):
         history.add_messages([HumanMessage("x")])
-    result = cli_runner().invoke(main, ["--url", url, "load"])
+    result = CliRunner().invoke(main, ["--url", url, "load"])
     assert result.exit_code == 1
     assert "redis-chat-history load" in result.output and "Traceback" not in result.output
 
@@ -143,7 +143,7 @@ def test_the_deployer_rule_loads_and_checks_the_library_and_reads_no_session(
     admin: redis.Redis,
 ) -> None:
     url = add_user(admin, "deployer", documented_rule("deployer"))
-    runner = cli_runner()
+    runner = CliRunner()
     loaded = runner.invoke(main, ["--url", url, "load"])
     assert loaded.exit_code == 0, loaded.output
     assert admin.function_list()[0][1] == b"chathist"

@@ -22,10 +22,11 @@ from typing import Any
 
 import pytest
 import redis
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from redis.backoff import ConstantBackoff
 
-from conftest import RawSession, cli_runner
+from conftest import RawSession
 from redis_chat_history import (
     InvalidInputError,
     ReadOnlyReplicaError,
@@ -586,7 +587,7 @@ def test_retry_policy_is_bounded(retries: Any) -> None:
 
 def test_cli_retries_option() -> None:
     url = f"redis://127.0.0.1:{free_port()}"
-    runner = cli_runner()
+    runner = CliRunner()
     once = runner.invoke(main, ["--url", url, "--retries", "0", "show", "s"])
     assert once.exit_code == 1
     assert "no Redis answered" in once.output and "gave up" not in once.output

@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 import pytest
 import redis
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conftest import cli_runner
 from redis_chat_history import ChatHistoryError, RedisChatMessageHistory, RetryPolicy
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import LocalRedis, free_port, redis_server_path, stop_redis
@@ -117,7 +117,7 @@ def test_cli_over_tls_never_prints_the_password(tls_server: tuple[LocalRedis, Pa
     RedisChatMessageHistory("cli", redis_url=tls_url(server, cert)).add_messages(
         [HumanMessage("shown by the CLI")]
     )
-    runner = cli_runner()
+    runner = CliRunner()
     url = tls_url(server, cert)
     for args in (
         ["load"],
@@ -152,7 +152,7 @@ def test_failures_never_reveal_the_password(
         history.add_messages([HumanMessage("never stored")])
     assert_no_secret(everything_about(failed.value), repr(history), caplog.text)
     assert all(secret not in str(record.args) for record in caplog.records for secret in SECRETS)
-    result = cli_runner().invoke(main, ["--url", url, "--retries", "0", "show", "s"])
+    result = CliRunner().invoke(main, ["--url", url, "--retries", "0", "show", "s"])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert_no_secret(result.output)
 

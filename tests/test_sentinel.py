@@ -20,9 +20,9 @@ import pytest
 import redis
 import redis.asyncio.sentinel
 import redis.sentinel
+from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage
 
-from conftest import cli_runner
 from local_cluster import LocalSentinel, start_sentinel, stop_sentinel
 from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
 from redis_chat_history._clients import sentinel_settings
@@ -128,7 +128,7 @@ async def test_sentinel_managed_clients_given_ready(sentinel: LocalSentinel) -> 
 
 
 def test_load_and_status_through_a_sentinel_url(sentinel: LocalSentinel) -> None:
-    runner = cli_runner()
+    runner = CliRunner()
     loaded = runner.invoke(main, ["--url", sentinel.url, "load"], env={"REDIS_URL": None})
     assert loaded.exit_code == 0, loaded.output
     status = runner.invoke(main, ["--url", sentinel.url, "status", "--json"])
