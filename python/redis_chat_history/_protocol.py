@@ -49,6 +49,12 @@ class Call:
     args: tuple[str | int | bytes, ...]
     read_only: bool
 
+    def command(self) -> tuple[str | int | bytes, ...]:
+        """The call as one Redis command: ``FCALL[_RO] function numkeys keys... args...``,
+        what every client (plain, pipeline, cluster node; sync or async) sends."""
+        name = "FCALL_RO" if self.read_only else "FCALL"
+        return (name, self.function, len(self.keys), *self.keys, *self.args)
+
 
 @dataclass(frozen=True, slots=True)
 class StoredRecord:

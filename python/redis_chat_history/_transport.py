@@ -112,7 +112,8 @@ def translate(error: Exception, where: str) -> ChatHistoryError:
     if isinstance(error, NoPermissionError) or _is_acl_refusal(error):
         return PermissionDeniedError(
             f"Redis at {where} denied the call to this user ({error}); its ACL must allow "
-            "the session's keys and the commands of the chathist library (docs/operations.md: Access control)"
+            "the session's keys and the commands of the chathist library "
+            "(docs/operations.md: Access control)"
         )
     if isinstance(error, ReadOnlyError):
         return ReadOnlyReplicaError(
@@ -232,8 +233,7 @@ class SyncTransport:
         """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
         if cluster.is_cluster(self.client):
             return cluster.send(self.client, call, primary)
-        send = self.client.fcall_ro if call.read_only else self.client.fcall
-        return send(call.function, len(call.keys), *call.keys, *call.args)
+        return self.client.execute_command(*call.command())
 
     def _send_all(self, calls: Sequence[Call]) -> list[Any]:
         if cluster.is_cluster(self.client):
@@ -242,8 +242,7 @@ class SyncTransport:
             return [self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            send = pipe.fcall_ro if call.read_only else pipe.fcall
-            send(call.function, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         return first_error(pipe.execute(raise_on_error=False))
 
     def server_version(self) -> str | None:
@@ -349,16 +348,14 @@ class AsyncTransport:
         """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
         if cluster.is_cluster(self.client):
             return await cluster.asend(self.client, call, primary)
-        send = self.client.fcall_ro if call.read_only else self.client.fcall
-        return await send(call.function, len(call.keys), *call.keys, *call.args)
+        return await self.client.execute_command(*call.command())
 
     async def _send_all(self, calls: Sequence[Call]) -> list[Any]:
         if cluster.is_cluster(self.client):
             return [await self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            send = pipe.fcall_ro if call.read_only else pipe.fcall
-            send(call.function, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         return first_error(await pipe.execute(raise_on_error=False))
 
     async def server_version(self) -> str | None:
