@@ -159,6 +159,12 @@ def judge_version(server_version: str, where: str) -> bool:
     return verdict == "upgrade"
 
 
+def needs_load(versions: Sequence[str | None], where: str) -> bool:
+    """Whether the library must be loaded, given its version on each primary (None: not
+    loaded there); raises if one is incompatible."""
+    return any(version is None or judge_version(version, where) for version in versions)
+
+
 def first_error(replies: Sequence[Any]) -> list[Any]:
     """A pipeline's replies, or its first error raised as Redis sent it (no pipeline wording)."""
     for reply in replies:
@@ -283,7 +289,7 @@ class SyncTransport:
         Ours is loaded where it is missing or older.
         """
         versions = [node.version for node in self.node_libraries(replicas=False)]
-        if any(version is None or judge_version(version, self.where) for version in versions):
+        if needs_load(versions, self.where):
             self.load()
         _checked_sync.add(self.client)
 
@@ -396,6 +402,6 @@ class AsyncTransport:
         Ours is loaded where it is missing or older.
         """
         versions = [node.version for node in await self.node_libraries(replicas=False)]
-        if any(version is None or judge_version(version, self.where) for version in versions):
+        if needs_load(versions, self.where):
             await self.load()
         _checked_async.add(self.client)
