@@ -18,9 +18,16 @@ ensure_redis_server() {
   $sudo systemctl disable --now redis-server >/dev/null 2>&1 || true
 }
 
+# The runtime dependencies pinned to their floors: `name>=X` in pyproject.toml becomes `name==X`.
+floor_constraints() {
+  sed -n '/^dependencies = \[/,/^\]/p' "$ROOT/pyproject.toml" \
+    | sed -n 's/^ *"\([A-Za-z0-9_.-]*\)>=\([^",;]*\)".*/\1==\2/p'
+}
+
+# With RCH_MIN_DEPS set, the package is installed with every runtime dependency at its floor.
 ensure_venv() {
   local extras="$1"
-  local stamp="$VENV/.installed-$extras"
+  local stamp="$VENV/.installed-$extras${RCH_MIN_DEPS:+-min}"
   if [ ! -x "$VENV/bin/python" ]; then
     if ! python3 -m venv "$VENV" >/dev/null 2>&1; then
       # Debian's python3 keeps venv in a package of its own.
@@ -35,7 +42,12 @@ ensure_venv() {
   fi
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-    "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]" >&2
+    if [ -n "${RCH_MIN_DEPS:-}" ]; then
+      floor_constraints >"$VENV/floors.txt"
+      "$VENV/bin/python" -m pip install -q -c "$VENV/floors.txt" -e "$ROOT[$extras]" >&2
+    else
+      "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]" >&2
+    fi
     touch "$stamp"
   fi
   export PATH="$VENV/bin:$PATH"

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from redis_chat_history.bench.__main__ import main
-from redis_chat_history.bench.compare import run_comparison
-from redis_chat_history.bench.corpus import Corpus, rare_and_common, word_tokens
-from redis_chat_history.bench.search_index import SearchSettings, run_search_bench
-from redis_chat_history.bench.workloads import Settings
+from benchmarks.__main__ import main
+from benchmarks.compare import run_comparison
+from benchmarks.corpus import Corpus, rare_and_common, word_tokens
+from benchmarks.search_index import SearchSettings, run_search_bench
+from benchmarks.workloads import Settings
 
 TINY = Settings(
     repeats=1,

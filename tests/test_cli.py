@@ -289,3 +289,45 @@ def test_demo_gets_the_url_only_when_chosen(
     result = CliRunner().invoke(main, [*options, "demo"], env={"REDIS_URL": None, **env})
     assert result.exit_code == 0, result.output
     assert seen == [expected]
+
+
+# -- options before or after the command -------------------------------------------------
+
+
+def test_url_prefix_and_retries_are_accepted_after_the_command(redis_url: str) -> None:
+    RedisChatMessageHistory("s", redis_url=redis_url, key_prefix="app:").add_user_message("hi")
+    after = invoke(None, "show", "s", "--url", redis_url, "--prefix", "app:", "--retries", "0")
+    before = invoke(None, "--url", redis_url, "--prefix", "app:", "--retries", "0", "show", "s")
+    assert after.exit_code == 0, after.output
+    assert after.stdout == before.stdout
+    assert after.stdout.endswith("] human: hi\n")
+    loaded = invoke(None, "load", "--url", redis_url)
+    assert loaded.exit_code == 0, loaded.output
+    assert loaded.stdout.startswith(f"loaded chathist {LIBRARY_VERSION} on ")
+
+
+def test_an_option_after_the_command_wins_over_the_one_before(redis_url: str) -> None:
+    RedisChatMessageHistory("s", redis_url=redis_url, key_prefix="b:").add_user_message("in b")
+    silent = f"redis://127.0.0.1:{free_port()}"
+    result = invoke(silent, "show", "s", "--url", redis_url, "--prefix", "b:")
+    assert result.exit_code == 0, result.output
+    assert "in b" in result.stdout
+    from_env = invoke(None, "status", "--url", silent, env={"REDIS_URL": redis_url})
+    assert from_env.exit_code == 1
+    assert f"127.0.0.1:{silent.rsplit(':', 1)[1]}" in from_env.stderr
+
+
+def test_url_after_the_command_counts_as_chosen_for_the_demo(redis_url: str) -> None:
+    silent = f"redis://127.0.0.1:{free_port()}"
+    result = invoke(None, "demo", "--url", silent)
+    assert result.exit_code == 1
+    assert "no Redis answered" in result.stderr
+
+
+def test_an_empty_search_query_is_a_usage_error(
+    redis_url: str, history: RedisChatMessageHistory
+) -> None:
+    for query in ("", "   "):
+        result = invoke(redis_url, "search", "s1", query)
+        assert result.exit_code == 2, result.output
+        assert "QUERY" in result.stderr and "empty" in result.stderr

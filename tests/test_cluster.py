@@ -26,9 +26,7 @@ from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 from redis.cluster import LoadBalancingStrategy, RedisCluster, key_slot
 
-from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, library_source
-from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import (
+from local_cluster import (
     ClusterNode,
     LocalCluster,
     failover,
@@ -39,6 +37,8 @@ from redis_chat_history.local_cluster import (
     start_node,
     stop_cluster,
 )
+from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, library_source
+from redis_chat_history.cli import main
 from redis_chat_history.local_server import free_port, stop_redis
 
 pytestmark = pytest.mark.cluster
@@ -492,15 +492,15 @@ def test_status_names_the_node_with_an_older_library(cluster: LocalCluster) -> N
 
 # -- access control --------------------------------------------------------------------------
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 
 
-def readme_rule(user: str) -> str:
-    """README's ACL rule for ``user`` plus what its cluster section adds."""
-    text = README.read_text(encoding="utf-8")
+def documented_rule(user: str) -> str:
+    """docs/operations.md's ACL rule for ``user`` plus what its cluster section adds."""
+    text = OPERATIONS.read_text(encoding="utf-8")
     rule = re.search(rf"^ACL SETUSER {user} on >\S+ (.+)$", text, re.MULTILINE)
     extra = re.search(r"also need\s+`([^`]+)` on a cluster", text)
-    assert rule and extra, "README.md documents the ACL rules and their cluster additions"
+    assert rule and extra, "docs/operations.md documents the ACL rules and their cluster additions"
     return f"{rule.group(1)} {extra.group(1)}"
 
 
@@ -509,7 +509,7 @@ def test_the_documented_acl_rules_work_on_a_cluster(cluster: LocalCluster) -> No
     for node in cluster.nodes:
         with node.client() as client:
             for user in ("app", "deployer"):
-                rule = readme_rule(user).replace("<prefix>", prefix)
+                rule = documented_rule(user).replace("<prefix>", prefix)
                 client.execute_command("ACL", "SETUSER", user, "on", ">pw", *rule.split())
     try:
         flush_functions(cluster)

@@ -16,9 +16,10 @@ import redis
 from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage
 
-from redis_chat_history import RedisChatMessageHistory, cli_sessions
-from redis_chat_history import _protocol as protocol
-from redis_chat_history.cli import main
+from redis_chat_history import RedisChatMessageHistory
+from redis_chat_history import _langchain as lc
+from redis_chat_history.cli import _output, main
+from redis_chat_history.cli import sessions as cli_sessions
 from test_history import every_kind_of_message
 
 PYTHON_DIR = Path(__file__).resolve().parents[1] / "python"
@@ -30,6 +31,11 @@ def invoke(url: str, *args: str) -> Result:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines()]
+
+
+def listed(text: str) -> list[dict[str, Any]]:
+    """The rows of ``list --json`` (streamed in SCAN order), sorted by session."""
+    return sorted(json_lines(text), key=lambda row: row["session"])
 
 
 def stored_dicts(client: redis.Redis, history: RedisChatMessageHistory) -> list[dict[str, Any]]:
@@ -79,7 +85,7 @@ def test_list_shows_the_ttl(redis_url: str, sessions: dict[str, RedisChatMessage
     sessions["ünï code"].set_ttl(42)
     lines = invoke(redis_url, "list").stdout.splitlines()
     assert [line.split()[-1] for line in lines[1:]] == ["3h05m", "-", "42s"]
-    rows = json_lines(invoke(redis_url, "list", "--json").stdout)
+    rows = listed(invoke(redis_url, "list", "--json").stdout)
     assert 3 * 3600_000 < rows[0]["ttl_ms"] <= (3 * 3600 + 5 * 60) * 1000
     assert rows[1]["ttl_ms"] is None
 
@@ -97,7 +103,7 @@ def test_list_shows_the_ttl(redis_url: str, sessions: dict[str, RedisChatMessage
     ],
 )
 def test_duration_text(milliseconds: int | None, text: str) -> None:
-    assert cli_sessions.duration_text(milliseconds) == text
+    assert _output.duration_text(milliseconds) == text
 
 
 def test_list_json_for_scripts(
@@ -105,7 +111,7 @@ def test_list_json_for_scripts(
 ) -> None:
     result = invoke(redis_url, "list", "--json")
     assert result.exit_code == 0, result.output
-    rows = json_lines(result.stdout)
+    rows = listed(result.stdout)
     assert [row["session"] for row in rows] == ["alice", "b{r}ace%7B", "ünï code"]
     alice = sessions["alice"].latest(1)[0]
     assert rows[0] == {
@@ -115,7 +121,7 @@ def test_list_json_for_scripts(
         "last_activity": alice.timestamp.isoformat(timespec="milliseconds"),
         "ttl_ms": None,
     }
-    other = json_lines(invoke(redis_url, "list", "--json", "--prefix", "chat:x").stdout)
+    other = listed(invoke(redis_url, "list", "--json", "--prefix", "chat:x").stdout)
     assert [(row["session"], row["messages"]) for row in other] == [("other", 1)]
 
 
@@ -123,7 +129,7 @@ def test_list_with_glob_characters_in_the_prefix(redis_url: str) -> None:
     RedisChatMessageHistory("s", redis_url=redis_url, key_prefix="a*[b]?:").add_user_message("x")
     RedisChatMessageHistory("t", redis_url=redis_url, key_prefix="aZ[b]?:").add_user_message("x")
     RedisChatMessageHistory("u", redis_url=redis_url, key_prefix="a*b?:").add_user_message("x")
-    rows = json_lines(invoke(redis_url, "list", "--json", "--prefix", "a*[b]?:").stdout)
+    rows = listed(invoke(redis_url, "list", "--json", "--prefix", "a*[b]?:").stdout)
     assert [row["session"] for row in rows] == ["s"]
 
 
@@ -144,7 +150,7 @@ def test_list_of_many_sessions_uses_batched_pipelines(
         RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_messages(
             [HumanMessage("x")] * (i % 4 + 1)
         )
-    rows = json_lines(invoke(redis_url, "list", "--json").stdout)
+    rows = listed(invoke(redis_url, "list", "--json").stdout)
     assert [(row["session"], row["messages"]) for row in rows] == [
         (f"s{i:02}", i % 4 + 1) for i in range(30)
     ]
@@ -235,6 +241,9 @@ def tail_process(url: str, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
         env=environment,
+        # A shell's background job starts with SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the default so Ctrl-C reaches it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
@@ -326,7 +335,7 @@ def test_tail_reads_entries_of_both_resp_versions(redis_url: str) -> None:
         client = redis.Redis.from_url(redis_url, protocol=version)
         reply = client.xread({history.keys[0]: "0-0"}, count=10, block=10)
         entries = [entry for batch in cli_sessions._stream_entries(reply) for entry in batch]
-        records = protocol.decode_entries(entries)
+        records = lc.decode_entries(entries)
         assert [record.message.content for record in records] == ["a", "b"]
         client.close()
 
@@ -502,3 +511,44 @@ def test_export_reports_an_entry_that_is_not_json(redis_url: str, client: redis.
     result = invoke(redis_url, "export", "bad")
     assert result.exit_code == 1
     assert "session 'bad' holds an entry" in result.stderr and "Traceback" not in result.output
+
+
+def fcall_ro_calls(client: redis.Redis) -> int:
+    return int(client.info("commandstats").get("cmdstat_fcall_ro", {}).get("calls", 0))
+
+
+def test_list_limit_stops_after_n_sessions(redis_url: str, client: redis.Redis) -> None:
+    for i in range(40):
+        RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_user_message("x")
+    client.config_resetstat()
+    rows = json_lines(invoke(redis_url, "list", "--json", "--limit", "3").stdout)
+    assert len(rows) == len({row["session"] for row in rows}) == 3
+    # three reads per listed session, and the one version check of the library
+    assert fcall_ro_calls(client) == 3 * 3 + 1, "only the listed sessions' details were read"
+    table = invoke(redis_url, "list", "--limit", "5").stdout.splitlines()
+    assert table[0].startswith("SESSION")
+    assert len(table) == 1 + 5
+    assert invoke(redis_url, "list", "--limit", "0").exit_code == 2
+
+
+def test_list_json_streams_sessions_as_they_are_found(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each batch's lines are written before the next batch of sessions is read."""
+    monkeypatch.setattr(cli_sessions, "LIST_BATCH", 4)
+    for i in range(12):
+        RedisChatMessageHistory(f"s{i:02}", redis_url=redis_url).add_user_message("x")
+    written_before_batch: list[int] = []
+    infos = cli_sessions._infos
+    lines: list[str] = []
+
+    def counting(*args: Any) -> Any:
+        written_before_batch.append(len(lines))
+        return infos(*args)
+
+    monkeypatch.setattr(cli_sessions, "_infos", counting)
+    monkeypatch.setattr(cli_sessions.click, "echo", lambda text, **_: lines.append(text))
+    result = invoke(redis_url, "list", "--json")
+    assert result.exit_code == 0, result.output
+    assert written_before_batch == [0, 4, 8]
+    assert sorted(json.loads(line)["session"] for line in lines) == [f"s{i:02}" for i in range(12)]

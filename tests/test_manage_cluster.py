@@ -12,9 +12,9 @@ from click.testing import CliRunner, Result
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 from redis.cluster import RedisCluster
 
+from local_cluster import LocalCluster, start_cluster, stop_cluster
 from redis_chat_history import RedisChatMessageHistory
 from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import LocalCluster, start_cluster, stop_cluster
 
 pytestmark = pytest.mark.cluster
 
@@ -59,7 +59,7 @@ def test_sessions_are_spread_and_list_finds_them_on_every_primary(
     result = invoke(url, "list", "--json")
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [row["session"] for row in rows] == sorted(SESSIONS)
+    assert sorted(row["session"] for row in rows) == sorted(SESSIONS)
     assert {row["messages"] for row in rows} == {2}
 
 

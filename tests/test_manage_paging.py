@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage
 
 from redis_chat_history import InvalidInputError, RedisChatMessageHistory, StoredMessage
+from redis_chat_history import _langchain as lc
 from redis_chat_history import _protocol as protocol
 from redis_chat_history._transport import AsyncTransport, SyncTransport
 from test_history import commandstats, delta
@@ -53,7 +54,7 @@ def timed(client: redis.Redis, redis_url: str) -> RedisChatMessageHistory:
     """Session "timed" whose messages have the stream ids in IDS (content = the id)."""
     history = RedisChatMessageHistory("timed", redis_url=redis_url)
     for stream_id in IDS:
-        stored = protocol.encode_message(HumanMessage(stream_id))
+        stored = lc.encode_message(HumanMessage(stream_id))
         client.xadd(history.keys[0], {protocol.MESSAGE_FIELD: stored}, id=stream_id)
     return history
 

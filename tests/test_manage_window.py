@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
 
 from redis_chat_history import InvalidInputError, RedisChatMessageHistory
-from redis_chat_history import _protocol as protocol
+from redis_chat_history import _langchain as lc
 from test_history import commandstats, delta
 
 
@@ -94,7 +94,7 @@ def test_windows_match_a_model(
     for number, batch in enumerate(batches):
         messages = [HumanMessage("z" * size, id=f"{number}-{i}") for i, size in enumerate(batch)]
         history.add_messages(messages)
-        model += [(str(m.id), len(protocol.encode_message(m))) for m in messages]
+        model += [(str(m.id), len(lc.encode_message(m))) for m in messages]
         if max_messages is not None:
             model = model[-max_messages:]
         while max_bytes is not None and len(model) > 1 and sum(s for _, s in model) > max_bytes:
@@ -190,9 +190,7 @@ def test_remove_message_in_add_messages_deletes_by_message_id(
 async def test_remove_all_messages_clears_first(redis_url: str) -> None:
     history = RedisChatMessageHistory("r", redis_url=redis_url)
     await history.aadd_messages([HumanMessage("old 1"), HumanMessage("old 2")])
-    await history.aadd_messages(
-        [RemoveMessage(id=protocol.REMOVE_ALL_MESSAGES), HumanMessage("fresh")]
-    )
+    await history.aadd_messages([RemoveMessage(id=lc.REMOVE_ALL_MESSAGES), HumanMessage("fresh")])
     assert [m.content for m in await history.aget_messages()] == ["fresh"]
 
 

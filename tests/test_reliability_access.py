@@ -1,6 +1,6 @@
 """Access control: Redis ACL users limited to one tenant's key prefix, and a deployer.
 
-The minimal rules are the ones README.md documents (the test reads them from there), and
+The minimal rules are the ones docs/operations.md documents (the test reads them from there), and
 they must cover every command the library runs inside the server (read from its source),
 since Redis checks those against the caller's ACL too.
 """
@@ -26,17 +26,17 @@ from redis_chat_history import (
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import LocalRedis
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+OPERATIONS = Path(__file__).resolve().parents[1] / "docs" / "operations.md"
 PASSWORD = "tenant-pw-7f3a"
 
 
 def documented_rule(user: str) -> str:
-    """The ACL rule README.md gives for ``user`` (``app`` or ``deployer``), without the
+    """The ACL rule docs/operations.md gives for ``user`` (``app`` or ``deployer``), without the
     ``ACL SETUSER <user> on >PASSWORD`` head."""
     match = re.search(
-        rf"^ACL SETUSER {user} on >\S+ (.+)$", README.read_text(encoding="utf-8"), re.MULTILINE
+        rf"^ACL SETUSER {user} on >\S+ (.+)$", OPERATIONS.read_text(encoding="utf-8"), re.MULTILINE
     )
-    assert match, f"README.md documents no ACL rule for {user}"
+    assert match, f"docs/operations.md documents no ACL rule for {user}"
     return match.group(1)
 
 

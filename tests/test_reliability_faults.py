@@ -486,6 +486,26 @@ def test_readonly_replica_is_refused_clearly_and_writes_nothing(
     assert len(session_dump(faulty)) == 1
 
 
+def test_readonly_retry_drops_only_idle_connections(
+    faulty_server: LocalRedis, replica: LocalRedis
+) -> None:
+    """A READONLY reply reconnects the pool's idle connections; one that another thread
+    holds is left alone, mid-use."""
+    client = redis.Redis.from_url(replica.url)
+    held = client.connection_pool.get_connection()
+    held.send_command("CLIENT", "ID")
+    held_id = held.read_response()
+    history = RedisChatMessageHistory(
+        "s", redis_client=client, retry=RetryPolicy(retries=2, backoff=ConstantBackoff(0))
+    )
+    with pytest.raises(ReadOnlyReplicaError, match="gave up after 3 attempts"):
+        history.add_messages([HumanMessage("refused")])
+    held.send_command("CLIENT", "ID")  # the same server connection: it was not closed
+    assert held.read_response() == held_id
+    client.connection_pool.release(held)
+    client.close()
+
+
 def test_readonly_is_retried_until_the_replica_is_promoted(replica: LocalRedis) -> None:
     history = RedisChatMessageHistory("s", redis_url=fresh(replica.url), retry=PATIENT)
     assert len(history) == 0

@@ -27,6 +27,7 @@ from redis_chat_history import (
     library_source,
     session_keys,
 )
+from redis_chat_history import _langchain as lc
 from redis_chat_history import _protocol as protocol
 from redis_chat_history.local_server import LocalRedis
 
@@ -81,7 +82,7 @@ def assert_all_sessions_readable(client: redis.Redis) -> None:
         base = key.decode("utf-8", "surrogateescape")[:-2]
         keys = (base + ":m", base + ":x", base + ":i")
         reply = client.fcall_ro("chathist_range", 3, *keys)
-        records = protocol.decode_stored(reply)
+        records = lc.decode_stored(reply)
         assert len(records) == client.xlen(key)
 
 

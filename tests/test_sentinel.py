@@ -23,10 +23,10 @@ import redis.sentinel
 from click.testing import CliRunner
 from langchain_core.messages import AIMessage, HumanMessage
 
+from local_cluster import LocalSentinel, start_sentinel, stop_sentinel
 from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
 from redis_chat_history._clients import sentinel_settings
 from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import LocalSentinel, start_sentinel, stop_sentinel
 from redis_chat_history.local_server import LocalRedis
 
 DEPLOY = Path(__file__).resolve().parents[1] / "scripts" / "deploy"

@@ -20,6 +20,7 @@ import redis
 from langchain_core.messages import messages_from_dict
 
 from redis_chat_history import InvalidInputError, library_source
+from redis_chat_history import _langchain as lc
 from redis_chat_history import _protocol as protocol
 from redis_chat_history.local_server import LocalRedis
 
@@ -204,7 +205,7 @@ def build(vector: dict[str, Any]) -> protocol.Call:
     builders = {
         "append": lambda: protocol.append_call(
             keys,
-            messages_from_dict(params["messages"]),
+            lc.to_stored(messages_from_dict(params["messages"])),
             params.get("ttl"),
             index=not params.get("noindex", False),
             max_messages=params.get("maxlen"),

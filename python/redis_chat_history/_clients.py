@@ -34,9 +34,12 @@ from ._transport import describe, translate
 
 DEFAULT_URL = "redis://localhost:6379"
 
+# Guards the dicts below only: no network I/O is ever done while it is held.
 _lock = threading.Lock()
-_sync_clients: dict[tuple[str, bool], Any] = {}
-_async_clients: dict[tuple[str, bool, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
+# A client's key: URL, reads from replicas, and the redis-py options it was made with.
+ClientKey = tuple[str, bool, tuple[tuple[str, Any], ...]]
+_sync_clients: dict[ClientKey, Any] = {}
+_async_clients: dict[tuple[ClientKey, int], tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
 # Whether the server of a redis:// URL is a cluster node, found out once per process.
 _cluster_urls: dict[str, bool] = {}
 # URLs whose user may not run INFO: taken for plain servers, which they may not be.
@@ -189,12 +192,12 @@ def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
     if scheme_of(url) in SENTINEL_SCHEMES:
         sentinels, service, options, sentinel_options = sentinel_settings(url)
         ssl = options.pop("ssl", False)
-        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinels, sentinel_kwargs=sentinel_options
         )
         if ssl:
             options["connection_class"] = redis.sentinel.SentinelManagedSSLConnection
-        return manager.master_for(service, **options, **kwargs)  # type: ignore[no-untyped-call]
+        return manager.master_for(service, **options, **kwargs)  # type: ignore[no-untyped-call, unused-ignore]
     plain = redis.Redis.from_url(url, **kwargs)
     if scheme_of(url) not in ("redis", "rediss") or not is_cluster(url, plain):
         return plain
@@ -210,7 +213,7 @@ def open_sync(url: str, read_from_replicas: bool = False, **kwargs: Any) -> Any:
         raise ServerError(
             f"Redis at {where} is a Redis Cluster node, but the cluster could not be read "
             f"({error}); the Redis user needs CLUSTER SLOTS, CLUSTER NODES, COMMAND and INFO "
-            "(README: Running on Redis Cluster)"
+            "(docs/operations.md: Running on Redis Cluster)"
         ) from error
 
 
@@ -224,7 +227,7 @@ async def open_async(url: str, read_from_replicas: bool = False, **kwargs: Any) 
     if scheme_of(url) in SENTINEL_SCHEMES:
         sentinels, service, options, sentinel_options = sentinel_settings(url)
         ssl = options.pop("ssl", False)
-        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call]
+        manager = redis.asyncio.sentinel.Sentinel(  # type: ignore[no-untyped-call, unused-ignore]
             sentinels, sentinel_kwargs=sentinel_options
         )
         if ssl:
@@ -239,39 +242,63 @@ async def open_async(url: str, read_from_replicas: bool = False, **kwargs: Any) 
     return redis.asyncio.cluster.RedisCluster.from_url(url, **kwargs)
 
 
-def sync_client(url: str, read_from_replicas: bool = False) -> Any:
-    """The process-wide sync client for ``url`` (created on first use).
+def client_key(url: str, read_from_replicas: bool, options: dict[str, Any]) -> ClientKey:
+    """The key under which a shared client is kept: clients made with other redis-py
+    options (timeouts, TLS files, a client name) are other clients."""
+
+    def hashable(value: Any) -> Any:
+        try:
+            hash(value)
+        except TypeError:
+            return ("unhashable", id(value))
+        return value
+
+    return (url, read_from_replicas, tuple(sorted((k, hashable(v)) for k, v in options.items())))
+
+
+def sync_client(url: str, read_from_replicas: bool = False, **options: Any) -> Any:
+    """The process-wide sync client for ``url`` and redis-py ``options`` (made on first use).
 
     No round trip, except one ``INFO cluster`` for a ``redis://`` URL the first time
-    (and a cluster client's discovery of the nodes). The client itself never retries:
+    (and a cluster client's discovery of the nodes). That I/O happens outside any lock,
+    so a slow or unreachable server never holds up clients of other URLs; when two
+    threads make the same client at once, the first one stored wins and the other is
+    closed. The client itself never retries (unless ``options`` give it a ``retry``):
     histories retry by their own policy, and only calls that are safe to repeat.
     """
-    key = (url, read_from_replicas)
+    key = client_key(url, read_from_replicas, options)
     with _lock:
         client = _sync_clients.get(key)
-        if client is None:
-            client = open_sync(url, read_from_replicas, retry=no_client_retry())
-            if _settled(url):
-                _sync_clients[key] = client
+    if client is not None:
         return client
+    client = open_sync(url, read_from_replicas, **{"retry": no_client_retry(), **options})
+    if not _settled(url):
+        return client
+    with _lock:
+        shared = _sync_clients.setdefault(key, client)
+    if shared is not client:
+        client.close()  # another thread made one meanwhile
+    return shared
 
 
-async def async_client(url: str, read_from_replicas: bool = False) -> Any:
-    """The ``redis.asyncio`` client for ``url`` on the running event loop.
+async def async_client(url: str, read_from_replicas: bool = False, **options: Any) -> Any:
+    """The ``redis.asyncio`` client for ``url`` and ``options`` on the running event loop.
 
     Async connections belong to one event loop, so clients are shared per loop;
     clients of loops that have closed are dropped when a new one is made. Whether
     the URL leads to a cluster is found out once per process.
     """
     loop = asyncio.get_running_loop()
-    key = (url, read_from_replicas, id(loop))
+    key = (client_key(url, read_from_replicas, options), id(loop))
     with _lock:
         entry = _async_clients.get(key)
         if entry is not None and entry[0]() is loop:
             return entry[1]
         for stale in [k for k, (ref, _) in _async_clients.items() if _is_gone(ref)]:
             del _async_clients[stale]
-    client = await open_async(url, read_from_replicas, retry=no_async_client_retry())
+    client = await open_async(
+        url, read_from_replicas, **{"retry": no_async_client_retry(), **options}
+    )
     with _lock:
         entry = _async_clients.get(key)
         if entry is None or entry[0]() is not loop:

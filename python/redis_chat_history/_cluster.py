@@ -48,12 +48,6 @@ def is_cluster(client: Any) -> bool:
     return isinstance(client, _CLUSTER_TYPES)
 
 
-def command(call: Call) -> tuple[Any, ...]:
-    """The call as command arguments: ``FCALL[_RO] function numkeys keys... args...``."""
-    name = "FCALL_RO" if call.read_only else "FCALL"
-    return (name, call.function, len(call.keys), *call.keys, *call.args)
-
-
 def slot_node(client: Any, call: Call, primary: bool = False) -> Any:
     """The node that should serve ``call``: its slot's primary, or a replica for a read.
 
@@ -61,7 +55,7 @@ def slot_node(client: Any, call: Call, primary: bool = False) -> Any:
     from replicas and ``primary`` is false, with the client's own load balancing.
     """
     slot = client.keyslot(call.keys[0])
-    command_name = command(call)[0]
+    command_name = call.command()[0]
     replicas = call.read_only and not primary and command_name in READ_COMMANDS
     strategy = client.load_balancing_strategy if replicas else None
     return client.nodes_manager.get_node_from_slot(
@@ -72,24 +66,24 @@ def slot_node(client: Any, call: Call, primary: bool = False) -> Any:
 def send(client: Any, call: Call, primary: bool = False) -> Any:
     """Send ``call`` on a sync cluster client, to its slot's node (see the module's notes)."""
     if not call.keys:
-        return client.execute_command(*command(call))
+        return client.execute_command(*call.command())
     try:
         node = slot_node(client, call, primary)
     except SlotNotCoveredError:
-        return client.execute_command(*command(call))
-    return client.execute_command(*command(call), target_nodes=node)
+        return client.execute_command(*call.command())
+    return client.execute_command(*call.command(), target_nodes=node)
 
 
 async def asend(client: Any, call: Call, primary: bool = False) -> Any:
     """Async twin of :func:`send`."""
     if not call.keys:
-        return await client.execute_command(*command(call))
+        return await client.execute_command(*call.command())
     await client.initialize()
     try:
         node = slot_node(client, call, primary)
     except SlotNotCoveredError:
-        return await client.execute_command(*command(call))
-    return await client.execute_command(*command(call), target_nodes=node)
+        return await client.execute_command(*call.command())
+    return await client.execute_command(*call.command(), target_nodes=node)
 
 
 def _is_missing(error: ResponseError) -> bool:

@@ -1,31 +1,27 @@
-"""The FCALL protocol of the chathist library, without I/O.
+"""The FCALL protocol of the chathist library, without I/O and without LangChain.
 
 Key layout, argument encoding and reply decoding live here once; the sync and
 async histories, the CLI and the tests all build their calls with these
-functions. docs/PROTOCOL.md is the written form of the same contract.
+functions. Messages cross this layer as stored-message dicts (``{"type": ...,
+"data": {...}}``, the JSON every client stores) and come back as plain
+:class:`StoredRecord` values; ``_langchain`` turns them into LangChain messages.
+docs/PROTOCOL.md is the written form of the same contract.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from langchain_core.messages import (
-    BaseMessage,
-    ChatMessage,
-    RemoveMessage,
-    message_to_dict,
-    messages_from_dict,
-)
-
 from ._errors import InvalidInputError, UnreadableMessageError
 
 LIBRARY_NAME = "chathist"
+#: The key prefix of a session unless one is given (langchain-redis's default).
+DEFAULT_KEY_PREFIX = "chat:"
 #: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
 LIBRARY_VERSION = "1.3.0"
 
@@ -53,14 +49,31 @@ class Call:
     args: tuple[str | int | bytes, ...]
     read_only: bool
 
+    def command(self) -> tuple[str | int | bytes, ...]:
+        """The call as one Redis command: ``FCALL[_RO] function numkeys keys... args...``,
+        what every client (plain, pipeline, cluster node; sync or async) sends."""
+        name = "FCALL_RO" if self.read_only else "FCALL"
+        return (name, self.function, len(self.keys), *self.keys, *self.args)
+
 
 @dataclass(frozen=True, slots=True)
-class StoredMessage:
-    """A message as stored in a session: its server-assigned id and time, and the message."""
+class StoredRecord:
+    """A message as a session holds it: its stream id and time, and its stored-message dict."""
 
     id: str
     timestamp: datetime
-    message: BaseMessage
+    stored: dict[str, Any]
+
+    @property
+    def type(self) -> str:
+        """The message's type as stored (``human``, ``ai``, ``tool``, or another client's)."""
+        return str(self.stored.get("type"))
+
+    @property
+    def content(self) -> Any:
+        """The message's content as stored: text, or a list of parts."""
+        data = self.stored.get("data")
+        return data.get("content", "") if isinstance(data, dict) else ""
 
 
 def session_keys(key_prefix: str, session_id: str) -> tuple[str, str, str]:
@@ -77,13 +90,13 @@ def session_keys(key_prefix: str, session_id: str) -> tuple[str, str, str]:
     return (base + KEY_SUFFIXES[0], base + KEY_SUFFIXES[1], base + KEY_SUFFIXES[2])
 
 
-def encode_message(message: BaseMessage, position: int = 1) -> bytes:
-    """LangChain's stored-message JSON of one message, compact UTF-8 bytes.
+def encode_stored(stored: dict[str, Any], position: int = 1) -> bytes:
+    """A stored-message dict as compact UTF-8 JSON bytes, the form the library stores.
 
     Text that UTF-8 cannot carry (a lone surrogate) is refused here, before anything
     is sent, as the library refuses any other malformed message.
     """
-    text = json.dumps(message_to_dict(message), ensure_ascii=False, separators=(",", ":"))
+    text = json.dumps(stored, ensure_ascii=False, separators=(",", ":"))
     try:
         return text.encode("utf-8")
     except UnicodeEncodeError as error:
@@ -96,14 +109,15 @@ def encode_message(message: BaseMessage, position: int = 1) -> bytes:
 
 def append_call(
     keys: tuple[str, ...],
-    messages: Sequence[BaseMessage],
+    messages: Sequence[dict[str, Any]],
     ttl: int | None,
     *,
     index: bool = True,
     max_messages: int | None = None,
     max_bytes: int | None = None,
 ) -> Call:
-    """Store ``messages`` in one atomic call, refreshing the session's TTL if given.
+    """Store ``messages`` (stored-message dicts) in one atomic call, refreshing the
+    session's TTL if given.
 
     ``index=False`` keeps a new session out of the search index (search then scans);
     ``max_messages`` / ``max_bytes`` trim the oldest messages in the same call.
@@ -118,7 +132,7 @@ def append_call(
     if not index:
         args.append("NOINDEX")
     args.append("MESSAGES")
-    args += [encode_message(message, position) for position, message in enumerate(messages, 1)]
+    args += [encode_stored(message, position) for position, message in enumerate(messages, 1)]
     return Call(APPEND, keys, tuple(args), read_only=False)
 
 
@@ -227,68 +241,12 @@ def load_stored(stream_id: str, raw: bytes | str) -> Any:
         ) from None
 
 
-def to_messages(stored: list[dict[str, Any]]) -> list[BaseMessage]:
-    """LangChain messages from stored-message dicts, whatever client wrote them.
-
-    A type LangChain Python does not know (LangChain.js's ``generic``, or a type another
-    language invented) becomes a :class:`ChatMessage` whose role is that type, so
-    reading a session never fails on one odd message and no text is lost.
-    """
-    try:
-        return messages_from_dict(stored)
-    except (ValueError, TypeError, KeyError):
-        return [_to_message(item) for item in stored]
-
-
-def _to_message(item: dict[str, Any]) -> BaseMessage:
-    try:
-        return messages_from_dict([item])[0]
-    except (ValueError, TypeError, KeyError):
-        data = dict(item.get("data") or {})
-        role = str(data.pop("role", None) or item.get("type"))
-        data.pop("type", None)
-        try:
-            return ChatMessage(role=role, **data)
-        except (ValueError, TypeError):
-            return ChatMessage(role=role, content=_plain_content(data.get("content", "")))
-
-
-def _plain_content(content: Any) -> str | list[str | dict[str, Any]]:
-    """Content LangChain accepts: a string, or a list of strings and objects; anything
-    else another client stored (``{}``, a list of numbers) as its JSON text."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list) and all(isinstance(part, str | dict) for part in content):
-        return content
-    return json.dumps(content, ensure_ascii=False)
-
-
-def decode_messages(reply: Reply) -> list[BaseMessage]:
-    """LangChain messages from a range reply, oldest first."""
-    return to_messages([stored for _, stored in decode_pairs(reply)])
-
-
-def decode_stored(reply: Reply) -> list[StoredMessage]:
-    """Typed records (id, time, message) from a range or search reply."""
-    pairs = decode_pairs(reply)
-    messages = to_messages([stored for _, stored in pairs])
+def decode_records(reply: Reply) -> list[StoredRecord]:
+    """Plain records (id, time, stored dict) from a range or search reply, oldest first
+    (best first for a search in ``any`` mode)."""
     return [
-        StoredMessage(id=stream_id, timestamp=id_time(stream_id), message=message)
-        for (stream_id, _), message in zip(pairs, messages, strict=True)
-    ]
-
-
-def decode_search(reply: Reply) -> list[dict[str, Any]]:
-    """Search hits as dicts: ``id``, ``timestamp``, ``type``, ``content`` and ``message``."""
-    return [
-        {
-            "id": record.id,
-            "timestamp": record.timestamp,
-            "type": record.message.type,
-            "content": record.message.content,
-            "message": record.message,
-        }
-        for record in decode_stored(reply)
+        StoredRecord(stream_id, id_time(stream_id), stored if isinstance(stored, dict) else {})
+        for stream_id, stored in decode_pairs(reply)
     ]
 
 
@@ -325,19 +283,6 @@ def check_compatible(server_version: str) -> str:
 
 #: The library's limit on one stored message JSON (docs/PROTOCOL.md, Limits).
 MAX_MESSAGE_BYTES = 1048576
-
-
-def with_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """``messages`` with a fresh uuid4 ``id`` on copies of those that have none.
-
-    The library stores a message id at most once per session, so an append of
-    messages that all carry ids can be sent again after a lost reply without being
-    stored twice. The caller's messages are never changed.
-    """
-    return [
-        message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
-        for message in messages
-    ]
 
 
 def check_message_sizes(call: Call, limit: int) -> None:
@@ -477,8 +422,9 @@ def session_from_key(key_prefix: str, key: bytes | str) -> str | None:
     return session if session_keys(key_prefix, session)[0] == text else None
 
 
-def decode_entries(entries: Reply) -> list[StoredMessage]:
-    """Typed records from raw stream entries ``[(id, {field: value}), ...]`` (XREAD, XRANGE).
+def entries_reply(entries: Reply) -> list[Any]:
+    """Raw stream entries ``[(id, {field: value}), ...]`` (XREAD, XRANGE) as a flat
+    ``id, json, ...`` reply that :func:`decode_records` reads.
 
     Entries without the message field (written by something else) are skipped.
     """
@@ -487,7 +433,7 @@ def decode_entries(entries: Reply) -> list[StoredMessage]:
         stored = fields.get(MESSAGE_FIELD.encode(), fields.get(MESSAGE_FIELD))
         if stored is not None:
             flat += [entry_id, stored]
-    return decode_stored(flat)
+    return flat
 
 
 # -- managing sessions: deletion, TTL, import (library 1.1) -------------------------------
@@ -582,24 +528,3 @@ def decode_ttl(reply: Reply) -> float | None:
     """Seconds a session has left, from a chathist_ttl reply; None without a TTL or session."""
     milliseconds = int(reply)
     return milliseconds / 1000 if milliseconds >= 0 else None
-
-
-#: LangGraph's ``RemoveMessage`` id that stands for every message of the conversation.
-REMOVE_ALL_MESSAGES = "__remove_all__"
-
-
-def split_removals(
-    messages: Sequence[BaseMessage],
-) -> list[tuple[bool, list[BaseMessage]]]:
-    """``messages`` cut into runs, in order: ``(True, removals)`` for ``RemoveMessage`` runs,
-    ``(False, messages)`` for runs of messages to store."""
-    runs: list[tuple[bool, list[BaseMessage]]] = []
-    for message in messages:
-        removing = isinstance(message, RemoveMessage)
-        if removing and not message.id:
-            raise InvalidInputError("a RemoveMessage needs the id of the message to remove")
-        if runs and runs[-1][0] == removing:
-            runs[-1][1].append(message)
-        else:
-            runs.append((removing, [message]))
-    return runs

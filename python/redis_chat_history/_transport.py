@@ -7,6 +7,7 @@ error means, whether the server's library will do) are shared functions.
 
 from __future__ import annotations
 
+import socket
 import weakref
 from collections.abc import Sequence
 from functools import cached_property
@@ -19,6 +20,7 @@ from redis.exceptions import (
     NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
 )
 
@@ -41,6 +43,14 @@ from ._protocol import LIBRARY_VERSION, Call, as_text, check_compatible, error_c
 from ._retry import NO_RETRY, RetryPolicy, is_busy, is_transient, needs_new_connection
 
 _FUNCTION_MISSING = "function not found"
+#: What talking to Redis may raise, and so what becomes one of the package's errors.
+#: Anything else (a TypeError from a wrong argument, say) propagates as itself.
+REDIS_FAILURES: tuple[type[Exception], ...] = (
+    redis.RedisError,
+    RedisClusterException,
+    ChatHistoryError,
+    socket.timeout,
+)
 # Clients whose server library has been checked in this process.
 _checked_sync: weakref.WeakSet[Any] = weakref.WeakSet()
 _checked_async: weakref.WeakSet[Any] = weakref.WeakSet()
@@ -102,7 +112,8 @@ def translate(error: Exception, where: str) -> ChatHistoryError:
     if isinstance(error, NoPermissionError) or _is_acl_refusal(error):
         return PermissionDeniedError(
             f"Redis at {where} denied the call to this user ({error}); its ACL must allow "
-            "the session's keys and the commands of the chathist library (README: Access control)"
+            "the session's keys and the commands of the chathist library "
+            "(docs/operations.md: Access control)"
         )
     if isinstance(error, ReadOnlyError):
         return ReadOnlyReplicaError(
@@ -146,6 +157,12 @@ def judge_version(server_version: str, where: str) -> bool:
             f"this package's {LIBRARY_VERSION}: upgrade redis-chat-history (never downgraded)"
         )
     return verdict == "upgrade"
+
+
+def needs_load(versions: Sequence[str | None], where: str) -> bool:
+    """Whether the library must be loaded, given its version on each primary (None: not
+    loaded there); raises if one is incompatible."""
+    return any(version is None or judge_version(version, where) for version in versions)
 
 
 def first_error(replies: Sequence[Any]) -> list[Any]:
@@ -192,14 +209,14 @@ class SyncTransport:
             attempts[0] = failures
             if needs_new_connection(error):
                 pool = getattr(self.client, "connection_pool", None)
-                if pool is not None:
-                    pool.disconnect()
+                if pool is not None:  # idle connections only: others may be in use elsewhere
+                    pool.disconnect(inuse_connections=False)
 
         try:
             return self.retry.sync_retry().call_with_retry(
                 lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
-        except Exception as error:
+        except REDIS_FAILURES as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
@@ -222,8 +239,7 @@ class SyncTransport:
         """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
         if cluster.is_cluster(self.client):
             return cluster.send(self.client, call, primary)
-        send = self.client.fcall_ro if call.read_only else self.client.fcall
-        return send(call.function, len(call.keys), *call.keys, *call.args)
+        return self.client.execute_command(*call.command())
 
     def _send_all(self, calls: Sequence[Call]) -> list[Any]:
         if cluster.is_cluster(self.client):
@@ -232,15 +248,14 @@ class SyncTransport:
             return [self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            send = pipe.fcall_ro if call.read_only else pipe.fcall
-            send(call.function, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         return first_error(pipe.execute(raise_on_error=False))
 
     def server_version(self) -> str | None:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(self._send(version_call()))
-        except Exception as error:
+        except REDIS_FAILURES as error:
             if isinstance(error, ResponseError) and is_function_missing(error):
                 return None
             raise translate(error, self.where) from error
@@ -251,7 +266,7 @@ class SyncTransport:
             return [cluster.NodeLibrary(self.where, "server", self.server_version())]
         try:
             return cluster.node_libraries(self.client, replicas)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     def load(self) -> str:
@@ -264,7 +279,7 @@ class SyncTransport:
                 cluster.load_primaries(self.client)
             else:
                 self.client.function_load(library_source(), replace=True)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
@@ -274,7 +289,7 @@ class SyncTransport:
         Ours is loaded where it is missing or older.
         """
         versions = [node.version for node in self.node_libraries(replicas=False)]
-        if any(version is None or judge_version(version, self.where) for version in versions):
+        if needs_load(versions, self.where):
             self.load()
         _checked_sync.add(self.client)
 
@@ -307,14 +322,14 @@ class AsyncTransport:
             attempts[0] = failures
             if needs_new_connection(error):
                 pool = getattr(self.client, "connection_pool", None)
-                if pool is not None:
-                    await pool.disconnect()
+                if pool is not None:  # idle connections only: others may be in use elsewhere
+                    await pool.disconnect(inuse_connections=False)
 
         try:
             return await self.retry.async_retry().call_with_retry(
                 lambda: self._attempt(work), failed, is_transient, with_failure_count=True
             )
-        except Exception as error:
+        except REDIS_FAILURES as error:
             final = final_error(error, self.where, attempts[0])
             raise final from final.__cause__
 
@@ -339,23 +354,21 @@ class AsyncTransport:
         """Send ``call`` once; ``primary``: never to a replica (a cluster's node just loaded)."""
         if cluster.is_cluster(self.client):
             return await cluster.asend(self.client, call, primary)
-        send = self.client.fcall_ro if call.read_only else self.client.fcall
-        return await send(call.function, len(call.keys), *call.keys, *call.args)
+        return await self.client.execute_command(*call.command())
 
     async def _send_all(self, calls: Sequence[Call]) -> list[Any]:
         if cluster.is_cluster(self.client):
             return [await self._send(call) for call in calls]
         pipe = self.client.pipeline(transaction=False)
         for call in calls:
-            send = pipe.fcall_ro if call.read_only else pipe.fcall
-            send(call.function, len(call.keys), *call.keys, *call.args)
+            pipe.execute_command(*call.command())
         return first_error(await pipe.execute(raise_on_error=False))
 
     async def server_version(self) -> str | None:
         """The loaded library's version, or None when it is not loaded."""
         try:
             return as_text(await self._send(version_call()))
-        except Exception as error:
+        except REDIS_FAILURES as error:
             if isinstance(error, ResponseError) and is_function_missing(error):
                 return None
             raise translate(error, self.where) from error
@@ -366,7 +379,7 @@ class AsyncTransport:
             return [cluster.NodeLibrary(self.where, "server", await self.server_version())]
         try:
             return await cluster.anode_libraries(self.client, replicas)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     async def load(self) -> str:
@@ -379,7 +392,7 @@ class AsyncTransport:
                 await cluster.aload_primaries(self.client)
             else:
                 await self.client.function_load(library_source(), replace=True)
-        except Exception as error:
+        except REDIS_FAILURES as error:
             refuse_load(error, self.where)
         return LIBRARY_VERSION
 
@@ -389,6 +402,6 @@ class AsyncTransport:
         Ours is loaded where it is missing or older.
         """
         versions = [node.version for node in await self.node_libraries(replicas=False)]
-        if any(version is None or judge_version(version, self.where) for version in versions):
+        if needs_load(versions, self.where):
             await self.load()
         _checked_async.add(self.client)

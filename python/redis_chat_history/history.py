@@ -10,14 +10,15 @@ from typing import Any
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage
 
+from . import _langchain as lc
 from . import _protocol as protocol
 from ._clients import async_client, default_url, redact_url, sync_client
 from ._errors import InvalidInputError
-from ._protocol import StoredMessage
+from ._langchain import StoredMessage
 from ._retry import DEFAULT_RETRY, RetryPolicy
 from ._transport import AsyncTransport, SyncTransport
 
-DEFAULT_KEY_PREFIX = "chat:"
+DEFAULT_KEY_PREFIX = protocol.DEFAULT_KEY_PREFIX
 DEFAULT_INDEX_NAME = "idx:chat_history"
 
 
@@ -64,6 +65,10 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         refresh_ttl_on_read: Renew ``ttl`` on reads of messages too (``messages``,
             ``page``, ``latest``, search), not only on appends; the renewal rides in the
             same round trip. Needs ``ttl``.
+        **kwargs: Options of the redis-py client made from ``redis_url`` (as
+            langchain-redis passes them to ``Redis.from_url``): ``socket_timeout``,
+            ``client_name``, ``ssl_ca_certs``... Histories with the same URL and options
+            share one client. Ignored when ``redis_client`` is given.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         self._async_redis_client = async_redis_client
         self.search_index = search_index
         self.read_from_replicas = read_from_replicas
+        self.redis_options = kwargs
 
     def __repr__(self) -> str:
         return (
@@ -131,20 +137,34 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     @property
     def redis_client(self) -> Any:
-        """The sync client in use (shared per URL unless one was given)."""
-        return self._redis_client or sync_client(self.redis_url, self.read_from_replicas)
-
-    def _run(self, call: protocol.Call) -> Any:
-        return SyncTransport(self.redis_client, self.retry).run(call)
-
-    async def _arun(self, call: protocol.Call) -> Any:
-        if self._async_redis_client is None and self._redis_client is not None:
-            # Only a sync client was given: the URL may not lead to it, so use it in a thread.
-            return await asyncio.to_thread(self._run, call)
-        client = self._async_redis_client or await async_client(
-            self.redis_url, self.read_from_replicas
+        """The sync client in use (shared per URL and options unless one was given)."""
+        return self._redis_client or sync_client(
+            self.redis_url, self.read_from_replicas, **self.redis_options
         )
-        return await AsyncTransport(client, self.retry).run(call)
+
+    async def _async_transport(self) -> AsyncTransport | None:
+        """The async transport; None when only a sync client was given (the URL may not
+        lead to it), so calls run on that client in a thread."""
+        if self._async_redis_client is None and self._redis_client is not None:
+            return None
+        client = self._async_redis_client or await async_client(
+            self.redis_url, self.read_from_replicas, **self.redis_options
+        )
+        return AsyncTransport(client, self.retry)
+
+    def _send(self, calls: list[protocol.Call]) -> Any:
+        """Send one call, or several in one pipeline; the first call's reply."""
+        transport = SyncTransport(self.redis_client, self.retry)
+        return transport.run(calls[0]) if len(calls) == 1 else transport.run_all(calls)[0]
+
+    async def _asend(self, calls: list[protocol.Call]) -> Any:
+        """Async twin of :meth:`_send`."""
+        transport = await self._async_transport()
+        if transport is None:
+            return await asyncio.to_thread(self._send, calls)
+        if len(calls) == 1:
+            return await transport.run(calls[0])
+        return (await transport.run_all(calls))[0]
 
     def _refreshing(self, call: protocol.Call) -> list[protocol.Call]:
         """A read, followed by the TTL renewal when ``refresh_ttl_on_read`` asks for one."""
@@ -152,34 +172,29 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             return [call, protocol.expire_call(self._keys, self.ttl)]
         return [call]
 
+    def _run(self, call: protocol.Call) -> Any:
+        return self._send([call])
+
+    async def _arun(self, call: protocol.Call) -> Any:
+        return await self._asend([call])
+
     def _read(self, call: protocol.Call) -> Any:
         """Send a read (and the TTL renewal with it, in one pipeline); its reply."""
-        calls = self._refreshing(call)
-        if len(calls) == 1:
-            return self._run(call)
-        return SyncTransport(self.redis_client, self.retry).run_all(calls)[0]
+        return self._send(self._refreshing(call))
 
     async def _aread(self, call: protocol.Call) -> Any:
-        calls = self._refreshing(call)
-        if len(calls) == 1:
-            return await self._arun(call)
-        if self._async_redis_client is None and self._redis_client is not None:
-            return await asyncio.to_thread(self._read, call)
-        client = self._async_redis_client or await async_client(
-            self.redis_url, self.read_from_replicas
-        )
-        return (await AsyncTransport(client, self.retry).run_all(calls))[0]
+        return await self._asend(self._refreshing(call))
 
     # -- reading ---------------------------------------------------------------
 
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(self._read(protocol.range_call(self._keys)))
+        return lc.decode_messages(self._read(protocol.range_call(self._keys)))
 
     async def aget_messages(self) -> list[BaseMessage]:
         """Every message of the session, oldest first, in one call."""
-        return protocol.decode_messages(await self._aread(protocol.range_call(self._keys)))
+        return lc.decode_messages(await self._aread(protocol.range_call(self._keys)))
 
     def __bool__(self) -> bool:
         """Always true: a history object is a handle, whether or not it has messages yet."""
@@ -201,7 +216,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         mode: str = "all",
         message_type: str | None = None,
         before: str | datetime | None = None,
-    ) -> list[protocol.StoredMessage]:
+    ) -> list[StoredMessage]:
         """Messages found by their words, with their ids and times, in one call.
 
         Words match case-insensitively (accents kept; Chinese, Japanese and Korean
@@ -214,7 +229,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(self._read(call))
+        return lc.decode_stored(self._read(call))
 
     async def asearch(
         self,
@@ -224,25 +239,25 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         mode: str = "all",
         message_type: str | None = None,
         before: str | datetime | None = None,
-    ) -> list[protocol.StoredMessage]:
+    ) -> list[StoredMessage]:
         """Async twin of :meth:`search`."""
         call = protocol.search_call(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return protocol.decode_stored(await self._aread(call))
+        return lc.decode_stored(await self._aread(call))
 
     def search_messages(self, query: str, limit: int = 10, **options: Any) -> list[dict[str, Any]]:
         """:meth:`search` with hits as dicts (``id``, ``timestamp``, ``type``, ``content``,
         ``message``), the shape langchain-redis returns."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(self._read(call))
+        return lc.decode_search(self._read(call))
 
     async def asearch_messages(
         self, query: str, limit: int = 10, **options: Any
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`search_messages`."""
         call = protocol.search_call(self._keys, query, limit, **options)
-        return protocol.decode_search(await self._aread(call))
+        return lc.decode_search(await self._aread(call))
 
     def reindex(self) -> int:
         """Rebuild the session's search index (for sessions written without one); one
@@ -276,7 +291,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(self._read(call))
+        return lc.decode_stored(self._read(call))
 
     async def apage(
         self,
@@ -291,15 +306,15 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         call = protocol.page_call(
             self._keys, limit, before=before, after=after, since=since, until=until
         )
-        return protocol.decode_stored(await self._aread(call))
+        return lc.decode_stored(await self._aread(call))
 
     def latest(self, n: int) -> list[StoredMessage]:
         """The latest ``n`` messages, oldest first, with their ids and times (one call)."""
-        return protocol.decode_stored(self._read(protocol.latest_call(self._keys, n)))
+        return lc.decode_stored(self._read(protocol.latest_call(self._keys, n)))
 
     async def alatest(self, n: int) -> list[StoredMessage]:
         """Async twin of :meth:`latest`."""
-        return protocol.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
+        return lc.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
 
     # -- writing ---------------------------------------------------------------
 
@@ -308,7 +323,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         against ``max_message_bytes``."""
         call = protocol.append_call(
             self._keys,
-            protocol.with_ids(messages),
+            lc.to_stored(lc.with_ids(messages)),
             self.ttl,
             index=self.search_index,
             max_messages=self.max_messages,
@@ -321,10 +336,10 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         """The calls that apply ``messages`` in order: appends, and deletions for
         ``RemoveMessage`` items (by ``message.id``; ``REMOVE_ALL_MESSAGES`` clears)."""
         calls: list[protocol.Call] = []
-        for removing, run in protocol.split_removals(messages):
+        for removing, run in lc.split_removals(messages):
             if not removing:
                 calls.append(self._append_call(run))
-            elif any(message.id == protocol.REMOVE_ALL_MESSAGES for message in run):
+            elif any(message.id == lc.REMOVE_ALL_MESSAGES for message in run):
                 calls.append(protocol.clear_call(self._keys))
             else:
                 delete = protocol.delete_call(

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import redis
 
-from ._errors import RedisUnavailableError
-from .local_server import LocalRedis, free_port, start_redis, stop_redis
+from redis_chat_history._errors import RedisUnavailableError
+from redis_chat_history.local_server import LocalRedis, free_port, start_redis, stop_redis
 
 SLOTS = 16384
 #: Seconds any wait for the cluster or sentinel to settle may take before giving up.

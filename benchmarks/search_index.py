@@ -22,8 +22,9 @@ from typing import Any
 
 import redis
 
-from .. import _protocol as protocol
-from .._transport import SyncTransport
+from redis_chat_history import _protocol as protocol
+from redis_chat_history._transport import SyncTransport
+
 from .corpus import Corpus, rare_and_common
 from .measure import library_version, load_gc_helper, median_usec, memory_usage
 from .report import write_json

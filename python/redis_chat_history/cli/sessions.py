@@ -1,16 +1,13 @@
-"""Commands that manage conversations: list, export and import sessions, follow one live,
-delete messages, read and set a session's TTL.
+"""The commands on many sessions, or on one as it changes: list, export, import, tail.
 
-They use the same pieces as :mod:`redis_chat_history.cli` (a fresh client per run,
-errors as one line, calls built by ``_protocol``) and are added to its command group
-when this module is imported (``cli`` imports it).
+Sessions are found with SCAN (on every primary of a cluster), exported and imported in
+bounded batches as JSON Lines (``_jsonl``), and followed with a blocking XREAD.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import os
 import sys
 import time
@@ -21,21 +18,13 @@ from typing import Any, TextIO
 
 import click
 
-from . import _protocol as protocol
-from ._errors import InvalidInputError
-from ._jsonl import ExportedMessage, encode_json, export_line, parse_line
-from ._transport import SyncTransport
-from .cli import (
-    Target,
-    connected,
-    keys_of,
-    main,
-    record_json,
-    record_line,
-    session_command,
-    stored_records,
-)
-from .history import DEFAULT_KEY_PREFIX
+from .. import _protocol as protocol
+from .._errors import InvalidInputError
+from .._jsonl import ExportedMessage, encode_json, export_line, parse_line
+from .._transport import SyncTransport
+from ._connect import connected, keys_of
+from ._output import duration_text, print_record, stored_records, table
+from ._target import Target, command_options, session_command
 
 #: Messages per chathist_range call when exporting.
 EXPORT_PAGE = 500
@@ -46,14 +35,6 @@ IMPORT_BATCH = 500
 IMPORT_BATCH_BYTES = 4 * 1024 * 1024
 #: Longest single XREAD BLOCK while tailing, in ms (bounds how late --timeout is noticed).
 TAIL_BLOCK_MS = 1000
-
-prefix_option = click.option(
-    "--prefix",
-    default=DEFAULT_KEY_PREFIX,
-    show_default=True,
-    help="Prefix of the sessions' keys (RedisChatMessageHistory's key_prefix).",
-)
-
 
 # -- finding sessions ----------------------------------------------------------------
 
@@ -105,13 +86,15 @@ class SessionInfo:
 
 
 def session_infos(
-    transport: SyncTransport, prefix: str, sessions: Iterable[str]
+    transport: SyncTransport, prefix: str, sessions: Iterable[str], limit: int | None = None
 ) -> Iterator[SessionInfo]:
-    """Count, newest id and TTL of each session, fetched in pipelines of :data:`LIST_BATCH`."""
+    """Count, newest id and TTL of each session, fetched in pipelines of :data:`LIST_BATCH`
+    (fewer when ``limit`` sessions are all that is wanted)."""
+    size = LIST_BATCH if limit is None else min(LIST_BATCH, limit)
     batch: list[str] = []
     for session in sessions:
         batch.append(session)
-        if len(batch) == LIST_BATCH:
+        if len(batch) == size:
             yield from _infos(transport, prefix, batch)
             batch = []
     if batch:
@@ -132,66 +115,59 @@ def _infos(transport: SyncTransport, prefix: str, sessions: list[str]) -> list[S
     return infos
 
 
-def duration_text(milliseconds: int | None) -> str:
-    """A TTL for people: ``42s``, ``5m07s``, ``3h05m``, ``2d03h``; ``-`` for none."""
-    if milliseconds is None:
-        return "-"
-    seconds = -(-milliseconds // 1000)
-    minutes, second = divmod(seconds, 60)
-    hours, minute = divmod(minutes, 60)
-    days, hour = divmod(hours, 24)
-    if days:
-        return f"{days}d{hour:02}h"
-    if hours:
-        return f"{hours}h{minute:02}m"
-    if minutes:
-        return f"{minutes}m{second:02}s"
-    return f"{second}s"
-
-
-def table(rows: list[list[str]], right: set[int]) -> list[str]:
-    """Rows as aligned text columns (columns in ``right`` right-aligned)."""
-    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
-    return [
-        "  ".join(
-            cell.rjust(widths[column]) if column in right else cell.ljust(widths[column])
-            for column, cell in enumerate(row)
-        ).rstrip()
-        for row in rows
-    ]
-
-
 # -- commands --------------------------------------------------------------------------
 
 
+def unique(sessions: Iterable[str], limit: int | None) -> Iterator[str]:
+    """``sessions`` without repeats (SCAN may return a key twice), at most ``limit`` of them."""
+    seen: set[str] = set()
+    for session in sessions:
+        if limit is not None and len(seen) >= limit:
+            return
+        if session not in seen:
+            seen.add(session)
+            yield session
+
+
 @click.command("list")
-@prefix_option
+@command_options()
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=None,
+    help="List at most N sessions (the first N found).",
+)
 @click.option(
     "--json",
     "as_json",
     is_flag=True,
-    help="Print JSON lines: session, messages, last_id, last_activity, ttl_ms.",
+    help="Print JSON lines as sessions are found: session, messages, last_id, "
+    "last_activity, ttl_ms.",
 )
 @click.pass_obj
-def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
-    """List the sessions under --prefix: message count, last activity and TTL, by session id.
+def list_sessions(target: Target, limit: int | None, as_json: bool) -> None:
+    """List the sessions under --prefix: message count, last activity and TTL.
 
-    Finds sessions with SCAN (every primary of a cluster), never KEYS.
+    Finds sessions with SCAN (every primary of a cluster), never KEYS. The table is
+    sorted by session id; --json streams one line per session in the order SCAN finds
+    them, so a script reads the first ones while the rest are still being found.
     """
+    prefix = target.prefix
     with connected(target) as transport:
-        sessions = sorted(set(scan_sessions(transport.client, prefix)))
-        infos = list(session_infos(transport, prefix, sessions))
-    if as_json:
-        for info in infos:
-            click.echo(encode_json(info.as_json()))
-        return
-    if not infos:
+        found = unique(scan_sessions(transport.client, prefix), limit)
+        infos = session_infos(transport, prefix, found, limit)
+        if as_json:
+            for info in infos:
+                click.echo(encode_json(info.as_json()))
+            return
+        rows = sorted(infos, key=lambda info: info.session)
+    if not rows:
         click.echo(f"no sessions under prefix {prefix!r}", err=True)
         return
-    rows = [["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)", "TTL"]]
-    for info in infos:
+    lines = [["SESSION", "MESSAGES", "LAST ACTIVITY (UTC)", "TTL"]]
+    for info in rows:
         last = info.last_activity
-        rows.append(
+        lines.append(
             [
                 info.session,
                 str(info.messages),
@@ -199,13 +175,13 @@ def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
                 duration_text(info.ttl_ms),
             ]
         )
-    for line in table(rows, right={1, 3}):
+    for line in table(lines, right={1, 3}):
         click.echo(line)
 
 
 @click.command("export")
 @click.argument("sessions", nargs=-1)
-@prefix_option
+@command_options()
 @click.option("--all", "every", is_flag=True, help="Export every session under --prefix.")
 @click.option(
     "--output",
@@ -223,7 +199,6 @@ def list_sessions(target: Target, prefix: str, as_json: bool) -> None:
 def export(
     target: Target,
     sessions: tuple[str, ...],
-    prefix: str,
     every: bool,
     output: TextIO,
     progress: bool | None,
@@ -237,8 +212,9 @@ def export(
     if bool(sessions) == every:
         raise click.UsageError("name the SESSIONS to export, or pass --all (not both)")
     for session in sessions:
-        keys_of(prefix, session)
+        keys_of(target.prefix, session)
     with connected(target) as transport:
+        prefix = target.prefix
         names = sorted(set(scan_sessions(transport.client, prefix))) if every else list(sessions)
         counts = [int(reply) for reply in transport.run_all(_len_calls(prefix, names))]
         show = sys.stderr.isatty() if progress is None else progress
@@ -287,7 +263,7 @@ def _session_pages(
 
 @click.command("import")
 @click.argument("source", type=click.File("r", encoding="utf-8"), default="-")
-@prefix_option
+@command_options()
 @click.option(
     "--session",
     "rename",
@@ -315,7 +291,6 @@ def _session_pages(
 def import_sessions(
     target: Target,
     source: TextIO,
-    prefix: str,
     rename: str | None,
     replace: bool,
     ttl: int | None,
@@ -328,7 +303,7 @@ def import_sessions(
     each batch is one atomic call. An interrupted import can be run again with
     --replace (each session starts over).
     """
-    keys_of(prefix, rename or "-")
+    keys_of(target.prefix, rename or "-")
     show = sys.stderr.isatty() if progress is None else progress
     size = _file_size(source)
     imported, sessions = 0, 0
@@ -340,7 +315,7 @@ def import_sessions(
     ):
         cleared: set[str] = set()
         for session, batch, read in _batches(source, rename):
-            keys = keys_of(prefix, session)
+            keys = keys_of(target.prefix, session)
             if session not in cleared:
                 cleared.add(session)
                 sessions += 1
@@ -430,7 +405,6 @@ def _batches(
 def tail(
     target: Target,
     session: str,
-    prefix: str,
     lines: int,
     from_id: str | None,
     count: int | None,
@@ -441,7 +415,7 @@ def tail(
 
     Follows the session's stream with a blocking XREAD; Ctrl-C stops it.
     """
-    keys = keys_of(prefix, session)
+    keys = keys_of(target.prefix, session)
     if from_id is not None:
         try:
             protocol.stream_id_key(from_id, 0)
@@ -452,7 +426,7 @@ def tail(
         if from_id is None:
             latest = stored_records(transport.run(protocol.latest_call(keys, max(lines, 1))))
             for record in latest[-lines:] if lines else []:
-                _print_record(record, as_json)
+                print_record(record, as_json)
             from_id = latest[-1].id if latest else "0-0"
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C ends a tail, quietly
             _follow(transport, keys[0], from_id, count, deadline, as_json)
@@ -483,7 +457,7 @@ def _follow(
                 continue
             last_id = protocol.as_text(entries[-1][0])
             for record in _records(entries):
-                _print_record(record, as_json)
+                print_record(record, as_json)
                 printed += 1
 
 
@@ -499,86 +473,10 @@ def _stream_entries(reply: Any) -> list[Any]:
     return [entries for _, entries in reply]
 
 
-def _records(entries: Any) -> list[protocol.StoredMessage]:
+def _records(entries: Any) -> list[protocol.StoredRecord]:
     try:
-        return protocol.decode_entries(entries)
+        return protocol.decode_records(protocol.entries_reply(entries))
     except (ValueError, KeyError, TypeError) as error:
         raise click.ClickException(
             f"the session holds a message that is not a LangChain message: {error}"
         ) from None
-
-
-def _print_record(record: protocol.StoredMessage, as_json: bool) -> None:
-    click.echo(
-        json.dumps(record_json(record), ensure_ascii=False) if as_json else record_line(record)
-    )
-
-
-@click.command()
-@session_command
-@click.argument("ids", nargs=-1, required=True)
-@click.option(
-    "--message-ids",
-    "by_message_id",
-    is_flag=True,
-    help="IDS are LangChain message ids (message.id), not stream ids.",
-)
-@click.pass_obj
-def delete(
-    target: Target, session: str, prefix: str, ids: tuple[str, ...], by_message_id: bool
-) -> None:
-    """Delete messages of SESSION by stream id (as `show --json` prints), atomically.
-
-    Unknown ids are ignored; prints how many messages were deleted.
-    """
-    keys = keys_of(prefix, session)
-    try:
-        call = (
-            protocol.delete_call(keys, message_ids=ids)
-            if by_message_id
-            else protocol.delete_call(keys, ids)
-        )
-    except InvalidInputError as error:
-        raise click.BadParameter(str(error), param_hint="IDS") from None
-    with connected(target) as transport:
-        deleted = int(transport.run(call)) if call else 0
-    click.echo(f"deleted {deleted} message{'' if deleted == 1 else 's'} from session {session!r}")
-
-
-@click.command("ttl")
-@session_command
-@click.option(
-    "--set",
-    "seconds",
-    type=click.IntRange(1, protocol.MAX_TTL_SECONDS),
-    default=None,
-    help="Make the session expire SECONDS from now.",
-)
-@click.option("--persist", is_flag=True, help="Drop the session's TTL: keep it until cleared.")
-@click.pass_obj
-def ttl_command(
-    target: Target, session: str, prefix: str, seconds: int | None, persist: bool
-) -> None:
-    """Print the time SESSION has left (or `none`), after --set or --persist if given.
-
-    Exit status 1 when the session does not exist.
-    """
-    if seconds is not None and persist:
-        raise click.UsageError("pass --set or --persist, not both")
-    keys = keys_of(prefix, session)
-    with connected(target) as transport:
-        if seconds is not None or persist:
-            transport.run(protocol.expire_call(keys, seconds))
-        remaining = int(transport.run(protocol.ttl_call(keys)))
-    if remaining == -2:
-        raise click.ClickException(f"session {session!r} does not exist")
-    click.echo("none" if remaining < 0 else duration_text(remaining))
-
-
-def register(group: click.Group) -> None:
-    """Add these commands to a command group."""
-    for command in (list_sessions, export, import_sessions, tail, delete, ttl_command):
-        group.add_command(command)
-
-
-register(main)

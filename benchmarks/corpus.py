@@ -19,7 +19,7 @@ from functools import cached_property
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 
-from .._protocol import encode_message
+from redis_chat_history._langchain import encode_message
 
 _CONSONANTS = "bcdfghjklmnprstvwz"
 _VOWELS = "aeiou"

@@ -11,7 +11,8 @@ from typing import Any
 
 import redis
 
-from ..local_server import start_redis, stop_redis
+from redis_chat_history.local_server import start_redis, stop_redis
+
 from .measure import GC_LIBRARY
 
 

@@ -25,8 +25,10 @@ import redis
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.messages import BaseMessage, messages_from_dict
 
-from .. import _protocol as protocol
-from ..history import RedisChatMessageHistory
+from redis_chat_history import _langchain as lc
+from redis_chat_history import _protocol as protocol
+from redis_chat_history.history import RedisChatMessageHistory
+
 from .corpus import Corpus, word_tokens
 
 #: Commands a benchmark sends itself (stats, setup): never counted as a store's work.
@@ -194,7 +196,7 @@ class FloorHistory(BaseChatMessageHistory):
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Append in one pipelined round trip."""
         pipe = self.client.pipeline(transaction=False)
-        pipe.rpush(self.key, *[protocol.encode_message(message) for message in messages])
+        pipe.rpush(self.key, *[lc.encode_message(message) for message in messages])
         pipe.expire(self.key, self.ttl)
         pipe.execute()
 

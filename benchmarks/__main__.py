@@ -1,4 +1,4 @@
-"""``python -m redis_chat_history.bench [search] [options]`` (what scripts/bench runs).
+"""``python -m benchmarks [search] [options]`` (what scripts/bench runs, from the repository root).
 
 Without a mode: the comparison with langchain-community and the raw redis-py floor.
 ``search``: the search index benchmark (server time, append cost, memory).

@@ -15,8 +15,9 @@ from typing import Any
 
 import redis
 
-from .._protocol import version_tuple
-from .._transport import SyncTransport
+from redis_chat_history._protocol import version_tuple
+from redis_chat_history._transport import SyncTransport
+
 from .corpus import DISTINCT, Corpus, rare_and_common
 from .goals import check_goals
 from .load import LoadPlan, run_load
