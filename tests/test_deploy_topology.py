@@ -26,9 +26,7 @@ from click.testing import CliRunner
 from langchain_core.messages import HumanMessage
 from redis.crc import key_slot
 
-from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
-from redis_chat_history.cli import main
-from redis_chat_history.local_cluster import (
+from local_cluster import (
     ClusterNode,
     LocalCluster,
     create_with_redis_cli,
@@ -36,6 +34,8 @@ from redis_chat_history.local_cluster import (
     start_node,
     wait_for,
 )
+from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
+from redis_chat_history.cli import main
 from redis_chat_history.local_server import stop_redis
 
 pytestmark = [

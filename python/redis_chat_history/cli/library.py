@@ -10,8 +10,10 @@ import click
 from .. import _cluster as cluster
 from .. import _protocol as protocol
 from .._clients import cluster_unknown
+from .._cluster import NodeLibrary
 from ._connect import connected
 from ._target import Target, command_options
+
 
 def library_state(version: str | None) -> str:
     """``missing``, ``ok``, ``upgrade`` (older than this package: run ``load``) or
