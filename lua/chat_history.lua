@@ -98,8 +98,8 @@ local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fol
 local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages indexed>"
 local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
 local META_TOKENS = '\0t'         -- the newest writes' TOKENs and the ids they replied
-local TOKENS_KEPT = 8             -- writes whose TOKEN a retry can still name
-local TOKEN_BYTES = 8192          -- ... fewer when their replies are long (the newest stays)
+local TOKEN_MS = 60000            -- a write's TOKEN is kept this long for its retries
+local TOKEN_BYTES = 16384         -- ... or less: the oldest go first (the newest stays)
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 64         -- pending records this many are folded into the index
 local PENDING_BYTES = 32768        -- ... or fewer, once their messages' JSON is this long
@@ -1050,42 +1050,36 @@ local function build_step(keys, state, n)
   state.folded = state.total
 end
 
--- The ids a write named token replied, if it is one of the newest writes
--- (tokens is the "\0t" value: one "<token> <id>,<id>..." line per write,
--- newest first).
+-- The ids a write named token replied, if it is still kept. tokens is the
+-- "\0t" value: a line "<ms> <token> <id>,<id>..." per write, oldest first;
+-- a token is the only field between two spaces, so one plain find tells.
 local function replayed(tokens, token)
   if not tokens or not token then return nil end
-  local start
-  if string.sub(tokens, 1, #token + 1) == token .. ' ' then
-    start = 1
-  else
-    start = string.find(tokens, '\n' .. token .. ' ', 1, true)
-    if not start then return nil end
-    start = start + 1
-  end
-  local stop = string.find(tokens, '\n', start, true) or #tokens + 1
+  local at = string.find(tokens, ' ' .. token .. ' ', 1, true)
+  if not at then return nil end
+  local stop = string.find(tokens, '\n', at, true) or #tokens + 1
   local list = {}
-  for id in string.gmatch(string.sub(tokens, start + #token + 1, stop - 1), '[^,]+') do
+  for id in string.gmatch(string.sub(tokens, at + #token + 2, stop - 1), '[^,]+') do
     list[#list + 1] = id
   end
   return list
 end
 
--- The "\0t" value once a write named token replied ids: its line first,
--- then the newest others, TOKENS_KEPT lines and TOKEN_BYTES at most (found
--- with plain finds: this runs on every write that names a token).
+-- The "\0t" value once a write named token replied ids: its line last; the
+-- oldest lines go once older than TOKEN_MS or beyond TOKEN_BYTES (a write
+-- drops a line or two, each with one find). The time is the newest id's.
 local function remember_token(tokens, token, ids)
-  local line = token .. ' ' .. table.concat(ids, ',')
+  local now = 0
+  for _, id in ipairs(ids) do now = math.max(now, tonumber(string.match(id, '^%d+'))) end
+  local line = string.format('%.0f', now) .. ' ' .. token .. ' ' .. table.concat(ids, ',')
   if not tokens then return line end
-  local stop, lines = 0, 1
-  while lines < TOKENS_KEPT do
-    local newline = string.find(tokens, '\n', stop + 2, true) or #tokens + 1
-    if #line + newline > TOKEN_BYTES then break end
-    stop, lines = newline - 1, lines + 1
-    if newline > #tokens then break end
+  local kept = tokens .. '\n' .. line
+  while #kept > #line do
+    local oldest = tonumber(string.match(kept, '^%d+'))
+    if #kept <= TOKEN_BYTES and oldest and oldest >= now - TOKEN_MS then break end
+    kept = string.sub(kept, string.find(kept, '\n', 1, true) + 1)
   end
-  if stop == 0 then return line end
-  return line .. '\n' .. string.sub(tokens, 1, stop)
+  return kept
 end
 
 -- Before a write: the session's state (see "Writer state" above). A session
@@ -2001,7 +1995,7 @@ chathist_append: store a batch of messages, atomically.
     at most n remain / their JSON takes at most n bytes (the newest stays).
     NOINDEX: a session with no index yet is not given one.
     TOKEN t: the write's name for retries (1.3): a call whose token names
-    one of the session's newest writes stores nothing and replies what
+    a write of the session's last minute stores nothing and replies what
     that write replied.
     IFLAST id (1.3): write only if the session's newest message is id
     (0-0: the session is empty); else reply CONFLICT and write nothing.

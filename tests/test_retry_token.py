@@ -4,11 +4,13 @@ stays small however long the session grows (raw FCALL)."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import redis
 
 from conftest import RawSession
+from redis_chat_history import library_source
 
 
 def stored(text: str) -> str:
@@ -33,18 +35,35 @@ def test_a_retried_import_replies_its_ids(raw: RawSession) -> None:
     assert raw.call("len", read_only=True) == 2
 
 
-def test_only_the_newest_writes_can_be_retried_and_the_state_stays_small(raw: RawSession) -> None:
+def test_a_write_of_the_last_minute_can_be_retried_and_the_state_stays_small(
+    raw: RawSession,
+) -> None:
     replies = {}
-    for i in range(200):
+    for i in range(600):
         replies[i] = raw.call("append", "TOKEN", f"t{i}", "MESSAGES", stored(f"m{i}"))
-    kept = raw.client.hget(raw.keys[1], "\0t").split(b"\n")
-    assert [line.split()[0] for line in kept] == [f"t{i}".encode() for i in range(199, 191, -1)]
-    for i in range(199, 191, -1):
+    kept = raw.client.hget(raw.keys[1], "\0t")
+    assert len(kept) <= 16384  # the oldest went first
+    lines = kept.split(b"\n")
+    assert lines[-1].split()[1] == b"t599"
+    oldest = int(lines[0].split()[1][1:])
+    assert 0 < oldest < 400
+    for i in (599, 500, oldest):
         assert raw.call("append", "TOKEN", f"t{i}", "MESSAGES", stored(f"m{i}")) == replies[i]
-    assert raw.call("len", read_only=True) == 200
+    assert raw.call("len", read_only=True) == 600
     assert not raw.client.exists(raw.keys[2])  # no per-message map for messages without ids
-    stream = raw.client.memory_usage(raw.keys[0])
-    assert len(raw.client.hget(raw.keys[1], "\0t")) < 0.1 * stream
+
+
+def test_tokens_older_than_their_time_are_dropped(client: redis.Redis) -> None:
+    source = library_source().replace("local TOKEN_MS = 60000", "local TOKEN_MS = 50")
+    client.function_load(source, replace=True)
+    raw = RawSession(client, "chat:", "timed")
+    first = raw.call("append", "TOKEN", "early", "MESSAGES", stored("a"))
+    assert raw.call("append", "TOKEN", "early", "MESSAGES", stored("a")) == first
+    time.sleep(0.1)
+    raw.call("append", "TOKEN", "later", "MESSAGES", stored("b"))
+    assert raw.client.hget(raw.keys[1], "\0t").split()[1] == b"later"
+    raw.call("append", "TOKEN", "early", "MESSAGES", stored("a"))  # a new write now
+    assert raw.call("len", read_only=True) == 3
 
 
 @pytest.mark.parametrize("token", ["", "a b", "x" * 65, "semi;colon", "new\nline"])
