@@ -1,7 +1,13 @@
-"""A throwaway redis-server on a free loopback port, for the demo, tests and benchmarks."""
+"""A throwaway redis-server on a free loopback port, for the demo, tests and benchmarks.
+
+The executable is ``redis-server`` on PATH, or the one ``$RCH_REDIS_SERVER`` names (a path,
+or a name looked up on PATH): a ``valkey-server`` for example. ``scripts/test`` sets it from
+``RCH_SERVER`` (``redis``, ``valkey`` or ``redis8``).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -34,10 +40,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: The environment variable naming the server executable to start instead of redis-server.
+SERVER_VARIABLE = "RCH_REDIS_SERVER"
+
+
 def redis_server_path() -> str:
-    """The redis-server executable on PATH, or a clear error saying how to get one."""
-    path = shutil.which("redis-server")
+    """The server executable to start ($RCH_REDIS_SERVER, else redis-server on PATH), or a
+    clear error saying how to get one."""
+    wanted = os.environ.get(SERVER_VARIABLE) or "redis-server"
+    path = shutil.which(wanted)
     if path is None:
+        if wanted != "redis-server":
+            raise RedisUnavailableError(
+                f"{SERVER_VARIABLE}={wanted} is not an executable: point it at a redis-server "
+                "or valkey-server (7.0 or newer), or unset it"
+            )
         raise RedisUnavailableError(
             "redis-server is not on PATH: install Redis 7 or newer "
             "(for example `sudo apt-get install -y redis-server`) or set REDIS_URL"
