@@ -67,16 +67,18 @@ def start_redis(
     port: int | None = None,
     directory: Path | None = None,
     config_file: Path | None = None,
+    executable: str | None = None,
 ) -> LocalRedis:
     """Start redis-server on loopback in a temp dir (no persistence unless asked).
 
     ``config_file`` goes first on the command line, as redis-server requires (a
-    Sentinel's config, which it rewrites, for example).
+    Sentinel's config, which it rewrites, for example). ``executable`` starts another
+    server binary than :func:`redis_server_path`'s.
     """
     port = port or free_port()
     directory = directory or Path(tempfile.mkdtemp(prefix="redis-chat-history-"))
     command = [
-        redis_server_path(),
+        executable or redis_server_path(),
         *([str(config_file)] if config_file is not None else []),
         "--port", str(port),
         "--bind", "127.0.0.1",
