@@ -80,6 +80,13 @@ def _sizes(text: str) -> tuple[int, ...]:
     help="Directory for bench.json, bench.txt and bench.png.",
 )
 @click.option("--no-chart", is_flag=True, help="Do not draw the PNG chart.")
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also langchain-redis and langgraph-checkpoint-redis (their own virtualenv, "
+    ".venv-peers), every store on Valkey with RediSearch and RedisJSON (scripts/bench "
+    "installs them).",
+)
 def compare_command(
     url: str | None,
     full: bool,
@@ -93,6 +100,7 @@ def compare_command(
     no_load: bool,
     out: Path,
     no_chart: bool,
+    peers: bool,
 ) -> None:
     """Benchmark redis-chat-history against langchain-community and the raw redis-py floor.
 
@@ -108,7 +116,9 @@ def compare_command(
         load_seconds=load_seconds or (3.0 if full else 1.0),
         window=384 if full else 192,
     )
-    run_comparison(url, settings, out, chart=not no_chart, load=not no_load, echo=click.echo)
+    run_comparison(
+        url, settings, out, chart=not no_chart, load=not no_load, echo=click.echo, peers=peers
+    )
 
 
 @click.command(name="bench search")
