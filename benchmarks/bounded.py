@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def alternating(i: int) -> bytes:
 @contextmanager
 def slowlog_everything(client: redis.Redis) -> Iterator[None]:
     """Log every command's duration while the block runs."""
-    old = client.config_get("slowlog-*")
+    old: dict[Any, Any] = client.config_get("slowlog-*")
     client.config_set("slowlog-log-slower-than", 0)
     client.config_set("slowlog-max-len", 1000000)
     try:
@@ -125,14 +126,16 @@ def build_session(client: redis.Redis, name: str, size: int, *flags: str) -> tup
     return keys
 
 
-def follow_search(client: redis.Redis, keys: tuple[str, ...], query: str, options: tuple) -> int:
+def follow_search(
+    client: redis.Redis, keys: tuple[str, ...], query: str, options: tuple[str, ...]
+) -> int:
     """Runs one search to its end as the Python client does; returns its calls."""
     mode = "any" if "ANY" in options else "all"
     message_type = options[options.index("TYPE") + 1] if "TYPE" in options else None
     pager = protocol.SearchPager(keys, query, 10, mode=mode, message_type=message_type)
     call = pager.next_call()
     while call is not None:
-        pager.feed(client.execute_command(*call.command()))
+        pager.feed(client.execute_command(*call.command()))  # type: ignore[no-untyped-call]
         call = pager.next_call()
     return pager.calls
 
@@ -177,7 +180,8 @@ def worst_at_size(client: redis.Redis, size: int, repeats: int) -> list[Worst]:
     """Every function's worst call on an indexed and an unindexed session of ``size``."""
     keys = build_session(client, f"indexed-{size}", size)
     scanned = build_session(client, f"scanned-{size}", size, "NOINDEX")
-    ids = [entry[0] for entry in client.xrange(keys[0], "-", "+", count=50)]
+    entries: Any = client.xrange(keys[0], "-", "+", count=50)
+    ids = [entry[0] for entry in entries]
     rows: list[Worst] = []
 
     def steady(label: str, run: Callable[[], Any]) -> None:
@@ -216,9 +220,9 @@ def worst_at_size(client: redis.Redis, size: int, repeats: int) -> list[Worst]:
     steady("latest 20", latest)
     steady("len / ttl", small_reads)
     for label, query, options in QUERIES:
-        steady(label, lambda q=query, o=options: follow_search(client, keys, q, o))
+        steady(label, partial(follow_search, client, keys, query, options))
     for label, query, options in QUERIES[:2]:
-        steady(f"{label} (scan)", lambda q=query, o=options: follow_search(client, scanned, q, o))
+        steady(f"{label} (scan)", partial(follow_search, client, scanned, query, options))
     steady("delete 2 ids", deletes)
     rows.append(measure_worst(client, "reindex (each step)", size, repeats, rebuild, True))
     # Once: the first trim is the long one; a repeat would find nothing to remove.
@@ -378,7 +382,8 @@ def append_costs(client: redis.Redis, settings: BoundedSettings) -> dict[str, fl
             pipe.execute()
     pipe.execute()
     stream = client.memory_usage(keys[0]) or 1
-    token_fields = [f for f in client.hkeys(keys[1]) if f.startswith((b"\0T", b"\0S"))]
+    fields: Any = client.hkeys(keys[1])
+    token_fields = [f for f in fields if f.startswith((b"\0T", b"\0S"))]
     tokens = sum(len(f) + len(client.hget(keys[1], f) or b"") + 16 for f in token_fields)
     id_map = client.memory_usage(keys[2]) or 0
     client.unlink(*keys)

@@ -129,3 +129,29 @@ def test_comparison_with_peers_reports_them_on_the_same_server(tmp_path: Path) -
             assert rows[workload, peer]["median_us"] > 0
         assert rows["memory", peer]["bytes_per_message"] > 0
     assert ("runnable_turn", "ours") in rows and ("read_30", "floor") in rows
+
+
+def test_bounded_bench_measures_every_function_and_goal(redis_url: str, tmp_path: Path) -> None:
+    from benchmarks.bounded import QUERIES, BoundedSettings, run_bounded_bench
+
+    settings = BoundedSettings(
+        sizes=(300,),
+        repeats=1,
+        neighbour_seconds=0.5,
+        neighbour_size=200,
+        append_calls=50,
+        retry_state_messages=400,
+    )
+    lines: list[str] = []
+    run_bounded_bench(redis_url, settings, tmp_path, echo=lines.append)
+    written = json.loads((tmp_path / "bounded.json").read_text())
+    functions = {row["function"] for row in written["worst"]}
+    assert {label for label, _, _ in QUERIES} <= functions
+    assert {"append a turn", "reindex (each step)", "trim to 10 (each write)"} <= functions
+    assert all(row["worst_ms"] > 0 and row["calls"] > 0 for row in written["worst"])
+    assert {"ours", "floor"} <= set(written["neighbour"])
+    assert written["append"]["floor_us"] > 0 and written["append"]["retry_state_ratio"] >= 0
+    assert written["read"]["ours_ms"] > 0
+    text = (tmp_path / "bounded.txt").read_text()
+    assert "Worst call per function" in text and "goal" in text
+    assert not redis.Redis.from_url(redis_url).keys("bounded:*")
