@@ -42,6 +42,9 @@ or does not match. Fields:
                     indexed and the count indexed so far
   "\0B"             while a rebuild recounts "\0b" (it was lost): the bytes
                     of the messages up to "\0c"
+  "\0t"             present when a tool-safe trim (TOOLSAFE) had to leave
+                    tool results at the window's start: the next tool-safe
+                    write goes on removing them
   "\0M"             an upper bound of every stored message JSON's length (the
                     longest ever stored): reads take as many entries at once
                     as their byte budget has room for at that length, one at
@@ -105,6 +108,7 @@ local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages in
 local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
 local META_WRITES = '\0k'         -- writes named by a TOKEN so far
 local META_LARGEST = '\0M'        -- an upper bound of every stored JSON's length
+local META_ORPHANS = '\0t'        -- a tool-safe trim left tool results at the start
 local TOKEN_MARK = '\0T'          -- "\0T" <g> <token>: the ids that write replied
 local SLOT_MARK = '\0S'           -- "\0S" <g> "." <i>: the token of generation g's write i
 local TOKEN_WRITES = 64           -- writes per generation: a token lives 64 to 128 writes
@@ -150,6 +154,7 @@ end
 -- of its type; returns an error reply, or nil and whether the session's
 -- stream exists.
 local function check_keys(keys)
+  collect_garbage()  -- what an earlier call's reply left behind
   if #keys ~= 3 then
     return fail('BADKEYS', 'expected 3 keys (messages, index, ids) of one session, got ' .. #keys)
   end
@@ -1114,11 +1119,39 @@ local function token_fields(token)
   return TOKEN_MARK .. '0' .. token, TOKEN_MARK .. '1' .. token
 end
 
+-- A write's reply as stored: its ids, comma-separated, a run of ids with
+-- one ms and consecutive seqs written "ms-seq+n" (n more after the first),
+-- so a write of many new messages is remembered in a few bytes.
+local function packed_ids(ids)
+  local items, i = {}, 1
+  while i <= #ids do
+    local ms, seq = parse_full_id(ids[i])
+    local j = i
+    while j < #ids do
+      local next_ms, next_seq = parse_full_id(ids[j + 1])
+      if next_ms ~= ms or next_seq ~= seq + (j + 1 - i) then break end
+      j = j + 1
+    end
+    items[#items + 1] = j > i and (ids[i] .. '+' .. (j - i)) or ids[i]
+    i = j + 1
+  end
+  return table.concat(items, ',')
+end
+
 -- The ids a write named token replied (the value of one of its fields), as a list.
 local function replayed(value)
   if not value then return nil end
   local list = {}
-  for id in string.gmatch(value, '[^,]+') do list[#list + 1] = id end
+  for item in string.gmatch(value, '[^,]+') do
+    local ms, seq, more = string.match(item, '^(%d+)%-(%d+)%+(%d+)$')
+    if ms then
+      for k = 0, tonumber(more) do
+        list[#list + 1] = ms .. '-' .. string.format('%d', seq + k)
+      end
+    else
+      list[#list + 1] = item
+    end
+  end
   return list
 end
 
@@ -1140,7 +1173,7 @@ local function remember_token(keys, state, writes)
   end
   local n = #writes
   writes[n + 1], writes[n + 2] = TOKEN_MARK .. generation .. state.token,
-    table.concat(state.replied, ',')
+    packed_ids(state.replied)
   writes[n + 3], writes[n + 4] = SLOT_MARK .. generation .. '.' .. slot, state.token
   writes[n + 5], writes[n + 6] = META_WRITES, count + 1
 end
@@ -1161,12 +1194,14 @@ local function prepare_write(keys, noindex, exists, token)
   end
   local first, second = token_fields(token or '')
   local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
-    META_FOLDED, META_CURSOR, META_COUNTED, META_WRITES, first, second, META_LARGEST)
+    META_FOLDED, META_CURSOR, META_COUNTED, META_WRITES, first, second, META_LARGEST,
+    META_ORPHANS)
   local format, total = meta[1], tonumber(meta[2] or nil)
   state.sweep, state.writes = meta[4] or nil, tonumber(meta[8] or nil) or 0
   state.again = token and (meta[9] or meta[10]) or nil
   state.largest = tonumber(meta[11] or nil)
   state.stored_largest = state.largest
+  state.orphans, state.stored_orphans = meta[12] ~= false, meta[12] ~= false
   if format == INDEX_FORMAT and total then
     state.indexed, state.total = true, total
     state.count, state.first = parse_records_meta(meta[3] or nil)
@@ -1287,6 +1322,12 @@ local function finish_write(keys, state)
     writes[#writes + 1] = META_LARGEST
     writes[#writes + 1] = state.largest
   end
+  if state.orphans and not state.stored_orphans then
+    writes[#writes + 1] = META_ORPHANS
+    writes[#writes + 1] = '1'
+  elseif state.stored_orphans and not state.orphans then
+    redis.call('HDEL', keys[2], META_ORPHANS)
+  end
   local sweep = state.sweep
   if (state.indexed or state.building) and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
@@ -1374,13 +1415,18 @@ end
 -- larger excess (a window just made smaller) goes with the next writes.
 -- While the byte total is being recounted, MAXBYTES waits for the count.
 -- With toolsafe, a window never starts with tool results: those whose AI
--- message is removed go with it.
+-- message is removed go with it; where the step's bound left some at the
+-- window's start, "\0t" asks the next write to go on (a write that removes
+-- nothing otherwise leaves the window's start as it was).
 local function trim(keys, state, max_count, max_bytes, toolsafe)
   if not max_count and not max_bytes then return end
   local length = redis.call('XLEN', keys[1])
   local by_count = max_count and math.max(length - max_count, 0) or 0
   local by_bytes = max_bytes and not state.counting
-  if by_count == 0 and not (by_bytes and state.total > max_bytes) and not toolsafe then return end
+  if by_count == 0 and not (by_bytes and state.total > max_bytes)
+      and not (toolsafe and state.orphans) then
+    return
+  end
   local room = math.min(TRIM_STEP + state.added, length - 1)
   local room_bytes = TRIM_BYTES + state.added_bytes
   local known = not state.sizing and state.largest or nil
@@ -1408,6 +1454,7 @@ local function trim(keys, state, max_count, max_bytes, toolsafe)
     if #batch < want then break end
     low = '(' .. batch[#batch][1]
   end
+  state.orphans = toolsafe and not stop and (#entries >= room or taken >= room_bytes)
   if #entries == 0 then return end
   state.total = state.total - forget_entries(keys, entries, state)
   redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - #entries)
@@ -2079,6 +2126,7 @@ local function index_search_any(keys, hits, cursors)
     local stop = stop_before(hits, ms, seq)
     if stop then return search_reply(hits, stop) end
     hits.steps = hits.steps + 1
+    work.postings = work.postings + #cursors  -- the merge looked at every cursor
     local naming = 0
     local older_ms, older_seq = before_id(ms, seq)
     for i, c in ipairs(cursors) do
