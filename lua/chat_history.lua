@@ -93,6 +93,7 @@ local MAX_SEARCH_LIMIT = 1000
 local MAX_WINDOW = 1000000000        -- MAXLEN
 local MAX_WINDOW_BYTES = 1099511627776  -- MAXBYTES, 1 TiB
 local MAX_TOKEN_BYTES = 64
+local SEARCHABLE_BYTES = 32768       -- a message is searched by this much of its text
 local BLOCK_BYTES = 160              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
 local INDEX_FORMAT = '2'          -- '1': exact postings (library 1.1), rebuilt on a write
@@ -124,6 +125,7 @@ local SEARCH_JUDGED = 96             -- messages a search call decodes and judge
 local SEARCH_ENTRIES = 512           -- stream entries a search call reads
 local SEARCH_BYTES = 262144          -- JSON bytes a search call reads
 local SEARCH_POSTINGS = 8192         -- postings a search call walks
+local TOKENIZE_COST = 3              -- ... and a text byte it tokenizes counts 1 + this many
 local BUILD_STEP = 512               -- messages a reindex call indexes
 local BUILD_BYTES = 131072           -- ... or fewer, once their JSON is this long
 local WRITE_BUILD_STEP = 64          -- messages a write indexes while a rebuild is under way
@@ -567,16 +569,39 @@ end
 
 -- Calls visit with each piece of a message's searchable text: string
 -- content, or the string items and "text" fields of list content.
+-- The first n bytes of text, cut back to the start of a character.
+local function utf8_cut(text, n)
+  if #text <= n then return text end
+  local stop = n
+  while stop > 0 do
+    local b = string.byte(text, stop + 1)
+    if b < 0x80 or b >= 0xC0 then break end
+    stop = stop - 1
+  end
+  return string.sub(text, 1, stop)
+end
+
+-- Calls visit with each text piece of a message (its string content, or its
+-- string and text parts), in order, cut so that together they hold at most
+-- SEARCHABLE_BYTES: the searchable text, whose tokenizing stays bounded
+-- however long the message.
 local function each_text(message, visit)
+  local left = SEARCHABLE_BYTES
+  local function take(text)
+    if left <= 0 then return end
+    local cut = utf8_cut(text, left)
+    left = left - #text
+    visit(cut)
+  end
   local content = message.data.content
   if type(content) == 'string' then
-    visit(content)
+    take(content)
   elseif type(content) == 'table' then
     for _, part in ipairs(content) do
       if type(part) == 'string' then
-        visit(part)
+        take(part)
       elseif type(part) == 'table' and type(part.text) == 'string' then
-        visit(part.text)
+        take(part.text)
       end
     end
   end
@@ -588,9 +613,14 @@ local function each_message_token(message, emit)
 end
 
 -- The tokens of a message's text, in order.
+-- The tokens of a message's searchable text, in order; tokens.bytes is the
+-- length of the text.
 local function message_tokens(message)
-  local tokens = {}
-  each_message_token(message, function(token) tokens[#tokens + 1] = token end)
+  local tokens = {bytes = 0}
+  each_text(message, function(text)
+    tokens.bytes = tokens.bytes + #text
+    each_token(text, function(token) tokens[#tokens + 1] = token end)
+  end)
   return tokens
 end
 
@@ -884,7 +914,8 @@ local ASCII_RECORD = 97  -- "a"
 local function pending_record(stream_id, message)
   local content = message.data.content
   if type(content) == 'string' and not has_non_ascii(content) then
-    return stream_id .. '\0a' .. message.type .. '\0' .. string.lower(content)
+    return stream_id .. '\0a' .. message.type .. '\0'
+      .. string.lower(utf8_cut(content, SEARCHABLE_BYTES))
   end
   local pieces, unicode = {}, false
   each_text(message, function(text)
@@ -1631,6 +1662,22 @@ end
 -- 7. Search: queries and judging.
 ------------------------------------------------------------------------------
 
+-- What one search call has read and judged so far: entries (and reads),
+-- messages judged, bytes (of JSON read, and TOKENIZE_COST more per byte of
+-- text tokenized) and postings. A call checks its budget before each
+-- candidate page and each entry and, once any count is spent, stops and
+-- replies where to continue: a call does at most its budget and one message.
+local work = {judged = 0, entries = 0, bytes = 0, postings = 0}
+
+local function reset_work()
+  work.judged, work.entries, work.bytes, work.postings = 0, 0, 0, 0
+end
+
+local function over_budget()
+  return work.judged >= SEARCH_JUDGED or work.entries >= SEARCH_ENTRIES
+    or work.bytes >= SEARCH_BYTES or work.postings >= SEARCH_POSTINGS
+end
+
 -- Parses a query: distinct tokens, and phrases (token lists that must appear
 -- consecutively): quoted text, and runs of CJK characters.
 local function parse_query(query)
@@ -1680,6 +1727,7 @@ end
 local function judge(message, query)
   if query.type and message.type ~= query.type then return 0, false end
   local tokens = message_tokens(message)
+  work.bytes = work.bytes + TOKENIZE_COST * tokens.bytes
   local present = {}
   for _, token in ipairs(tokens) do present[token] = true end
   local score = 0
@@ -1727,20 +1775,6 @@ end
 ------------------------------------------------------------------------------
 -- Bounded search: the work meter, the hits, the cursor to continue from.
 ------------------------------------------------------------------------------
-
--- What one search call has read and judged so far. A call checks its budget
--- between candidates and, once any count is spent, stops and replies where
--- to continue (a page may take it PAGE_MESSAGES entries past the budget).
-local work = {judged = 0, entries = 0, bytes = 0, postings = 0}
-
-local function reset_work()
-  work.judged, work.entries, work.bytes, work.postings = 0, 0, 0, 0
-end
-
-local function over_budget()
-  return work.judged >= SEARCH_JUDGED or work.entries >= SEARCH_ENTRIES
-    or work.bytes >= SEARCH_BYTES or work.postings >= SEARCH_POSTINGS
-end
 
 -- How a stored JSON matches the query (see judge); 0, false for a JSON
 -- that does not decode or cannot match. Counts the entry as read, and as
