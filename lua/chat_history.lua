@@ -121,10 +121,10 @@ local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one st
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 -- Work budgets: what one call may do, whatever the session holds.
-local SEARCH_JUDGED = 96             -- messages a search call decodes and judges
-local SEARCH_ENTRIES = 512           -- stream entries a search call reads
-local SEARCH_BYTES = 262144          -- JSON bytes a search call reads
-local SEARCH_POSTINGS = 8192         -- postings a search call walks
+local SEARCH_JUDGED = 64             -- messages a search call decodes and judges
+local SEARCH_ENTRIES = 256           -- stream entries a search call reads
+local SEARCH_BYTES = 131072          -- JSON bytes a search call reads
+local SEARCH_POSTINGS = 4096         -- postings a search call walks
 local TOKENIZE_COST = 3              -- ... and a text byte it tokenizes counts 1 + this many
 local BUILD_STEP = 512               -- messages a reindex call indexes
 local BUILD_BYTES = 131072           -- ... or fewer, once their JSON is this long
