@@ -84,6 +84,8 @@ Contents (sections in this order):
 local LIBRARY_VERSION = '1.3.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
+local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
+local MAX_IMPORTED_SEQ = 999999999999999  -- appends after an imported id stay below 2^53
 local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete
 local MAX_TTL_SECONDS = 315360000    -- ten years
 local MAX_QUERY_BYTES = 4096
@@ -212,8 +214,10 @@ end
 local function parse_full_id(text)
   if type(text) ~= 'string' or #text > 33 then return nil end
   local ms, seq = string.match(text, '^(%d+)%-(%d+)$')
-  if not ms or #ms > 15 or #seq > 15 then return nil end
-  return tonumber(ms), tonumber(seq)
+  if not ms or #ms > 15 or #seq > 16 then return nil end
+  local seq_number = tonumber(seq)
+  if seq_number > EXACT_INTEGER then return nil end
+  return tonumber(ms), seq_number
 end
 
 -- Reads "NAME value" option pairs (and value-less flags) from args starting
@@ -1063,13 +1067,14 @@ local function start_build(keys, state, total)
   redis.call('UNLINK', keys[2])
   local writes = {META_INDEXED, BUILDING, META_CURSOR, '0-0 0'}
   writes[5], writes[6] = total and META_BYTES or META_COUNTED, total or 0
-  if state.largest then
+  local known = state.largest and not state.sizing  -- not a rebuild's partial measure
+  if known then
     writes[7], writes[8] = META_LARGEST, state.largest
   else
     writes[4] = '0-0 0 0'  -- the steps measure "\0M" again
   end
   redis.call('HSET', keys[2], unpack(writes))
-  state.sizing, state.largest = state.largest == nil, state.largest or 0
+  state.sizing, state.largest = not known, known and state.largest or 0
   state.stored_largest = state.largest
   state.indexed, state.building, state.counting = false, true, total == nil
   state.cursor, state.built, state.total = '0-0', 0, total or 0
@@ -1158,9 +1163,9 @@ local function packed_ids(ids)
   while i <= #ids do
     local ms, seq = parse_full_id(ids[i])
     local j = i
-    while j < #ids do
+    while ms and j < #ids do  -- an id too long to parse stays an item of its own
       local next_ms, next_seq = parse_full_id(ids[j + 1])
-      if next_ms ~= ms or next_seq ~= seq + (j + 1 - i) then break end
+      if not next_ms or next_ms ~= ms or next_seq ~= seq + (j + 1 - i) then break end
       j = j + 1
     end
     items[#items + 1] = j > i and (ids[i] .. '+' .. (j - i)) or ids[i]
@@ -2213,7 +2218,9 @@ chathist_append: store a batch of messages, atomically.
     TTL 0 leaves the TTL as it is; TTL n > 0 sets every key of the session to
     expire n seconds from now (a sliding TTL for the whole conversation).
     MAXLEN n / MAXBYTES n: afterwards, the oldest messages are removed until
-    at most n remain / their JSON takes at most n bytes (the newest stays).
+    at most n remain / their JSON takes at most n bytes (the newest stays),
+    at most TRIM_STEP messages and TRIM_BYTES more than the call added: a
+    larger excess goes with the next writes (1.3).
     NOINDEX: a session with no index yet is not given one.
     TOKEN t: the write's name for retries (1.3): a call whose token names
     one of the session's latest 64 to 128 writes with a token stores
@@ -2316,7 +2323,7 @@ local function import(keys, args)
   for i = at + 1, #args, 2 do
     local position = (i - at + 1) / 2
     local ms, seq = parse_full_id(args[i])
-    if not ms then
+    if not ms or seq > MAX_IMPORTED_SEQ then
       return fail('BADARG', 'entry ' .. position .. ' id is not a stream id "ms-seq"')
     end
     if not id_after(ms, seq, last_ms, last_seq) then
