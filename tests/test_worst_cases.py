@@ -10,6 +10,7 @@ own counters (``COUNT_WORK``), the index hash's fields, the bytes a write rememb
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -241,4 +242,46 @@ def test_a_long_type_is_found_after_its_unicode_record_is_folded(redis_server: A
     raw.call("append", "MESSAGES", *[stored(f"filler {i}") for i in range(70)])  # a fold
     assert not client.hget(raw.keys[1], "\0n")
     assert raw.call("search", "lait", "TYPE", kind, read_only=True)[0::2] == [first]
+    client.close()
+
+
+def test_appends_after_an_imported_id_with_a_long_seq_are_remembered_and_searched(
+    redis_server: Any,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    client.function_load(library_source(), replace=True)
+    raw = RawSession(client, "w:", "long-seq")
+    raw.call("import", "ENTRIES", "999999999999999-999999999999998", stored("a"))
+    with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+        raw.call("import", "ENTRIES", "999999999999999-1999999999999999", stored("z"))
+    jsons = [stored("b"), stored("c"), stored("d")]
+    ids = raw.call("append", "TOKEN", "t-1", "MESSAGES", *jsons)
+    assert ids[-1] == b"999999999999999-1000000000000001"  # a 16-digit seq
+    assert raw.call("append", "TOKEN", "t-1", "MESSAGES", *jsons) == ids
+    assert raw.call("len", read_only=True) == 4
+    assert raw.call("search", "c", read_only=True)[0::2] == [ids[1]]
+    client.close()
+
+
+def test_a_rebuild_restarted_while_it_measures_the_longest_message_measures_it_again(
+    redis_server: Any,
+) -> None:
+    client = redis.Redis.from_url(redis_server.url)
+    source = re.sub(
+        r"^local BUILD_STEP = \d+", "local BUILD_STEP = 4", library_source(), flags=re.M
+    )
+    source = re.sub(r"^local PAGE_MESSAGES = \d+", "local PAGE_MESSAGES = 2", source, flags=re.M)
+    client.function_load(source, replace=True)
+    raw = RawSession(client, "w:", "restart")
+    raw.call("append", "MESSAGES", *[stored(f"small {i}") for i in range(6)])
+    raw.call("append", "MESSAGES", *[stored(words(3000)) for _ in range(4)])
+    client.unlink(raw.keys[1])  # the index hash, \0M with it, is lost
+    raw.call("reindex", "CONTINUE")
+    assert not client.hexists(raw.keys[1], "\0M")  # measured by the steps, not known yet
+    raw.call("reindex", "RESTART")
+    assert not client.hexists(raw.keys[1], "\0M")
+    while raw.call("reindex", "CONTINUE")[2] != 1:
+        pass
+    assert int(client.hget(raw.keys[1], "\0M")) == len(stored(words(3000)))
+    client.function_load(library_source(), replace=True)
     client.close()
