@@ -63,16 +63,18 @@ Contents (sections in this order):
   5. Writer state: pending records, rebuilds, folds, the sweep, trims
   6. Reading: replies and range bounds
   7. Search: queries, judging, the work meter, cursors, indexed search
+  7b. Checkpoints: a LangGraph thread's keys, records, runs of messages
   8. Entry points: chathist_append, _import, _delete, _range, _search,
      _reindex, _clear, _len, _ttl, _expire, _version, and their
-     register_function calls
+     register_function calls; then (1.4) chathist_cp_put, _writes, _get,
+     _list, _drop, _dump, _load, _delete, _touch
 ]]
 
 ------------------------------------------------------------------------------
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.3.0'
+local LIBRARY_VERSION = '1.4.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local MAX_BATCH_MESSAGES = 10000     -- messages in one append, ids in one delete
@@ -1986,6 +1988,303 @@ local function index_search(keys, query)
 end
 
 ------------------------------------------------------------------------------
+-- 7b. Checkpoints: a LangGraph thread's checkpoints beside its chat session.
+------------------------------------------------------------------------------
+
+--[[
+A thread is a chat session plus three keys of the same hash tag, so one
+FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
+
+  KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record;
+                               "b" <ns> "\0" <channel> "\0" <version> -> a
+                               channel value (one per version)
+  KEYS[5]  <prefix>{<tag>}:w   hash: <ns> "\0" <checkpoint id> -> its pending
+                               writes, one field per checkpoint
+  KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
+                               every checkpoint, so that ZRANGEBYLEX pages
+                               them in id order (ids sort as they were made)
+
+A record is a header the library reads, then a payload only clients read:
+  <header bytes, decimal> "\n" <header> <payload>
+  header lines, each ending in "\n":
+    "M" <channel> "\t" <runs>     a list of messages held in the session's
+                                  stream: runs "<a>..<b>" of consecutive
+                                  entries, separated by spaces
+    "B" <channel> "\t" <version>  the value is the blob of that version
+In a call, a run's end may be "#k": the k-th message of the call, stored by
+the call (the library replaces it with its stream id and joins runs that
+meet in the stream). Pending writes are a series of entries, each five
+netstrings (<length> ":" <bytes>): task id, index, task path, channel,
+value; a value that starts with "\1M" holds runs instead of bytes.
+]]
+
+local CP = {}  -- this section's helpers and constants (Lua allows 200 locals)
+CP.CP_SUFFIXES = {':c', ':w', ':k'}
+CP.CP_TYPES = {'hash', 'hash', 'zset'}
+CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
+CP.CP_PAGE_BYTES = 262144       -- ... or fewer, once their replies hold this much
+CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
+CP.CP_SCAN = 64                 -- HSCAN COUNT of a dump call
+CP.REFS_MARK = '\1M'
+
+-- Checks the six keys of a thread; returns an error reply, or nil and
+-- whether the session's stream exists.
+function CP.check_thread_keys(keys)
+  if #keys ~= 6 then
+    return fail('BADKEYS', 'expected 6 keys (messages, index, ids, checkpoints, writes, order) '
+      .. 'of one thread, got ' .. #keys)
+  end
+  local bad, exists = check_keys({keys[1], keys[2], keys[3]})
+  if bad then return bad end
+  local base = string.sub(keys[1], 1, -3)
+  for i = 1, 3 do
+    if keys[i + 3] ~= base .. CP.CP_SUFFIXES[i] then
+      return fail('BADKEYS', 'key ' .. (i + 3) .. ' must be "' .. base .. CP.CP_SUFFIXES[i] .. '"')
+    end
+    local actual = redis.call('TYPE', keys[i + 3])['ok']
+    if actual ~= 'none' and actual ~= CP.CP_TYPES[i] then
+      return fail('BADKEYS', 'key ' .. (i + 3) .. ' holds a ' .. actual .. ', not the '
+        .. CP.CP_TYPES[i] .. ' of a thread')
+    end
+  end
+  return nil, exists
+end
+
+-- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL.
+function CP.is_member(text)
+  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z]+$') ~= nil
+    and #text <= 4096 and #string.match(text, '%z([^%z]+)$') <= 64
+end
+
+-- After a thread write: with ttl > 0 every key expires ttl seconds from now;
+-- with 0, keys without expiry take the longest TTL another key has.
+function CP.thread_ttl(keys, ttl)
+  if ttl > 0 then
+    for i = 1, #keys do redis.call('EXPIRE', keys[i], ttl) end
+    return
+  end
+  local longest = -1
+  for i = 1, #keys do longest = math.max(longest, redis.call('PTTL', keys[i])) end
+  if longest > 0 then
+    for i = 1, #keys do
+      if redis.call('PTTL', keys[i]) == -1 then redis.call('PEXPIRE', keys[i], longest) end
+    end
+  end
+end
+
+-- Reads a record's header: its lines and where the payload starts; nil if
+-- the header is malformed.
+function CP.record_header(record)
+  local size, at = string.match(record, '^(%d+)\n()')
+  if not size or #size > 9 then return nil end
+  size = tonumber(size)
+  if at + size - 1 > #record then return nil end
+  local header = string.sub(record, at, at + size - 1)
+  local lines = {}
+  for line in string.gmatch(header, '([^\n]*)\n') do lines[#lines + 1] = line end
+  if #lines > 0 and string.sub(header, -1) ~= '\n' then return nil end
+  return lines, at + size
+end
+
+-- True if runs text is well formed: "<a>..<b>" items separated by spaces,
+-- each end a full stream id, or "#k" with k from 1 to placeholders.
+function CP.check_runs(runs, placeholders)
+  if runs == '' then return true end
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    if not a then return false end
+    for _, part in ipairs({a, b}) do
+      local k = string.match(part, '^#(%d+)$')
+      if k then
+        if tonumber(k) < 1 or tonumber(k) > placeholders then return false end
+      elseif not parse_full_id(part) then
+        return false
+      end
+    end
+  end
+  return true
+end
+
+-- Checks a record sent by a client: its header lines are "M" runs with
+-- placeholders up to placeholders, or "B" versions. Returns an error text or nil.
+function CP.check_record(record, placeholders)
+  local lines = CP.record_header(record)
+  if not lines then return 'has no header "<bytes>\\n<lines>"' end
+  for _, line in ipairs(lines) do
+    local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
+    if not kind then return 'has a header line that is not M<channel>\\t... or B<channel>\\t...' end
+    if kind == 'M' and not CP.check_runs(rest, placeholders) then
+      return 'has malformed runs for channel ' .. string.sub(channel, 1, 64)
+    end
+    if kind == 'B' and (rest == '' or #rest > 128) then
+      return 'has a version of 1 to 128 bytes missing for channel ' .. string.sub(channel, 1, 64)
+    end
+  end
+  return nil
+end
+
+-- The id of the stream entry right after id, or nil.
+function CP.entry_after(key, id)
+  local next_entry = redis.call('XRANGE', key, '(' .. id, '+', 'COUNT', 1)[1]
+  return next_entry and next_entry[1]
+end
+
+-- Runs text with placeholders "#k" replaced by stored[k], and runs that
+-- meet in the stream (one's end is followed by the next one's start)
+-- joined: a conversation that only grows stays one run.
+function CP.resolve_runs(key, runs, stored)
+  if runs == '' then return '' end
+  local list = {}
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    a = stored[tonumber(string.match(a, '^#(%d+)$') or nil)] or a
+    b = stored[tonumber(string.match(b, '^#(%d+)$') or nil)] or b
+    local last = list[#list]
+    if last and CP.entry_after(key, last[2]) == a then
+      last[2] = b
+    else
+      list[#list + 1] = {a, b}
+    end
+  end
+  local out = {}
+  for i, run in ipairs(list) do out[i] = run[1] .. '..' .. run[2] end
+  return table.concat(out, ' ')
+end
+
+-- A record with the placeholders of its "M" lines resolved.
+function CP.resolve_record(key, record, stored)
+  local lines, payload_at = CP.record_header(record)
+  local out = {}
+  for i, line in ipairs(lines) do
+    if string.sub(line, 1, 1) == 'M' then
+      local head, runs = string.match(line, '^(M[^\t]+\t)(.*)$')
+      line = head .. CP.resolve_runs(key, runs, stored)
+    end
+    out[i] = line .. '\n'
+  end
+  local header = table.concat(out)
+  return #header .. '\n' .. header .. string.sub(record, payload_at)
+end
+
+-- Reads netstrings "<length>:<bytes>" from text; returns the list or nil.
+function CP.read_netstrings(text)
+  local list, at = {}, 1
+  while at <= #text do
+    local size, start = string.match(text, '^(%d+):()', at)
+    if not size or #size > 10 then return nil end
+    local stop = start + tonumber(size) - 1
+    if stop > #text then return nil end
+    list[#list + 1] = string.sub(text, start, stop)
+    at = stop + 1
+  end
+  return list
+end
+
+function CP.netstring(text)
+  return #text .. ':' .. text
+end
+
+-- Stores the messages args[first..] of a checkpoint call in the session:
+-- one whose client id is stored with the same JSON is not stored again; one
+-- whose id is stored with other JSON (an edited message) is stored anew and
+-- the id map points to it. Returns the stream id of each message.
+function CP.store_thread_messages(keys, messages, jsons, exists, ttl)
+  local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
+  for position, json in ipairs(jsons) do
+    local id = exists and client_id(messages[position])
+    local existing = id and redis.call('HGET', keys[3], id)
+    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
+    if entry and entry[2][2] == json then
+      stored[position] = existing
+    else
+      if existing then redis.call('HDEL', keys[3], id) end
+      fresh_jsons[#fresh_jsons + 1] = json
+      fresh_messages[#fresh_messages + 1] = messages[position]
+      where[#fresh_jsons] = position
+    end
+  end
+  if #fresh_jsons > 0 then
+    local state = prepare_write({keys[1], keys[2], keys[3]}, false, exists)
+    local ids = store_messages({keys[1], keys[2], keys[3]}, fresh_jsons, fresh_messages, nil,
+      state)
+    if state.building then build_step({keys[1], keys[2], keys[3]}, state, WRITE_BUILD_STEP) end
+    finish_write({keys[1], keys[2], keys[3]}, state)
+    for k, stream_id in ipairs(ids) do stored[where[k]] = stream_id end
+  end
+  return stored
+end
+
+-- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
+-- json..." where the MESSAGES part is optional. Returns the ttl, the index
+-- of MESSAGES (or #args + 1), the decoded messages and their JSON, or nil
+-- and an error reply.
+function CP.thread_messages(args, at)
+  local messages, jsons = {}, {}
+  if at <= #args then
+    local err
+    messages, err = decode_batch(args, at + 1, #args, 1)
+    if not messages then return nil, err end
+    jsons = err
+  end
+  return messages, jsons
+end
+
+-- The index of the argument "MESSAGES" from first on, or #args + 1.
+function CP.messages_at(args, first)
+  for i = first, #args do
+    if args[i] == 'MESSAGES' then return i end
+  end
+  return #args + 1
+end
+
+-- Appends the entries of a checkpoint's reply: the record, its writes, the
+-- blobs its "B" lines name and the messages of every run it and its
+-- writes hold ({run, {id, json, ...}} pairs, each run once per reply).
+function CP.checkpoint_reply(keys, member, record, runs_seen, out)
+  local ns = string.match(member, '^([^%z]*)%z')
+  local writes = redis.call('HGET', keys[5], member) or ''
+  local blobs, runs = {}, {}
+  local lines = CP.record_header(record) or {}
+  for _, line in ipairs(lines) do
+    local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
+    if kind == 'B' then
+      local value = redis.call('HGET', keys[4], 'b' .. ns .. '\0' .. channel .. '\0' .. rest)
+      if value then
+        blobs[#blobs + 1] = channel
+        blobs[#blobs + 1] = value
+      end
+    elseif kind == 'M' then
+      runs[#runs + 1] = rest
+    end
+  end
+  local entries = CP.read_netstrings(writes) or {}
+  for i = 5, #entries, 5 do
+    if string.sub(entries[i], 1, 2) == CP.REFS_MARK then runs[#runs + 1] = string.sub(entries[i], 3) end
+  end
+  local messages, bytes = {}, #record + #writes
+  for _, text in ipairs(runs) do
+    for item in string.gmatch(text .. ' ', '([^ ]+) ') do
+      if not runs_seen[item] then
+        runs_seen[item] = true
+        local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+        local flat = {}
+        if a then
+          for _, entry in ipairs(redis.call('XRANGE', keys[1], a, b)) do
+            flat[#flat + 1] = entry[1]
+            flat[#flat + 1] = entry[2][2]
+            bytes = bytes + #entry[2][2]
+          end
+        end
+        messages[#messages + 1] = item
+        messages[#messages + 1] = flat
+      end
+    end
+  end
+  out[#out + 1] = {member, record, writes, blobs, messages}
+  return bytes
+end
+
+------------------------------------------------------------------------------
 -- 8. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
 -- checks its keys and every argument before its first write.
 ------------------------------------------------------------------------------
@@ -2399,3 +2698,372 @@ redis.register_function{function_name = 'chathist_len', callback = len, flags = 
 redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
 redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}
+
+--[[
+chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
+  KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
+  ARGV: [TTL seconds] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
+        [MESSAGES json...]
+    The record's "M" runs may end in "#k", the k-th message of MESSAGES,
+    which are stored in the session first (a message whose id is stored
+    with the same JSON is not stored again). BLOB stores a channel value
+    under its field "b" <ns> "\0" <channel> "\0" <version>.
+  Reply: the record as stored, its runs resolved.
+]]
+function CP.cp_put(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local member, record = args[at + 1], args[at + 2]
+  if not CP.is_member(member) then
+    return fail('BADARG', 'CHECKPOINT needs "<ns>\\0<id>" (an id of 1 to 64 bytes) and a record')
+  end
+  if type(record) ~= 'string' then return fail('BADARG', 'CHECKPOINT needs a record') end
+  local ns = string.match(member, '^([^%z]*)%z')
+  local stop = CP.messages_at(args, at + 3)
+  local blobs = {}
+  local i = at + 3
+  while i < stop do
+    if string.upper(args[i]) ~= 'BLOB' or i + 2 >= stop + 1 or not args[i + 2] then
+      return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
+    end
+    local field = args[i + 1]
+    if string.sub(field, 1, #ns + 2) ~= 'b' .. ns .. '\0' or not string.find(field, '\0', #ns + 3, true) then
+      return fail('BADARG', 'BLOB field must be "b<ns>\\0<channel>\\0<version>" of the checkpoint\'s ns')
+    end
+    blobs[#blobs + 1] = field
+    blobs[#blobs + 1] = args[i + 2]
+    i = i + 3
+  end
+  if #blobs / 2 > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' blobs in one call')
+  end
+  local messages, jsons = CP.thread_messages(args, stop)
+  if not messages then return jsons end
+  local problem = CP.check_record(record, #jsons)
+  if problem then return fail('BADARG', 'the record ' .. problem) end
+
+  local stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  record = CP.resolve_record(keys[1], record, stored)
+  redis.call('HSET', keys[4], 'c' .. member, record)
+  if #blobs > 0 then hash_set_many(keys[4], blobs) end
+  redis.call('ZADD', keys[6], 0, member)
+  CP.thread_ttl(keys, ttl)
+  collect_garbage()
+  return record
+end
+
+--[[
+chathist_cp_writes: store a task's pending writes for a checkpoint (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
+        <channel> <value>) x count [MESSAGES json...]
+    A write whose (task id, index) is stored already is kept as it was,
+    unless its index is negative (a special channel: error, interrupt...),
+    which replaces it. A value starting with "\1M" holds runs, whose "#k"
+    name messages of MESSAGES as in chathist_cp_put.
+  Reply: the number of writes stored.
+]]
+function CP.cp_writes(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local member = args[at + 1]
+  local count = parse_count(args[at + 2], MAX_BATCH_MESSAGES)
+  if not CP.is_member(member) or not count then
+    return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a count of writes')
+  end
+  local first = at + 3
+  local stop = CP.messages_at(args, first + count * 5)
+  if stop ~= first + count * 5 then
+    return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
+  end
+  local messages, jsons = CP.thread_messages(args, stop)
+  if not messages then return jsons end
+  for w = 0, count - 1 do
+    local index = args[first + w * 5 + 1]
+    if not string.match(index, '^%-?%d+$') or #index > 12 then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' index is not an integer')
+    end
+    local value = args[first + w * 5 + 4]
+    if string.sub(value, 1, 2) == CP.REFS_MARK and not CP.check_runs(string.sub(value, 3), #jsons) then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs')
+    end
+  end
+  local entries = CP.read_netstrings(redis.call('HGET', keys[5], member) or '')
+  if not entries then
+    return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
+  end
+
+  local stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  local where = {}
+  for e = 1, #entries, 5 do where[entries[e] .. '\0' .. entries[e + 1]] = e end
+  local added = 0
+  for w = 0, count - 1 do
+    local at_w = first + w * 5
+    local key = args[at_w] .. '\0' .. args[at_w + 1]
+    local e = where[key]
+    if not e or tonumber(args[at_w + 1]) < 0 then
+      local value = args[at_w + 4]
+      if string.sub(value, 1, 2) == CP.REFS_MARK then
+        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+      end
+      if not e then
+        e = #entries + 1
+        where[key] = e
+      end
+      entries[e], entries[e + 1], entries[e + 2] = args[at_w], args[at_w + 1], args[at_w + 2]
+      entries[e + 3], entries[e + 4] = args[at_w + 3], value
+      added = added + 1
+    end
+  end
+  for e = 1, #entries do entries[e] = CP.netstring(entries[e]) end
+  redis.call('HSET', keys[5], member, table.concat(entries))
+  CP.thread_ttl(keys, ttl)
+  collect_garbage()
+  return added
+end
+
+--[[
+chathist_cp_get: one checkpoint with all a reader needs (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns "\0" id> | LATEST <ns>
+  Reply: {} when there is none; else {member, record, writes, blobs,
+  messages}: blobs a flat channel, value list; messages a flat list of run,
+  {id, json, ...} for every run of the record and its writes.
+]]
+function CP.cp_get(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local member = args[1]
+  if #args == 2 and string.upper(args[1]) == 'LATEST' and not string.find(args[2], '\0', 1, true) then
+    member = redis.call('ZREVRANGEBYLEX', keys[6], '[' .. args[2] .. '\0\255', '[' .. args[2] .. '\0',
+      'LIMIT', 0, 1)[1]
+    if not member then return {} end
+  elseif #args ~= 1 or not CP.is_member(member) then
+    return fail('BADARG', 'expected "<ns>\\0<id>" or LATEST <ns>')
+  end
+  local record = redis.call('HGET', keys[4], 'c' .. member)
+  if not record then return {} end
+  local out = {}
+  CP.checkpoint_reply(keys, member, record, {}, out)
+  collect_garbage()
+  return out[1]
+end
+
+--[[
+chathist_cp_list: a page of checkpoints, newest first (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns> | ALL, <before: "<ns>\0<id>" or "">, <count 1..64>
+    ns: only that namespace; ALL: every namespace (by namespace, then id).
+  Reply: {next, checkpoint, ...}: each checkpoint as chathist_cp_get
+  replies it; next is the member to pass as before to go on, "" at the end.
+  A page stops early once its replies hold 256 KiB.
+]]
+function CP.cp_list(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local ns, before = args[1], args[2]
+  local count = parse_count(args[3], CP.CP_PAGE, 1)
+  if #args ~= 3 or not count or type(ns) ~= 'string' or string.find(ns, '\0', 1, true)
+      or (before ~= '' and not CP.is_member(before)) then
+    return fail('BADARG', 'expected <ns>|ALL, <before "<ns>\\0<id>" or "">, <count 1 to '
+      .. CP.CP_PAGE .. '>')
+  end
+  local low, high = '-', '+'
+  if string.upper(ns) ~= 'ALL' then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
+  if before ~= '' then high = '(' .. before end
+  local members = redis.call('ZREVRANGEBYLEX', keys[6], high, low, 'LIMIT', 0, count + 1)
+  local out, seen, bytes = {''}, {}, 0
+  for i, member in ipairs(members) do
+    if i > count or bytes >= CP.CP_PAGE_BYTES then
+      out[1] = members[i - 1]
+      break
+    end
+    local record = redis.call('HGET', keys[4], 'c' .. member)
+    if record then bytes = bytes + CP.checkpoint_reply(keys, member, record, seen, out) end
+  end
+  if out[1] == '' and #members > count then out[1] = members[count] end
+  collect_garbage()
+  return out
+end
+
+--[[
+chathist_cp_drop: delete checkpoints (their records, writes and order
+  entries) and channel values of a thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns "\0" id> ... [BLOBS <field> ...]   at most 1000 in all.
+  Reply: the number of checkpoints deleted.
+]]
+function CP.cp_drop(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  if #args > CP.CP_MAX_FIELDS + 1 then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' checkpoints and blobs in one call')
+  end
+  local members, blobs, in_blobs = {}, {}, false
+  for _, arg in ipairs(args) do
+    if arg == 'BLOBS' then
+      in_blobs = true
+    elseif in_blobs then
+      if string.sub(arg, 1, 1) ~= 'b' then return fail('BADARG', 'a BLOBS field starts with "b"') end
+      blobs[#blobs + 1] = arg
+    elseif CP.is_member(arg) then
+      members[#members + 1] = arg
+    else
+      return fail('BADARG', 'expected "<ns>\\0<id>" ... [BLOBS field ...]')
+    end
+  end
+  local deleted = 0
+  for _, member in ipairs(members) do
+    deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
+    redis.call('HDEL', keys[5], member)
+    redis.call('ZREM', keys[6], member)
+  end
+  if #blobs > 0 then redis.call('HDEL', keys[4], unpack(blobs)) end
+  return deleted
+end
+
+--[[
+chathist_cp_dump: a page of a thread's raw fields, for copying (read-only, 1.4).
+  KEYS: the thread's 6 keys.  ARGV: C | W, <HSCAN cursor>
+  Reply: {next cursor ("0" at the end), field, value, ...} of :c or :w.
+]]
+function CP.cp_dump(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local which = args[1] and string.upper(args[1])
+  if #args ~= 2 or (which ~= 'C' and which ~= 'W') or not string.match(args[2], '^%d+$') then
+    return fail('BADARG', 'expected C|W and an HSCAN cursor')
+  end
+  local reply = redis.call('HSCAN', which == 'C' and keys[4] or keys[5], args[2], 'COUNT', CP.CP_SCAN)
+  local out = {reply[1]}
+  for _, item in ipairs(reply[2]) do out[#out + 1] = item end
+  return out
+end
+
+--[[
+chathist_cp_load: store raw fields copied from another thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: [TTL seconds] C|W <field> <value> ... [ENTRIES id json ...]
+    C fields go to :c (a checkpoint's field "c<ns>\0<id>" also to the order
+    set), W fields to :w; ENTRIES are session messages stored under their
+    ids (after the session's last one), as chathist_import stores them.
+  Reply: the number of fields stored.
+]]
+function CP.cp_load(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {C = true, W = true, ENTRIES = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local fields = {[4] = {}, [5] = {}}
+  local i = at
+  while i <= #args and string.upper(args[i]) ~= 'ENTRIES' do
+    local which = string.upper(args[i])
+    if (which ~= 'C' and which ~= 'W') or not args[i + 2] then
+      return fail('BADARG', 'expected C|W <field> <value> ... [ENTRIES id json ...]')
+    end
+    local list = fields[which == 'C' and 4 or 5]
+    list[#list + 1] = args[i + 1]
+    list[#list + 1] = args[i + 2]
+    i = i + 3
+  end
+  if (#fields[4] + #fields[5]) / 2 > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' fields in one call')
+  end
+  local ids, messages, jsons = {}, {}, {}
+  if i <= #args then
+    if (#args - i) % 2 ~= 0 then
+      return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
+    end
+    local last_ms, last_seq = 0, 0
+    if exists then
+      local info = redis.call('XINFO', 'STREAM', keys[1])
+      for k = 1, #info, 2 do
+        if info[k] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[k + 1]) end
+      end
+    end
+    for k = i + 1, #args, 2 do
+      local ms, seq = parse_full_id(args[k])
+      if not ms or not id_after(ms, seq, last_ms, last_seq) then
+        return fail('BADARG', 'entry ' .. ((k - i + 1) / 2) .. ' id is not a stream id after the '
+          .. 'session\'s last one')
+      end
+      last_ms, last_seq = ms, seq
+      ids[#ids + 1] = args[k]
+    end
+    messages, jsons = decode_batch(args, i + 2, #args, 2)
+    if not messages then return jsons end
+  end
+
+  if #jsons > 0 then
+    local session = {keys[1], keys[2], keys[3]}
+    local state = prepare_write(session, false, exists)
+    store_messages(session, jsons, messages, ids, state)
+    if state.building then build_step(session, state, WRITE_BUILD_STEP) end
+    finish_write(session, state)
+  end
+  if #fields[4] > 0 then
+    hash_set_many(keys[4], fields[4])
+    for k = 1, #fields[4], 2 do
+      if string.sub(fields[4][k], 1, 1) == 'c' then
+        redis.call('ZADD', keys[6], 0, string.sub(fields[4][k], 2))
+      end
+    end
+  end
+  if #fields[5] > 0 then hash_set_many(keys[5], fields[5]) end
+  CP.thread_ttl(keys, ttl)
+  return (#fields[4] + #fields[5]) / 2
+end
+
+--[[
+chathist_cp_delete: delete a thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: ALL (the session too) | CHECKPOINTS (keep the session's messages)
+  Reply: 1 if any key existed, else 0. UNLINK frees large threads off the
+  main thread.
+]]
+function CP.cp_delete(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  if #args ~= 1 or (form ~= 'ALL' and form ~= 'CHECKPOINTS') then
+    return fail('BADARG', 'expected ALL or CHECKPOINTS')
+  end
+  local first = form == 'ALL' and 1 or 4
+  local gone = redis.call('UNLINK', unpack(keys, first, 6))
+  return gone > 0 and 1 or 0
+end
+
+--[[
+chathist_cp_touch: renew the TTL of every key of a thread (1.4).
+  KEYS: the thread's 6 keys.  ARGV: seconds (1 to 315360000)
+  Reply: 1 if the thread exists, else 0.
+]]
+function CP.cp_touch(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local seconds = #args == 1 and parse_count(args[1], MAX_TTL_SECONDS, 1)
+  if not seconds then return fail('BADARG', 'expected seconds (1 to ' .. MAX_TTL_SECONDS .. ')') end
+  local found = 0
+  for i = 1, 6 do found = found + redis.call('EXPIRE', keys[i], seconds) end
+  return found > 0 and 1 or 0
+end
+
+redis.register_function{function_name = 'chathist_cp_put', callback = CP.cp_put}
+redis.register_function{function_name = 'chathist_cp_writes', callback = CP.cp_writes}
+redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = FREES}
+redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_load', callback = CP.cp_load}
+redis.register_function{function_name = 'chathist_cp_delete', callback = CP.cp_delete, flags = FREES}
+redis.register_function{function_name = 'chathist_cp_touch', callback = CP.cp_touch}
