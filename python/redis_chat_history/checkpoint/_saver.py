@@ -119,6 +119,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         self._async_redis_client = async_redis_client
         self._views: OrderedDict[tuple[str, str, str], dict[str, list[tuple[str, bytes, str]]]]
         self._views = OrderedDict()
+        self.writes_in_session = False
 
     def __repr__(self) -> str:
         return f"RedisChatSaver(key_prefix={self.key_prefix!r}, ttl={self.ttl!r})"
@@ -344,7 +345,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         encoded: list[tuple[str, int, str, str, bytes]] = []
         messages: list[bytes] = []
         for idx, (channel, value) in enumerate(writes):
-            jsons = _message_list(value)
+            # Writes keep their values (messages too): LangGraph may save a step's writes
+            # after the checkpoint that follows them, and the session must hold messages
+            # in the conversation's order. The library takes message runs here too
+            # (REFS_MARK), for clients that can promise the order.
+            jsons = _message_list(value) if self.writes_in_session else None
             if jsons and all(item.id for item in value):
                 first = len(messages) + 1
                 messages += jsons
