@@ -59,11 +59,12 @@ def run_conversation(
     """Run ``turns`` agent turns on ``saver``; at each turn count in ``checkpoints``,
     the memory ``measure`` reports and the messages' JSON bytes."""
     graph = create_agent(_ToolModel(messages=_script(turns)), tools=[lookup], checkpointer=saver)
-    config = {"configurable": {"thread_id": thread_id}}
+    config: Any = {"configurable": {"thread_id": thread_id}}
     found: dict[int, dict[str, int]] = {}
     for turn in range(1, turns + 1):
         question = f"question {turn} " + "z" * TEXT
-        graph.invoke({"messages": [{"role": "user", "content": question}]}, config)
+        request: Any = {"messages": [{"role": "user", "content": question}]}
+        graph.invoke(request, config)
         if per_turn:
             per_turn(turn)
         if turn in checkpoints:
@@ -103,7 +104,9 @@ def main() -> None:
 
         def report(turn: int) -> None:
             calls, usec = _commandstats(client)
-            memory = sum(client.memory_usage(k, samples=0) or 0 for k in client.keys("chat:{bench}*"))
+            memory = sum(
+                client.memory_usage(k, samples=0) or 0 for k in client.keys("chat:{bench}*")
+            )
             print(f"{turn:>4} {usec - last[0][1]:>10} {calls - last[0][0]:>8} {memory:>9}")
             last[0] = _commandstats(client)
 
@@ -113,7 +116,9 @@ def main() -> None:
             "bench",
             options.turns,
             checkpoints=marks,
-            measure=lambda: sum(client.memory_usage(k, samples=0) or 0 for k in client.keys("chat:{bench}*")),
+            measure=lambda: sum(
+                client.memory_usage(k, samples=0) or 0 for k in client.keys("chat:{bench}*")
+            ),
             per_turn=report,
         )
         memory_saver = InMemorySaver()

@@ -370,7 +370,9 @@ def decode_checkpoint(reply: Any) -> RawCheckpoint | None:
     )
 
 
-def decode_page(reply: Any, shared: dict[str, list[tuple[str, bytes]]]) -> tuple[bytes | None, list[RawCheckpoint]]:
+def decode_page(
+    reply: Any, shared: dict[str, list[tuple[str, bytes]]]
+) -> tuple[bytes | None, list[RawCheckpoint]]:
     """A chathist_cp_list reply: where to go on (None at the end) and its checkpoints.
 
     A run's entries come once per page; ``shared`` collects them so every checkpoint of

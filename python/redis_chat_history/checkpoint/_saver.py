@@ -45,7 +45,7 @@ _TAG = re.compile(rb"\{([^{}]+)\}:k$")
 
 def _typed(serde: Any, value: Any) -> bytes:
     kind, data = serde.dumps_typed(value)
-    return kind.encode() + b"\0" + data
+    return bytes(kind.encode() + b"\0" + data)
 
 
 def _untyped(serde: Any, raw: bytes) -> Any:
@@ -169,7 +169,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
     # -- message views -------------------------------------------------------------------
 
     def _remember(
-        self, thread_id: str, ns: str, checkpoint_id: str, view: dict[str, list[tuple[str, bytes, str]]]
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        view: dict[str, list[tuple[str, bytes, str]]],
     ) -> None:
         key = (thread_id, ns, checkpoint_id)
         self._views[key] = view
@@ -201,9 +205,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         writes = sorted(raw.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.index))
         pending = []
         for write in writes:
-            runs = write.runs
-            if runs is not None:
-                value: Any = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
+            write_runs = write.runs
+            if write_runs is not None:
+                value: Any = _messages([item[1] for item in cp.view_of(write_runs, raw.entries)])
             else:
                 value = _untyped(self.serde, write.value)
             pending.append((write.task_id, write.channel, value))
@@ -221,7 +225,13 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             checkpoint=checkpoint,  # type: ignore[arg-type]
             metadata=body["m"],
             parent_config=(
-                {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": parent}}
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent,
+                    }
+                }
                 if parent
                 else None
             ),
@@ -284,8 +294,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         ns = configurable.get("checkpoint_ns", "")
         parent = configurable.get("checkpoint_id")
         keys = cp.thread_keys(self.key_prefix, thread_id)
-        body = dict(checkpoint)
-        values: dict[str, Any] = body.pop("channel_values")  # type: ignore[misc]
+        body: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = body.pop("channel_values")
         lists = {name: jsons for name, value in values.items() if (jsons := _message_list(value))}
         known: dict[bytes, list[tuple[str, str, int]]] = {}
         if lists and parent:
@@ -320,23 +330,36 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             self.serde,
             {"c": body, "m": get_checkpoint_metadata(config, metadata), "p": parent},
         )
-        name = cp.member(ns, checkpoint["id"])
-        reply = yield cp.put_call(keys, name, record.encode(), blobs, messages, self.ttl)
+        reply = yield cp.put_call(
+            keys, cp.member(ns, checkpoint["id"]), record.encode(), blobs, messages, self.ttl
+        )
         stored = [as_text(item) for item in reply[1:]]
-        stored_record = cp.Record.decode(reply[0] if isinstance(reply[0], bytes) else reply[0].encode())
-        view: dict[str, list[tuple[str, bytes, str]]] = {}
+        stored_record = cp.Record.decode(
+            reply[0] if isinstance(reply[0], bytes) else reply[0].encode()
+        )
+        stored_view: dict[str, list[tuple[str, bytes, str]]] = {}
         for channel, plan in plans.items():
             ids = [stored[int(i[1:]) - 1] if i.startswith("#") else i for i in plan.ids]
             numbers = cp.numbered(ids, stored_record.runs[channel])
-            view[channel] = [
+            stored_view[channel] = [
                 (stream_id, key, f"{channel}:{number}")
                 for stream_id, key, number in zip(ids, plan.digests, numbers, strict=True)
             ]
-        self._remember(thread_id, ns, checkpoint["id"], view)
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint["id"]}}
+        self._remember(thread_id, ns, checkpoint["id"], stored_view)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
 
     def _writes_plan(
-        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
     ) -> Plan:
         configurable = config["configurable"]
         thread_id = str(configurable["thread_id"])
@@ -434,7 +457,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             if not match:
                 continue
             tag = match.group(1).decode()
-            thread_id = re.sub(r"%25|%7B|%7D", lambda m: {"%25": "%", "%7B": "{", "%7D": "}"}[m.group(0)], tag)
+            thread_id = re.sub(
+                r"%25|%7B|%7D", lambda m: {"%25": "%", "%7B": "{", "%7D": "}"}[m.group(0)], tag
+            )
             keys = cp.thread_keys(self.key_prefix, thread_id)
             doomed: list[bytes] = []
             cursor: Any = "0"
