@@ -2082,7 +2082,7 @@ function CP.record_header(record)
   local header = string.sub(record, at, at + size - 1)
   local lines = {}
   for line in string.gmatch(header, '([^\n]*)\n') do lines[#lines + 1] = line end
-  if #lines > 0 and string.sub(header, -1) ~= '\n' then return nil end
+  if header ~= '' and string.sub(header, -1) ~= '\n' then return nil end
   return lines, at + size
 end
 
@@ -2092,7 +2092,7 @@ function CP.check_runs(runs, placeholders)
   if runs == '' then return true end
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
     local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
-    if not a then return false end
+    if not a or (string.sub(a, 1, 1) == '#') ~= (string.sub(b, 1, 1) == '#') then return false end
     for _, part in ipairs({a, b}) do
       local k = string.match(part, '^#(%d+)$')
       if k then
@@ -2135,15 +2135,24 @@ end
 function CP.resolve_runs(key, runs, stored)
   if runs == '' then return '' end
   local list = {}
+  local segments = {}
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
     local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
-    a = stored[tonumber(string.match(a, '^#(%d+)$') or nil)] or a
-    b = stored[tonumber(string.match(b, '^#(%d+)$') or nil)] or b
-    local last = list[#list]
-    if last and CP.entry_after(key, last[2]) == a then
-      last[2] = b
+    local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
+    if i then
+      -- This call's messages: each where it was stored (a message stored
+      -- before keeps its entry), joined below where they meet.
+      for k = tonumber(i), tonumber(j) do segments[#segments + 1] = {stored[k], stored[k]} end
     else
-      list[#list + 1] = {a, b}
+      segments[#segments + 1] = {a, b}
+    end
+  end
+  for _, segment in ipairs(segments) do
+    local last = list[#list]
+    if last and CP.entry_after(key, last[2]) == segment[1] then
+      last[2] = segment[2]
+    else
+      list[#list + 1] = segment
     end
   end
   local out = {}
@@ -2708,7 +2717,8 @@ chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
     which are stored in the session first (a message whose id is stored
     with the same JSON is not stored again). BLOB stores a channel value
     under its field "b" <ns> "\0" <channel> "\0" <version>.
-  Reply: the record as stored, its runs resolved.
+  Reply: {the record as stored (its runs resolved), the stream id of each
+  message of MESSAGES}.
 ]]
 function CP.cp_put(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
@@ -2753,7 +2763,9 @@ function CP.cp_put(keys, args)
   redis.call('ZADD', keys[6], 0, member)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
-  return record
+  local reply = {record}
+  for k = 1, #jsons do reply[k + 1] = stored[k] end
+  return reply
 end
 
 --[[
