@@ -2093,6 +2093,8 @@ function CP.check_runs(runs, placeholders)
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
     local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
     if not a or (string.sub(a, 1, 1) == '#') ~= (string.sub(b, 1, 1) == '#') then return false end
+    local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
+    if i and j and tonumber(i) > tonumber(j) then return false end
     for _, part in ipairs({a, b}) do
       local k = string.match(part, '^#(%d+)$')
       if k then
@@ -2197,7 +2199,7 @@ end
 -- one whose client id is stored with the same JSON is not stored again; one
 -- whose id is stored with other JSON (an edited message) is stored anew and
 -- the id map points to it. Returns the stream id of each message.
-function CP.store_thread_messages(keys, messages, jsons, exists, ttl)
+function CP.store_thread_messages(keys, messages, jsons, exists)
   local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
