@@ -13,15 +13,15 @@ import redis
 
 pytest.importorskip("langgraph")
 
-from langchain.agents import create_agent  # noqa: E402
-from langchain_core.language_models.fake_chat_models import GenericFakeChatModel  # noqa: E402
-from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage  # noqa: E402
-from langchain_core.tools import tool  # noqa: E402
-from langgraph.graph import START, MessagesState, StateGraph  # noqa: E402
-from langgraph.types import Command, interrupt  # noqa: E402
+from langchain.agents import create_agent
+from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
+from langchain_core.messages import AIMessage, HumanMessage, RemoveMessage
+from langchain_core.tools import tool
+from langgraph.graph import START, MessagesState, StateGraph
+from langgraph.types import Command, interrupt
 
-from redis_chat_history import RedisChatMessageHistory  # noqa: E402
-from redis_chat_history.checkpoint import RedisChatSaver  # noqa: E402
+from redis_chat_history import RedisChatMessageHistory
+from redis_chat_history.checkpoint import RedisChatSaver
 
 
 @tool
@@ -76,7 +76,9 @@ def test_linear_conversation_keeps_one_run(redis_url: str) -> None:
         graph.invoke({"messages": [{"role": "user", "content": f"q {turn}"}]}, thread("lin"))
     for item in saver.list(thread("lin")):
         client = redis.Redis.from_url(redis_url)
-        raw = client.hget("chat:{lin}:c", b"c\0" + item.config["configurable"]["checkpoint_id"].encode())
+        raw = client.hget(
+            "chat:{lin}:c", b"c\0" + item.config["configurable"]["checkpoint_id"].encode()
+        )
         header = raw.split(b"\n", 1)[1]
         for line in header.split(b"\n"):
             if line.startswith(b"Mmessages\t"):
@@ -151,8 +153,10 @@ def test_subgraph_namespaces(redis_url: str) -> None:
     saver = RedisChatSaver(redis_url)
     graph = builder.compile(checkpointer=saver)
     assert graph.invoke({"total": 0, "log": []}, thread("sub")) == {"total": 1, "log": ["inner"]}
-    namespaces = {item.config["configurable"]["checkpoint_ns"] for item in saver.list(
-        {"configurable": {"thread_id": "sub"}})}
+    namespaces = {
+        item.config["configurable"]["checkpoint_ns"]
+        for item in saver.list({"configurable": {"thread_id": "sub"}})
+    }
     assert "" in namespaces and any(ns.startswith("sub:") for ns in namespaces)
 
 
@@ -189,8 +193,9 @@ async def test_concurrent_threads_async(redis_url: str) -> None:
     async def run(name: str) -> int:
         graph = agent(saver, 2)
         for turn in range(2):
-            await graph.ainvoke({"messages": [{"role": "user", "content": f"{name} {turn}"}]},
-                                thread(name))
+            await graph.ainvoke(
+                {"messages": [{"role": "user", "content": f"{name} {turn}"}]}, thread(name)
+            )
         return len((await graph.aget_state(thread(name))).values["messages"])
 
     assert await asyncio.gather(*(run(f"c{i}") for i in range(6))) == [8] * 6
@@ -219,8 +224,13 @@ def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redi
     6.8x, see docs/checkpoint.md): this bound keeps what holds from regressing."""
     from benchmarks.checkpoint_memory import run_conversation
 
-    at = run_conversation(RedisChatSaver(redis_url), "mem", 40, checkpoints=(10, 40),
-                          measure=lambda: thread_memory(client, "mem"))
+    at = run_conversation(
+        RedisChatSaver(redis_url),
+        "mem",
+        40,
+        checkpoints=(10, 40),
+        measure=lambda: thread_memory(client, "mem"),
+    )
     ten, forty = at[10], at[40]
     assert forty["memory"] <= 8 * forty["json"], forty
     assert forty["memory"] / 40 <= 1.3 * ten["memory"] / 10, (ten, forty)
