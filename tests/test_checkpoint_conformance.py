@@ -8,10 +8,10 @@ import pytest
 
 pytest.importorskip("langgraph.checkpoint.conformance")
 
-from langgraph.checkpoint.conformance import checkpointer_test, validate  # noqa: E402
-from langgraph.checkpoint.conformance.report import ProgressCallbacks  # noqa: E402
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+from langgraph.checkpoint.conformance.report import ProgressCallbacks
 
-from redis_chat_history.checkpoint import RedisChatSaver  # noqa: E402
+from redis_chat_history.checkpoint import RedisChatSaver
 
 CAPABILITIES = [
     "put",
