@@ -8,6 +8,7 @@ bounded by a deadline; :func:`stop_cluster` / :func:`stop_sentinel` stop every p
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -217,6 +218,37 @@ def _owner(cluster: LocalCluster, slot: int) -> ClusterNode | None:
                 if int(entry[0]) <= slot <= int(entry[1]):
                     owners.add(int(entry[2][1]))
     return cluster.node(owners.pop()) if len(owners) == 1 else None
+
+
+def create_with_redis_cli(
+    nodes: Sequence[ClusterNode], replicas_per_primary: int = 1
+) -> LocalCluster:
+    """Make a cluster of ``nodes`` the way an operator would: ``redis-cli --cluster create
+    ... --cluster-replicas N --cluster-yes``, returning as soon as redis-cli does, before the
+    cluster settles (gossip may still list the replicas-to-be as slot-less primaries).
+
+    Nodes that were in a cluster before are emptied and reset first (``FLUSHALL``,
+    ``CLUSTER RESET HARD``, ``FUNCTION FLUSH``), so one set of processes serves many
+    creations; their new node ids are read back.
+    """
+    for node in nodes:
+        with node.client() as client:
+            if _role(node) == "master":
+                client.flushall()
+    for node in nodes:
+        with node.client() as client:
+            client.execute_command("CLUSTER RESET", "HARD")
+            client.function_flush()
+            client.flushall()
+            node.node_id = client.execute_command("CLUSTER MYID").decode()
+    subprocess.run(
+        [
+            "redis-cli", "--cluster", "create", *(node.address for node in nodes),
+            "--cluster-replicas", str(replicas_per_primary), "--cluster-yes",
+        ],
+        check=True, capture_output=True, timeout=SETTLE_TIMEOUT,
+    )  # fmt: skip
+    return LocalCluster(nodes=list(nodes))
 
 
 def stop_cluster(cluster: LocalCluster) -> None:

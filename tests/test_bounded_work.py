@@ -31,8 +31,10 @@ def budget(name: str) -> int:
     return int(found.group(1))
 
 
-JUDGED, ENTRIES, POSTINGS = budget("SEARCH_JUDGED"), budget("SEARCH_ENTRIES"), budget(
-    "SEARCH_POSTINGS"
+JUDGED, ENTRIES, POSTINGS = (
+    budget("SEARCH_JUDGED"),
+    budget("SEARCH_ENTRIES"),
+    budget("SEARCH_POSTINGS"),
 )
 PAGE = budget("PAGE_MESSAGES")
 
@@ -61,7 +63,9 @@ class Session:
             for stream_id, text in zip(ids, batch, strict=True):
                 self.model.messages.append((stream_id.decode(), json.loads(stored(text))))
 
-    def follow(self, query: str, *args: Any, limit: int = 10, mode: str = "all") -> list[dict[str, int]]:
+    def follow(
+        self, query: str, *args: Any, limit: int = 10, mode: str = "all"
+    ) -> list[dict[str, int]]:
         """Runs a PAGED search to its end; checks it against the model; returns each call's work."""
         hits: list[tuple[str, int]] = []
         work: list[dict[str, int]] = []
@@ -81,7 +85,9 @@ class Session:
             page = [(reply[i].decode(), int(reply[i + 2])) for i in range(2, len(reply), 3)]
             if mode == "any":
                 merged = dict([*hits, *page])
-                hits = sorted(merged.items(), key=lambda h: (-h[1], *(-int(p) for p in h[0].split("-"))))
+                hits = sorted(
+                    merged.items(), key=lambda h: (-h[1], *(-int(p) for p in h[0].split("-")))
+                )
                 hits = hits[:limit]
             else:
                 hits = page + hits
@@ -100,7 +106,9 @@ def sessions(redis_server: Any) -> Iterator[dict[str, Session]]:
     client = redis.Redis.from_url(redis_server.url)
     client.flushall()
     client.function_load(counting_library(), replace=True)
-    alternating = [f"alpha common {i}" if i % 2 else f"beta common {i}" for i in range(SESSION_SIZE)]
+    alternating = [
+        f"alpha common {i}" if i % 2 else f"beta common {i}" for i in range(SESSION_SIZE)
+    ]
     built = {
         "indexed": Session(client, "indexed", alternating),
         "scanned": Session(client, "scanned", alternating, "NOINDEX"),
@@ -127,7 +135,9 @@ ADVERSARIAL = [
     pytest.param("alpha", ("TYPE", "tool"), "all", id="type-matching-nothing-all"),
     pytest.param("alpha common", ("TYPE", "tool"), "any", id="type-matching-nothing-any"),
     pytest.param('"common alpha"', (), "all", id="phrase-of-common-words"),
-    pytest.param(" ".join(["alpha", "beta", *(f"w{i}" for i in range(62))]), (), "any", id="64-tokens"),
+    pytest.param(
+        " ".join(["alpha", "beta", *(f"w{i}" for i in range(62))]), (), "any", id="64-tokens"
+    ),
     pytest.param("common", (), "any", id="one-common-word"),
 ]
 
@@ -227,12 +237,15 @@ def test_a_window_made_much_smaller_shrinks_a_bounded_step_per_write(redis_serve
     session = Session(client, "window", [f"old {i}" for i in range(2000)])
     step = budget("TRIM_STEP")
     length = 2000
+    writes = 0
     while length > 10:
         session.raw.call("append", "MAXLEN", 10, "MESSAGES", stored("new"))
+        writes += 1
         new_length = session.raw.call("len", read_only=True)
-        assert new_length >= min(length + 1 - step, 10)
+        removed = length + 1 - new_length
+        assert removed == min(step, length + 1 - 10)  # a bounded step, and progress
         length = new_length
-    assert length == 10
+    assert length == 10 and writes == -(-(2000 - 10) // (step - 1))
 
 
 def test_clear_and_delete_work_at_maxmemory(redis_server: Any) -> None:

@@ -142,6 +142,7 @@ def test_the_wire_layer_imports_only_the_standard_library() -> None:
         "__future__",
         "json",
         "re",
+        "uuid",
         "collections",
         "dataclasses",
         "datetime",

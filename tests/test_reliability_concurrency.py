@@ -154,7 +154,6 @@ def check(
         kept = Counter(stored)
         assert kept == sent, f"{session}: every acknowledged message once, nothing else"
         assert max(kept.values()) == 1
-        assert len({m.id for m in messages}) == len(messages), "each stored once, own id"
         for worker in range(WRITERS):
             numbers = [n for w, n in map(parse, stored) if w == worker]
             assert numbers == sorted(numbers), f"writer {worker}'s order is kept"

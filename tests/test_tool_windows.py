@@ -61,7 +61,9 @@ SETTINGS = settings(
 
 @SETTINGS
 @given(turn_lists)
-def test_latest_windows_of_every_size_start_at_a_valid_point(raw: RawSession, turns: list[int]) -> None:
+def test_latest_windows_of_every_size_start_at_a_valid_point(
+    raw: RawSession, turns: list[int]
+) -> None:
     raw.client.delete(*raw.keys)
     messages = transcript(turns)
     ids = raw.call("append", "MESSAGES", *messages)
@@ -130,7 +132,9 @@ def test_an_append_conditional_on_the_last_id(raw: RawSession) -> None:
 
 def test_a_retried_conditional_append_is_replayed_not_a_conflict(raw: RawSession) -> None:
     ids = raw.call("append", "IFLAST", "0-0", "TOKEN", "run-1", "MESSAGES", human("a"), human("b"))
-    again = raw.call("append", "IFLAST", "0-0", "TOKEN", "run-1", "MESSAGES", human("a"), human("b"))
+    again = raw.call(
+        "append", "IFLAST", "0-0", "TOKEN", "run-1", "MESSAGES", human("a"), human("b")
+    )
     assert again == ids and raw.call("len", read_only=True) == 2
 
 

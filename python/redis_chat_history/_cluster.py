@@ -16,17 +16,27 @@ library (its replicas get it by replication), so checking and loading go node by
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio.cluster
 import redis.cluster
+import redis.exceptions
 from redis.commands import READ_COMMANDS
-from redis.exceptions import ResponseError, SlotNotCoveredError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    ReadOnlyError,
+    ResponseError,
+    SlotNotCoveredError,
+)
 
+from ._errors import LibraryError
 from ._library import library_source
-from ._protocol import LIBRARY_NAME, VERSION, Call, as_text
+from ._protocol import LIBRARY_NAME, LIBRARY_VERSION, VERSION, Call, as_text
 
 _CLUSTER_TYPES = (redis.cluster.RedisCluster, redis.asyncio.cluster.RedisCluster)
 
@@ -104,6 +114,15 @@ class _Member:
 #: Flags of a CLUSTER NODES entry that serves no clients.
 _NOT_SERVING = frozenset({"handshake", "noaddr", "fail"})
 
+#: Errors of a node that cannot serve right now but may soon: it is down or unreachable,
+#: loading its data, or its cluster or primary link is down. Tried again next round.
+_NOT_NOW = (
+    redis.exceptions.ConnectionError,
+    redis.exceptions.TimeoutError,
+    BusyLoadingError,
+    ClusterDownError,
+)
+
 
 def _members(table: dict[str, Any], default_host: str) -> list[_Member]:
     """Every serving node of a parsed CLUSTER NODES reply, primaries first.
@@ -178,14 +197,24 @@ async def _arun_on(client: Any, member: _Member, *args: Any) -> Any:
         await node.disconnect()
 
 
-def node_libraries(client: Any, replicas: bool = True) -> list[NodeLibrary]:
-    """The library's version on every primary (and replica) of the cluster, one call each."""
+def node_libraries(
+    client: Any, replicas: bool = True, reachable: bool = False
+) -> list[NodeLibrary]:
+    """The library's version on every primary (and replica) of the cluster, one call each.
+
+    ``reachable``: leave out nodes that do not answer now (down, loading, mid-failover)
+    instead of failing, for a look before a deploy that passes over them anyway.
+    """
     found = []
     for member in members(client):
         if member.role == REPLICA and not replicas:
             continue
         try:
             version: str | None = as_text(_run_on(client, member, "FCALL_RO", VERSION, 0))
+        except _NOT_NOW:
+            if not reachable:
+                raise
+            continue
         except ResponseError as error:
             if not _is_missing(error):
                 raise
@@ -194,7 +223,9 @@ def node_libraries(client: Any, replicas: bool = True) -> list[NodeLibrary]:
     return found
 
 
-async def anode_libraries(client: Any, replicas: bool = True) -> list[NodeLibrary]:
+async def anode_libraries(
+    client: Any, replicas: bool = True, reachable: bool = False
+) -> list[NodeLibrary]:
     """Async twin of :func:`node_libraries`."""
     found = []
     for member in await amembers(client):
@@ -203,6 +234,10 @@ async def anode_libraries(client: Any, replicas: bool = True) -> list[NodeLibrar
         try:
             reply = await _arun_on(client, member, "FCALL_RO", VERSION, 0)
             version: str | None = as_text(reply)
+        except _NOT_NOW:
+            if not reachable:
+                raise
+            continue
         except ResponseError as error:
             if not _is_missing(error):
                 raise
@@ -211,24 +246,213 @@ async def anode_libraries(client: Any, replicas: bool = True) -> list[NodeLibrar
     return found
 
 
-def load_primaries(client: Any) -> list[str]:
-    """FUNCTION LOAD REPLACE the library on every primary; their addresses."""
-    primaries = [member for member in members(client) if member.role == PRIMARY]
-    for member in primaries:
-        reply = _run_on(client, member, "FUNCTION LOAD", "REPLACE", library_source())
-        _check_loaded(reply, member.address)
-    return [member.address for member in primaries]
+# -- deploying while the cluster changes ---------------------------------------------------
+#
+# A deploy meets the cluster as some node describes it, and that description can be behind:
+# right after ``redis-cli --cluster create`` the future replicas are still listed as primaries
+# without slots; during a failover the old primary is listed as one until the news spreads;
+# a primary being replaced stops answering before it is marked failed. So a deploy goes in
+# rounds, each re-reading the topology, until every listed node answers with the library or
+# the time is up: FUNCTION LOAD on each listed primary not loaded yet (one that answers
+# READONLY is a replica now: its primary gives it the library by replication; one that does
+# not answer is passed over and tried again next round), then FCALL_RO on every node.
+
+#: Seconds a deploy may spend following topology changes and waiting for replication.
+SETTLE_TIMEOUT = 10.0
+#: Seconds between two rounds of a deploy.
+_PAUSE = 0.1
+#: Most rounds a deploy may take, whatever the clock says.
+_MAX_ROUNDS = 1000
 
 
-async def aload_primaries(client: Any) -> list[str]:
-    """Async twin of :func:`load_primaries`."""
-    primaries = [member for member in await amembers(client) if member.role == PRIMARY]
-    for member in primaries:
-        reply = await _arun_on(client, member, "FUNCTION LOAD", "REPLACE", library_source())
-        _check_loaded(reply, member.address)
-    return [member.address for member in primaries]
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A node a deploy passed over, and why; reported so the operator can look at it."""
+
+    address: str
+    reason: str
 
 
-def _check_loaded(reply: Any, where: str) -> None:
-    if as_text(reply) != LIBRARY_NAME:
-        raise ResponseError(f"FUNCTION LOAD on {where} replied {reply!r}, not {LIBRARY_NAME!r}")
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """What a deploy did: the primaries that took FUNCTION LOAD, every node verified with
+    its version (as listed by the cluster at the end), and the nodes passed over."""
+
+    loaded: tuple[str, ...]
+    nodes: tuple[NodeLibrary, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def _unexpected_reply(reply: Any, where: str) -> ResponseError | None:
+    if as_text(reply) == LIBRARY_NAME:
+        return None
+    return ResponseError(f"FUNCTION LOAD on {where} replied {reply!r}, not {LIBRARY_NAME!r}")
+
+
+def _reason(error: Exception) -> str:
+    """Why a node was passed over, in words for the report."""
+    if isinstance(error, ReadOnlyError):
+        return "answered READONLY: a replica now, which gets the library from its primary"
+    if isinstance(error, BusyLoadingError):
+        return "is loading its data set (LOADING)"
+    if isinstance(error, ClusterDownError):
+        return f"cannot serve now ({error})"
+    return f"did not answer ({error})"
+
+
+class _Rounds:
+    """The bookkeeping of a deploy, shared by :func:`deploy` and :func:`adeploy`.
+
+    The drivers do the I/O; this decides what to load, what is still lacking, and
+    what to report or raise.
+    """
+
+    def __init__(self, replicas: bool, timeout: float) -> None:
+        self.replicas = replicas
+        self.timeout = timeout
+        self.deadline = time.monotonic() + timeout
+        self.loaded: dict[str, None] = {}  # addresses, in load order
+        self.skipped: dict[str, str] = {}  # address -> latest reason
+        self.known: list[_Member] = []  # the latest topology, to ask if the client cannot
+
+    def to_check(self, found: list[_Member]) -> list[_Member]:
+        """Remember a fresh topology; the nodes to check (replicas only if asked)."""
+        self.known = found
+        return [m for m in found if self.replicas or m.role == PRIMARY]
+
+    def to_load(self, found: list[_Member]) -> list[_Member]:
+        """Listed primaries that have not taken FUNCTION LOAD in this deploy yet."""
+        return [m for m in found if m.role == PRIMARY and m.address not in self.loaded]
+
+    def load_done(self, member: _Member) -> None:
+        self.loaded[member.address] = None
+        self.skipped.pop(member.address, None)
+
+    def passed_over(self, member: _Member, error: Exception) -> None:
+        self.skipped[member.address] = _reason(error)
+
+    def finished(self, nodes: list[NodeLibrary], failures: dict[str, str]) -> Deployment | None:
+        """The deployment once every checked node has the library, else None (go on), or
+        raise naming the nodes still without it once the time is up."""
+        lacking = [node for node in nodes if node.version != LIBRARY_VERSION]
+        if not lacking:
+            if not self.loaded:
+                raise LibraryError(
+                    "no node of the cluster took FUNCTION LOAD (every one was a replica or "
+                    "did not answer), yet every node has the library; run load again"
+                )
+            skipped = tuple(Skipped(a, r) for a, r in self.skipped.items())
+            return Deployment(tuple(self.loaded), tuple(nodes), skipped)
+        if time.monotonic() < self.deadline:
+            return None
+        names = ", ".join(
+            f"{node.address} ({node.role}, "
+            f"{failures.get(node.address) or node.version or 'not loaded'})"
+            for node in lacking
+        )
+        loaded = ", ".join(self.loaded) or "no primary"
+        raise LibraryError(
+            f"{LIBRARY_NAME} {LIBRARY_VERSION} was loaded on {loaded}, but after "
+            f"{self.timeout:g}s these nodes do not have it: {names}; check that they run and "
+            "replicate from a primary of the cluster, then load again"
+        )
+
+
+def _topology(client: Any, known: Sequence[_Member]) -> list[_Member]:
+    """Every serving node as the client's node sees it, else as the first known node that
+    answers (the client's node may be the primary that just went away)."""
+    try:
+        return members(client)
+    except _NOT_NOW as error:
+        last: Exception = error
+    for member in known:
+        try:
+            return _members(_run_on(client, member, "CLUSTER NODES"), member.host)
+        except _NOT_NOW as error:
+            last = error
+    raise last
+
+
+async def _atopology(client: Any, known: Sequence[_Member]) -> list[_Member]:
+    """Async twin of :func:`_topology`."""
+    try:
+        return await amembers(client)
+    except _NOT_NOW as error:
+        last: Exception = error
+    for member in known:
+        try:
+            return _members(await _arun_on(client, member, "CLUSTER NODES"), member.host)
+        except _NOT_NOW as error:
+            last = error
+    raise last
+
+
+def deploy(client: Any, replicas: bool = True, timeout: float = SETTLE_TIMEOUT) -> Deployment:
+    """FUNCTION LOAD REPLACE the library on every primary, following topology changes,
+    then wait until every node (primaries only unless ``replicas``) answers with it.
+
+    A node that answers READONLY or does not answer is passed over and the topology read
+    again, so a failover, a resharding or a cluster still settling does not stop the
+    deploy; :class:`LibraryError` names the nodes still without the library after
+    ``timeout`` seconds. Any other refusal (NOPERM, a compile error) is raised at once.
+    """
+    rounds = _Rounds(replicas, timeout)
+    for _ in range(_MAX_ROUNDS):
+        found = _topology(client, rounds.known)
+        for member in rounds.to_load(found):
+            try:
+                reply = _run_on(client, member, "FUNCTION LOAD", "REPLACE", library_source())
+            except (ReadOnlyError, *_NOT_NOW) as error:
+                rounds.passed_over(member, error)
+                continue
+            if (wrong := _unexpected_reply(reply, member.address)) is not None:
+                raise wrong
+            rounds.load_done(member)
+        nodes, failures = [], {}
+        for member in rounds.to_check(found):
+            try:
+                version = as_text(_run_on(client, member, "FCALL_RO", VERSION, 0))
+            except _NOT_NOW as error:
+                version, failures[member.address] = None, _reason(error)
+            except ResponseError as error:
+                if not _is_missing(error):
+                    raise
+                version = None
+            nodes.append(NodeLibrary(member.address, member.role, version))
+        if (done := rounds.finished(nodes, failures)) is not None:
+            return done
+        time.sleep(_PAUSE)
+    raise LibraryError(f"the deploy gave up after {_MAX_ROUNDS} rounds; load again")
+
+
+async def adeploy(
+    client: Any, replicas: bool = True, timeout: float = SETTLE_TIMEOUT
+) -> Deployment:
+    """Async twin of :func:`deploy`."""
+    rounds = _Rounds(replicas, timeout)
+    for _ in range(_MAX_ROUNDS):
+        found = await _atopology(client, rounds.known)
+        for member in rounds.to_load(found):
+            try:
+                reply = await _arun_on(client, member, "FUNCTION LOAD", "REPLACE", library_source())
+            except (ReadOnlyError, *_NOT_NOW) as error:
+                rounds.passed_over(member, error)
+                continue
+            if (wrong := _unexpected_reply(reply, member.address)) is not None:
+                raise wrong
+            rounds.load_done(member)
+        nodes, failures = [], {}
+        for member in rounds.to_check(found):
+            try:
+                version = as_text(await _arun_on(client, member, "FCALL_RO", VERSION, 0))
+            except _NOT_NOW as error:
+                version, failures[member.address] = None, _reason(error)
+            except ResponseError as error:
+                if not _is_missing(error):
+                    raise
+                version = None
+            nodes.append(NodeLibrary(member.address, member.role, version))
+        if (done := rounds.finished(nodes, failures)) is not None:
+            return done
+        await asyncio.sleep(_PAUSE)
+    raise LibraryError(f"the deploy gave up after {_MAX_ROUNDS} rounds; load again")

@@ -10,7 +10,6 @@ splits LangGraph-style ``RemoveMessage`` runs from messages to store.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -121,19 +120,6 @@ def decode_search(reply: Reply) -> list[dict[str, Any]]:
             "message": record.message,
         }
         for record in decode_stored(reply)
-    ]
-
-
-def with_ids(messages: Sequence[BaseMessage]) -> list[BaseMessage]:
-    """``messages`` with a fresh uuid4 ``id`` on copies of those that have none.
-
-    The library stores a message id at most once per session, so an append of
-    messages that all carry ids can be sent again after a lost reply without being
-    stored twice. The caller's messages are never changed.
-    """
-    return [
-        message if message.id else message.model_copy(update={"id": str(uuid.uuid4())})
-        for message in messages
     ]
 
 

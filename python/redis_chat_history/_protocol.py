@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from ._errors import InvalidInputError, UnreadableMessageError
+from ._errors import InvalidInputError, LibraryIncompatibleError, UnreadableMessageError
 
 LIBRARY_NAME = "chathist"
 #: The key prefix of a session unless one is given (langchain-redis's default).
@@ -107,6 +108,12 @@ def encode_stored(stored: dict[str, Any], position: int = 1) -> bytes:
         ) from None
 
 
+def new_token() -> str:
+    """A fresh name for one write (``TOKEN``): a retry of the same call carries the same
+    token, and the library replays its first reply instead of storing it again."""
+    return uuid.uuid4().hex
+
+
 def append_call(
     keys: tuple[str, ...],
     messages: Sequence[dict[str, Any]],
@@ -115,12 +122,18 @@ def append_call(
     index: bool = True,
     max_messages: int | None = None,
     max_bytes: int | None = None,
+    token: str | None = None,
+    if_last: str | None = None,
+    tool_safe: bool = False,
 ) -> Call:
     """Store ``messages`` (stored-message dicts) in one atomic call, refreshing the
     session's TTL if given.
 
     ``index=False`` keeps a new session out of the search index (search then scans);
-    ``max_messages`` / ``max_bytes`` trim the oldest messages in the same call.
+    ``max_messages`` / ``max_bytes`` trim the oldest messages in the same call, and with
+    ``tool_safe`` the tool results of a removed AI message go with it. ``token`` (see
+    :func:`new_token`) makes the call exactly-once across retries; ``if_last`` makes it
+    conditional on the session's newest stream id (``"0-0"``: empty), else ``CONFLICT``.
     """
     args: list[str | int | bytes] = []
     if ttl:
@@ -131,6 +144,12 @@ def append_call(
         args += ["MAXBYTES", max_bytes]
     if not index:
         args.append("NOINDEX")
+    if token is not None:
+        args += ["TOKEN", token]
+    if if_last is not None:
+        args += ["IFLAST", if_last]
+    if tool_safe:
+        args.append("TOOLSAFE")
     args.append("MESSAGES")
     args += [encode_stored(message, position) for position, message in enumerate(messages, 1)]
     return Call(APPEND, keys, tuple(args), read_only=False)
@@ -141,8 +160,11 @@ def range_call(
     count: int | None = None,
     before: str | None = None,
     after: str | None = None,
+    *,
+    tool_safe: bool = False,
 ) -> Call:
-    """Read the whole session, the latest ``count``, or a page before/after an id."""
+    """Read the whole session, the latest ``count``, or a page before/after an id.
+    ``tool_safe``: a window read backward never starts with orphan tool results."""
     args: list[str | int | bytes] = []
     if count is not None:
         args += ["COUNT", count]
@@ -150,7 +172,36 @@ def range_call(
         args += ["BEFORE", before]
     if after is not None:
         args += ["AFTER", after]
+    if tool_safe:
+        args.append("TOOLSAFE")
     return Call(RANGE, keys, tuple(args), read_only=True)
+
+
+#: Messages per call when a whole session is read in pages.
+READ_PAGE = 1000
+
+
+class SessionReader:
+    """Reads a whole session as a series of bounded pages (``AFTER`` the last id seen,
+    ``READ_PAGE`` at a time), so no single call grows with the session: the caller sends
+    :meth:`next_call` until it is None, feeding each reply to :meth:`feed`."""
+
+    def __init__(self, keys: tuple[str, ...], page: int = READ_PAGE) -> None:
+        self.keys, self.page = keys, page
+        self.items: list[Any] = []
+        self._after: str | None = "0-0"
+
+    def next_call(self) -> Call | None:
+        """The next page's call, or None once the session's end was reached."""
+        if self._after is None:
+            return None
+        return range_call(self.keys, count=self.page, after=self._after)
+
+    def feed(self, reply: Reply) -> None:
+        """Takes one page's reply (``id, json, ...``, oldest first)."""
+        items = list(reply)
+        self.items += items
+        self._after = as_text(items[-2]) if len(items) >= 2 * self.page else None
 
 
 SEARCH_MODES = ("all", "any")
@@ -171,13 +222,16 @@ def search_call(
     mode: str = "all",
     message_type: str | None = None,
     before: str | datetime | None = None,
+    min_score: int | None = None,
+    paged: bool = False,
 ) -> Call:
-    """Find messages by their words.
+    """Find messages by their words (one call; :class:`SearchPager` follows a whole search).
 
     ``mode="all"``: the latest ``limit`` messages holding every word and "quoted
     phrase", oldest first. ``mode="any"``: those holding the most words, best first.
     ``message_type`` keeps one type (``"human"``, ``"ai"``, ...); ``before`` (an id or a
-    datetime) pages to older matches.
+    datetime) pages to older matches. ``min_score`` (``any``): at least that many words.
+    ``paged``: the reply starts with where to continue and gives each hit's score.
     """
     if mode not in SEARCH_MODES:
         raise InvalidInputError(f"mode must be one of {SEARCH_MODES}, not {mode!r}", "BADARG")
@@ -188,12 +242,121 @@ def search_call(
         args += ["TYPE", message_type]
     if before is not None:
         args += ["BEFORE", bound(before)]
+    if min_score is not None:
+        args += ["MINSCORE", min_score]
+    if paged:
+        args.append("PAGED")
     return Call(SEARCH, keys, tuple(args), read_only=True)
 
 
-def reindex_call(keys: tuple[str, ...]) -> Call:
-    """Rebuild the session's search index from its messages."""
-    return Call(REINDEX, keys, (), read_only=False)
+class SearchPager:
+    """One search followed through as many bounded calls as it takes (library 1.3).
+
+    The library judges a bounded number of candidates per call and, with ``PAGED``,
+    replies where to continue. This follows it as docs/PROTOCOL.md says, so the caller
+    gets exactly the answer of one unbounded search: in ``all`` mode each call asks for
+    the hits still missing, older than the last; in ``any`` mode the ``limit`` best are
+    kept and each call is told the score an older hit must beat (``MINSCORE``). Send
+    :meth:`next_call` until it is None, feeding each reply to :meth:`feed`; then
+    :meth:`reply` is the answer in the one-call form (``id, json, ...``).
+    """
+
+    def __init__(
+        self,
+        keys: tuple[str, ...],
+        query: str,
+        limit: int = 10,
+        *,
+        mode: str = "all",
+        message_type: str | None = None,
+        before: str | datetime | None = None,
+    ) -> None:
+        # Checked once, here, with the first call.
+        self._first = search_call(
+            keys, query, limit, mode=mode, message_type=message_type, before=before, paged=True
+        )
+        self.keys, self.query, self.limit, self.mode = keys, query, limit, mode
+        self.message_type = message_type
+        self.hits: list[tuple[str, Any, int]] = []  # (stream id, json, score)
+        self.calls = 0
+        self._next: str | None = None
+        self._done = False
+
+    def next_call(self) -> Call | None:
+        """The next call of the search, or None once it is complete."""
+        if self._done:
+            return None
+        if self.calls == 0:
+            return self._first
+        if self.mode == "any":
+            full = 0 < self.limit <= len(self.hits)
+            floor = self.hits[self.limit - 1][2] + 1 if full else 1
+            limit, min_score = self.limit, floor
+        else:
+            limit, min_score = self.limit - len(self.hits), None
+        return search_call(
+            self.keys,
+            self.query,
+            limit,
+            mode=self.mode,
+            message_type=self.message_type,
+            before=self._next,
+            min_score=min_score,
+            paged=True,
+        )
+
+    def feed(self, reply: Reply) -> None:
+        """Takes one PAGED reply: ``next``, then ``id, json, score`` triples."""
+        items = list(reply)
+        self.calls += 1
+        page = [
+            (as_text(items[i]), items[i + 1], int(items[i + 2])) for i in range(1, len(items), 3)
+        ]
+        if self.mode == "any":
+            best = {hit[0]: hit for hit in [*self.hits, *page]}
+            ranked = sorted(
+                best.values(), key=lambda hit: (hit[2], stream_id_key(hit[0], 0)), reverse=True
+            )
+            self.hits = ranked[: self.limit]
+        else:
+            self.hits = page + self.hits  # each call's hits are older than the last's
+        following = as_text(items[0]) if items else ""
+        if not following:
+            self._done = True
+        elif self._next is not None and stream_id_key(following, 0) >= stream_id_key(self._next, 0):
+            raise LibraryIncompatibleError(
+                f"the server's search did not move past {self._next}: load this package's "
+                f"chathist {LIBRARY_VERSION} (redis-chat-history load)"
+            )
+        self._next = following or None
+
+    def reply(self) -> list[Any]:
+        """The search's answer as one unbounded call would give it: ``id, json, ...``."""
+        flat: list[Any] = []
+        for stream_id, raw, _score in self.hits:
+            flat += [stream_id, raw]
+        return flat
+
+
+def reindex_call(keys: tuple[str, ...], step: str | None = None) -> Call:
+    """Rebuild the session's search index from its messages: without ``step``, start it
+    (1.1's form); ``"RESTART"`` / ``"CONTINUE"`` run one bounded step of a rebuild."""
+    return Call(REINDEX, keys, (step,) if step else (), read_only=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ReindexProgress:
+    """Where a rebuild is: messages indexed so far, of the session's total."""
+
+    indexed: int
+    total: int
+    complete: bool
+
+
+def decode_reindex(reply: Reply) -> ReindexProgress:
+    """A ``RESTART`` / ``CONTINUE`` reply: ``[indexed, messages, complete]``."""
+    indexed, total, complete = (int(item) for item in reply)
+    return ReindexProgress(indexed, total, bool(complete))
 
 
 def clear_call(keys: tuple[str, ...]) -> Call:

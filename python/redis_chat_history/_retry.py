@@ -8,9 +8,11 @@ script (``BUSY``), or a read-only replica (``READONLY``, as after a failover, un
 the address leads to the new primary). Everything else (bad input, ``OOM``,
 ``NOPERM``, wrong password, an untrusted TLS certificate) fails at once.
 
-Retrying an append is safe because every message carries a client id (``data.id``)
-and the library stores an id at most once per session, so a message whose first
-attempt was stored but whose reply was lost is not stored twice.
+Retrying an append is safe because every append carries a token (``TOKEN``) and the
+library replays the reply of a write whose token it has seen (the latest 64 or
+more per session), so an append whose first attempt was stored but whose reply was lost is not
+stored twice. Messages that carry a client id (``data.id``) are also stored at most once
+per session.
 """
 
 from __future__ import annotations

@@ -70,9 +70,19 @@ def describe(client: Any) -> str:
     return "the configured Redis"
 
 
+#: How servers word an ACL refusal of a command run inside a function (redis-py maps the
+#: ``NOPERM`` prefix to NoPermissionError only when the reply starts with it). Redis 7.0:
+#: "The user executing the script can't run this command or subcommand script: ...";
+#: Valkey 8: "ACL failure in script: User app has no permissions to run the 'xadd' command".
+_ACL_REFUSALS = ("user executing the script can't run", "acl failure in script")
+
+
 def _is_acl_refusal(error: Exception) -> bool:
     """True when a command run inside a function was refused by the caller's ACL."""
-    return isinstance(error, ResponseError) and "user executing the script can't run" in str(error)
+    if not isinstance(error, ResponseError):
+        return False
+    text = str(error).lower()
+    return any(wording in text for wording in _ACL_REFUSALS)
 
 
 def final_error(error: Exception, where: str, attempts: int) -> ChatHistoryError:
@@ -260,28 +270,43 @@ class SyncTransport:
                 return None
             raise translate(error, self.where) from error
 
-    def node_libraries(self, replicas: bool = True) -> list[cluster.NodeLibrary]:
-        """The library on each node: every primary and replica of a cluster, else the server."""
+    def node_libraries(
+        self, replicas: bool = True, reachable: bool = False
+    ) -> list[cluster.NodeLibrary]:
+        """The library on each node: every primary and replica of a cluster, else the server.
+
+        ``reachable``: leave out cluster nodes that do not answer now instead of failing.
+        """
         if not cluster.is_cluster(self.client):
             return [cluster.NodeLibrary(self.where, "server", self.server_version())]
         try:
-            return cluster.node_libraries(self.client, replicas)
+            return cluster.node_libraries(self.client, replicas, reachable)
         except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     def load(self) -> str:
         """FUNCTION LOAD REPLACE the shipped library (on every primary of a cluster).
 
-        Returns the version now loaded.
+        On a cluster, primaries that turn out to be replicas or go away are passed over
+        and the topology read again (see :func:`cluster.deploy`). Returns the version.
+        """
+        self.deploy(replicas=False)
+        return LIBRARY_VERSION
+
+    def deploy(self, replicas: bool = True) -> cluster.Deployment:
+        """FUNCTION LOAD REPLACE the shipped library, and on a cluster wait until every
+        node (primaries only unless ``replicas``) has it, following topology changes.
+
+        What was loaded, verified and passed over is returned, for ``load`` to report.
         """
         try:
             if cluster.is_cluster(self.client):
-                cluster.load_primaries(self.client)
-            else:
-                self.client.function_load(library_source(), replace=True)
+                return cluster.deploy(self.client, replicas)
+            self.client.function_load(library_source(), replace=True)
         except REDIS_FAILURES as error:
             refuse_load(error, self.where)
-        return LIBRARY_VERSION
+        node = cluster.NodeLibrary(self.where, "server", LIBRARY_VERSION)
+        return cluster.Deployment((self.where,), (node,), ())
 
     def ensure_library(self) -> None:
         """Make sure the server (every primary of a cluster) runs a compatible library.
@@ -373,28 +398,43 @@ class AsyncTransport:
                 return None
             raise translate(error, self.where) from error
 
-    async def node_libraries(self, replicas: bool = True) -> list[cluster.NodeLibrary]:
-        """The library on each node: every primary and replica of a cluster, else the server."""
+    async def node_libraries(
+        self, replicas: bool = True, reachable: bool = False
+    ) -> list[cluster.NodeLibrary]:
+        """The library on each node: every primary and replica of a cluster, else the server.
+
+        ``reachable``: leave out cluster nodes that do not answer now instead of failing.
+        """
         if not cluster.is_cluster(self.client):
             return [cluster.NodeLibrary(self.where, "server", await self.server_version())]
         try:
-            return await cluster.anode_libraries(self.client, replicas)
+            return await cluster.anode_libraries(self.client, replicas, reachable)
         except REDIS_FAILURES as error:
             raise translate(error, self.where) from error
 
     async def load(self) -> str:
         """FUNCTION LOAD REPLACE the shipped library (on every primary of a cluster).
 
-        Returns the version now loaded.
+        On a cluster, primaries that turn out to be replicas or go away are passed over
+        and the topology read again (see :func:`cluster.deploy`). Returns the version.
+        """
+        await self.deploy(replicas=False)
+        return LIBRARY_VERSION
+
+    async def deploy(self, replicas: bool = True) -> cluster.Deployment:
+        """FUNCTION LOAD REPLACE the shipped library, and on a cluster wait until every
+        node (primaries only unless ``replicas``) has it, following topology changes.
+
+        What was loaded, verified and passed over is returned, for ``load`` to report.
         """
         try:
             if cluster.is_cluster(self.client):
-                await cluster.aload_primaries(self.client)
-            else:
-                await self.client.function_load(library_source(), replace=True)
+                return await cluster.adeploy(self.client, replicas)
+            await self.client.function_load(library_source(), replace=True)
         except REDIS_FAILURES as error:
             refuse_load(error, self.where)
-        return LIBRARY_VERSION
+        node = cluster.NodeLibrary(self.where, "server", LIBRARY_VERSION)
+        return cluster.Deployment((self.where,), (node,), ())
 
     async def ensure_library(self) -> None:
         """Make sure the server (every primary of a cluster) runs a compatible library.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -47,8 +47,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         retry: How transient failures (connection lost, timeout, ``LOADING``, ``BUSY``,
             ``READONLY``) are retried: a :class:`RetryPolicy`, by default 3 retries with
             exponential backoff; None for a single attempt. Appends are safe to retry:
-            a message without an ``id`` is sent as a copy given a uuid4 ``id``, and the
-            library stores each id once per session.
+            each call carries a token, and the library stores a retried call's
+            messages once.
         max_message_bytes: The largest stored-message JSON this history sends (at most,
             and by default, the library's 1 MiB); a larger message raises
             :class:`InvalidInputError` before anything is sent.
@@ -187,14 +187,34 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
 
     # -- reading ---------------------------------------------------------------
 
+    def _follow(self, first: protocol.Call | None, feed: Any, next_call: Any) -> None:
+        """Sends a series of bounded calls (a paged read or search): the first with the
+        TTL renewal when ``refresh_ttl_on_read`` asks for one, the rest plainly."""
+        call, reading = first, True
+        while call is not None:
+            feed(self._read(call) if reading else self._run(call))
+            call, reading = next_call(), False
+
+    async def _afollow(self, first: protocol.Call | None, feed: Any, next_call: Any) -> None:
+        """Async twin of :meth:`_follow`."""
+        call, reading = first, True
+        while call is not None:
+            feed(await self._aread(call) if reading else await self._arun(call))
+            call, reading = next_call(), False
+
     @property
     def messages(self) -> list[BaseMessage]:  # type: ignore[override]
-        """Every message of the session, oldest first, in one call."""
-        return lc.decode_messages(self._read(protocol.range_call(self._keys)))
+        """Every message of the session, oldest first: pages of
+        ``protocol.READ_PAGE`` messages, so no single call grows with the session."""
+        reader = protocol.SessionReader(self._keys)
+        self._follow(reader.next_call(), reader.feed, reader.next_call)
+        return lc.decode_messages(reader.items)
 
     async def aget_messages(self) -> list[BaseMessage]:
-        """Every message of the session, oldest first, in one call."""
-        return lc.decode_messages(await self._aread(protocol.range_call(self._keys)))
+        """Async twin of :attr:`messages`."""
+        reader = protocol.SessionReader(self._keys)
+        await self._afollow(reader.next_call(), reader.feed, reader.next_call)
+        return lc.decode_messages(reader.items)
 
     def __bool__(self) -> bool:
         """Always true: a history object is a handle, whether or not it has messages yet."""
@@ -217,7 +237,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         message_type: str | None = None,
         before: str | datetime | None = None,
     ) -> list[StoredMessage]:
-        """Messages found by their words, with their ids and times, in one call.
+        """Messages found by their words, with their ids and times.
 
         Words match case-insensitively (accents kept; Chinese, Japanese and Korean
         by character); "quoted words" must appear together. ``mode="all"`` (the
@@ -225,11 +245,16 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         ``mode="any"`` those holding the most words, best first. ``message_type``
         keeps one type (``"human"``, ``"ai"``, ``"tool"``, ``"system"``); ``before``
         (an id or an aware datetime) pages to older matches: pass the oldest hit's id.
+
+        Usually one call; a search that must judge many messages (common words that
+        never meet, on a long session) takes several short ones, so that Redis serves
+        its other clients in between, with the same answer.
         """
-        call = protocol.search_call(
+        pager = protocol.SearchPager(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return lc.decode_stored(self._read(call))
+        self._follow(pager.next_call(), pager.feed, pager.next_call)
+        return lc.decode_stored(pager.reply())
 
     async def asearch(
         self,
@@ -241,32 +266,53 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         before: str | datetime | None = None,
     ) -> list[StoredMessage]:
         """Async twin of :meth:`search`."""
-        call = protocol.search_call(
+        pager = protocol.SearchPager(
             self._keys, query, limit, mode=mode, message_type=message_type, before=before
         )
-        return lc.decode_stored(await self._aread(call))
+        await self._afollow(pager.next_call(), pager.feed, pager.next_call)
+        return lc.decode_stored(pager.reply())
 
     def search_messages(self, query: str, limit: int = 10, **options: Any) -> list[dict[str, Any]]:
         """:meth:`search` with hits as dicts (``id``, ``timestamp``, ``type``, ``content``,
         ``message``), the shape langchain-redis returns."""
-        call = protocol.search_call(self._keys, query, limit, **options)
-        return lc.decode_search(self._read(call))
+        pager = protocol.SearchPager(self._keys, query, limit, **options)
+        self._follow(pager.next_call(), pager.feed, pager.next_call)
+        return lc.decode_search(pager.reply())
 
     async def asearch_messages(
         self, query: str, limit: int = 10, **options: Any
     ) -> list[dict[str, Any]]:
         """Async twin of :meth:`search_messages`."""
-        call = protocol.search_call(self._keys, query, limit, **options)
-        return lc.decode_search(await self._aread(call))
+        pager = protocol.SearchPager(self._keys, query, limit, **options)
+        await self._afollow(pager.next_call(), pager.feed, pager.next_call)
+        return lc.decode_search(pager.reply())
 
-    def reindex(self) -> int:
-        """Rebuild the session's search index (for sessions written without one); one
-        call, O(session). Returns the number of messages indexed."""
-        return int(self._run(protocol.reindex_call(self._keys)))
+    def reindex(self, progress: Callable[[protocol.ReindexProgress], None] | None = None) -> int:
+        """Rebuild the session's search index (for sessions written without one), as a
+        series of short calls (at most 512 messages each); ``progress`` is called after
+        each. Searches stay exact meanwhile. Returns the number of messages indexed."""
+        step = protocol.decode_reindex(self._run(protocol.reindex_call(self._keys, "RESTART")))
+        while True:
+            if progress:
+                progress(step)
+            if step.complete:
+                return step.total
+            reply = self._run(protocol.reindex_call(self._keys, "CONTINUE"))
+            step = protocol.decode_reindex(reply)
 
-    async def areindex(self) -> int:
+    async def areindex(
+        self, progress: Callable[[protocol.ReindexProgress], None] | None = None
+    ) -> int:
         """Async twin of :meth:`reindex`."""
-        return int(await self._arun(protocol.reindex_call(self._keys)))
+        reply = await self._arun(protocol.reindex_call(self._keys, "RESTART"))
+        step = protocol.decode_reindex(reply)
+        while True:
+            if progress:
+                progress(step)
+            if step.complete:
+                return step.total
+            reply = await self._arun(protocol.reindex_call(self._keys, "CONTINUE"))
+            step = protocol.decode_reindex(reply)
 
     # -- pages and ranges --------------------------------------------------------
 
@@ -319,15 +365,18 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     # -- writing ---------------------------------------------------------------
 
     def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
-        """The append of ``messages``, each with an id (so a retry stores it once), checked
-        against ``max_message_bytes``."""
+        """The append of ``messages`` under a fresh token (a retry of the call is stored
+        once), checked against ``max_message_bytes``. A window never starts with tool
+        results whose call it dropped."""
         call = protocol.append_call(
             self._keys,
-            lc.to_stored(lc.with_ids(messages)),
+            lc.to_stored(messages),
             self.ttl,
             index=self.search_index,
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
+            token=protocol.new_token(),
+            tool_safe=self.max_messages is not None or self.max_bytes is not None,
         )
         protocol.check_message_sizes(call, self.max_message_bytes)
         return call
@@ -351,12 +400,13 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
     def add_messages(self, messages: Sequence[BaseMessage]) -> None:
         """Store ``messages`` atomically in one call, renewing the session's TTL.
 
-        A message without an ``id`` is stored as a copy with a new uuid4 ``id``. With
-        ``max_messages`` / ``max_bytes``, the oldest messages beyond the window go in the
-        same call. A ``RemoveMessage(id=...)`` in the list deletes the stored message
-        with that ``id`` (``REMOVE_ALL_MESSAGES`` every message), as LangGraph's
-        ``add_messages`` does; the list is then applied in order, one atomic call per
-        run of additions or removals.
+        The call carries a token, so a retry after a lost reply stores nothing twice
+        (messages keep the ``id`` they have, or none). With ``max_messages`` /
+        ``max_bytes``, the oldest messages beyond the window go in the same call, and an
+        AI message's tool results go with it. A ``RemoveMessage(id=...)`` in the list
+        deletes the stored message with that ``id`` (``REMOVE_ALL_MESSAGES`` every
+        message), as LangGraph's ``add_messages`` does; the list is then applied in
+        order, one atomic call per run of additions or removals.
         """
         for call in self._write_calls(messages):
             self._run(call)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import click
@@ -12,12 +11,8 @@ from .. import _cluster as cluster
 from .. import _protocol as protocol
 from .._clients import cluster_unknown
 from .._cluster import NodeLibrary
-from .._transport import SyncTransport
 from ._connect import connected
 from ._target import Target, command_options
-
-#: Seconds ``load`` waits for every replica to receive the library from its primary.
-REPLICATION_TIMEOUT = 10.0
 
 
 def library_state(version: str | None) -> str:
@@ -72,27 +67,6 @@ def node_line(node: dict[str, Any]) -> str:
     return text.split(", compatible with")[0]
 
 
-def verified_nodes(transport: SyncTransport, timeout: float) -> list[NodeLibrary]:
-    """Every node once each has this package's library (replicas get it from their
-    primary, a moment later); raises naming the nodes still without it after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = transport.node_libraries()
-        lacking = [node for node in nodes if node.version != protocol.LIBRARY_VERSION]
-        if not lacking:
-            return nodes
-        if time.monotonic() > deadline:
-            names = ", ".join(
-                f"{node.address} ({node.role}, {node.version or 'not loaded'})" for node in lacking
-            )
-            raise click.ClickException(
-                f"{protocol.LIBRARY_NAME} {protocol.LIBRARY_VERSION} was loaded, but these "
-                f"nodes do not have it after {timeout:g}s: {names}; check that they replicate "
-                "from a primary of the cluster, then run `redis-chat-history load` again"
-            )
-        time.sleep(0.1)
-
-
 _STATUS_TEXT = {
     "ok": "{library} {version} is loaded on {server}, compatible with this package "
     "({library} {expected})",
@@ -122,10 +96,12 @@ def load(target: Target, force: bool) -> None:
     Safe to repeat. A newer version already on the server is left alone unless --force.
     On Redis Cluster the library goes to every primary (functions are not shared between
     shards; replicas get it from their primary), then every node, replicas included, is
-    checked and listed with its version; a node without it is an error.
+    checked and listed with its version. A node that turns out to be a replica (READONLY)
+    or stops answering mid-failover is passed over (noted on stderr) and the topology read
+    again; a node still without the library after 10 s is an error.
     """
     with connected(target) as transport:
-        nodes = transport.node_libraries()
+        nodes = transport.node_libraries(reachable=True)
         for node in nodes:
             if node.version is not None and newer_than_shipped(node.version) and not force:
                 raise click.ClickException(
@@ -133,9 +109,11 @@ def load(target: Target, force: bool) -> None:
                     f"this package's {protocol.LIBRARY_VERSION}: upgrade redis-chat-history, "
                     "or pass --force to replace it anyway"
                 )
-        version = transport.load()
         if not cluster.is_cluster(transport.client):
-            click.echo(f"loaded {protocol.LIBRARY_NAME} {version} on {transport.where}")
+            transport.load()
+            click.echo(
+                f"loaded {protocol.LIBRARY_NAME} {protocol.LIBRARY_VERSION} on {transport.where}"
+            )
             if cluster_unknown(target.url):
                 click.echo(
                     "warning: this Redis user may not run INFO, so a Redis Cluster cannot be "
@@ -144,13 +122,14 @@ def load(target: Target, force: bool) -> None:
                     err=True,
                 )
             return
-        verified = verified_nodes(transport, REPLICATION_TIMEOUT)
-    for node in verified:
+        deployment = transport.deploy()
+    for node in deployment.nodes:
         click.echo(f"{node.address} {node.role} {protocol.LIBRARY_NAME} {node.version}")
-    primaries = sum(node.role == "primary" for node in verified)
+    for skipped in deployment.skipped:
+        click.echo(f"note: passed over {skipped.address}: {skipped.reason}", err=True)
     click.echo(
-        f"loaded {protocol.LIBRARY_NAME} {version} on {primaries} primaries; "
-        f"{len(verified)} nodes verified"
+        f"loaded {protocol.LIBRARY_NAME} {protocol.LIBRARY_VERSION} on "
+        f"{len(deployment.loaded)} primaries; {len(deployment.nodes)} nodes verified"
     )
 
 

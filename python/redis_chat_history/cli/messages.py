@@ -63,7 +63,7 @@ def search(
         raise click.BadParameter(
             "is empty: give at least one word to search for", param_hint="QUERY"
         )
-    call = protocol.search_call(
+    pager = protocol.SearchPager(
         keys_of(target.prefix, session),
         query,
         limit,
@@ -72,19 +72,40 @@ def search(
         before=before,
     )
     with connected(target) as transport:
-        reply = transport.run(call)
-    emit(stored_records(reply), as_json, f"no message of session {session!r} matches {query!r}")
+        call = pager.next_call()
+        while call is not None:  # several short calls when the search is long
+            pager.feed(transport.run(call))
+            call = pager.next_call()
+    emit(
+        stored_records(pager.reply()),
+        as_json,
+        f"no message of session {session!r} matches {query!r}",
+    )
 
 
 @click.command()
 @session_command
 @click.pass_obj
 def reindex(target: Target, session: str) -> None:
-    """Build SESSION's search index from its messages (for sessions stored without one)."""
-    call = protocol.reindex_call(keys_of(target.prefix, session))
+    """Build SESSION's search index from its messages (for sessions stored without one).
+
+    A series of short calls (at most 512 messages each), with a progress bar; searches
+    stay exact meanwhile, and an interrupted rebuild is finished by later writes or by
+    running this again.
+    """
+    keys = keys_of(target.prefix, session)
     with connected(target) as transport:
-        indexed = int(transport.run(call))
-    click.echo(f"indexed {plural(indexed, 'message')} of session {session!r}")
+        step = protocol.decode_reindex(transport.run(protocol.reindex_call(keys, "RESTART")))
+        with click.progressbar(
+            length=step.total, label="indexing", file=sys.stderr, hidden=step.complete
+        ) as bar:
+            bar.update(step.indexed)
+            while not step.complete:
+                reply = transport.run(protocol.reindex_call(keys, "CONTINUE"))
+                following = protocol.decode_reindex(reply)
+                bar.update(following.indexed - step.indexed)
+                step = following
+    click.echo(f"indexed {plural(step.total, 'message')} of session {session!r}")
 
 
 @click.command()
