@@ -73,6 +73,25 @@ def run_conversation(
     return found
 
 
+def breakdown(client: Any, prefix: str) -> dict[str, int]:
+    """``MEMORY USAGE`` of each key of a thread by suffix, and the raw bytes of the ``:c``
+    hash split into records (``c`` fields) and channel values (``b`` fields)."""
+    parts: dict[str, int] = {}
+    for key in client.keys(f"{prefix}*"):
+        suffix = key.decode().rsplit(":", 1)[-1]
+        parts[suffix] = client.memory_usage(key, samples=0) or 0
+    records = values = 0
+    for field, value in client.hscan_iter(f"{prefix}:c"):
+        size = len(field) + len(value)
+        if field.startswith(b"c"):
+            records += size
+        else:
+            values += size
+    parts["c: records (raw bytes)"] = records
+    parts["c: values (raw bytes)"] = values
+    return parts
+
+
 def _commandstats(client: Any) -> tuple[int, int]:
     """(calls, microseconds) of every command so far (INFO commandstats)."""
     stats = client.info("commandstats")
@@ -143,6 +162,9 @@ def main() -> None:
                     f"  {row['memory'] / row['json']:>5.2f}  {row['memory'] // turn:>10}"
                 )
         print("* InMemorySaver: bytes of its pickled dicts (it lives in the Python process)")
+        print(f"\nRedisChatSaver at {options.turns} turns, by key (MEMORY USAGE ... SAMPLES 0):")
+        for name, size in breakdown(client, "chat:{bench}").items():
+            print(f"  {name:<24} {size:>9}")
         print("langgraph-checkpoint-plainredis: not measured in this run (needs its own venv)")
     finally:
         stop_redis(server)

@@ -63,11 +63,12 @@ Contents (sections in this order):
   5. Writer state: pending records, rebuilds, folds, the sweep, trims
   6. Reading: replies and range bounds
   7. Search: queries, judging, the work meter, cursors, indexed search
-  7b. Checkpoints: a LangGraph thread's keys, records, runs of messages
-  8. Entry points: chathist_append, _import, _delete, _range, _search,
-     _reindex, _clear, _len, _ttl, _expire, _version, and their
-     register_function calls; then (1.4) chathist_cp_put, _writes, _get,
-     _list, _drop, _dump, _load, _delete, _touch
+  8. Checkpoints: a LangGraph thread's keys, records, writes, runs of
+     messages, and the budgets of their reads
+  9. Entry points: chathist_append, _import, _delete, _range, _search,
+     _reindex, _clear, _len, _ttl, _expire, _version; then (1.4)
+     chathist_cp_put, _writes, _get, _list, _more, _drop, _dump, _load,
+     _delete, _touch; and their register_function calls
 ]]
 
 ------------------------------------------------------------------------------
@@ -1996,7 +1997,7 @@ local function index_search(keys, query)
 end
 
 ------------------------------------------------------------------------------
--- 7b. Checkpoints: a LangGraph thread's checkpoints beside its chat session.
+-- 8. Checkpoints: a LangGraph thread's checkpoints beside its chat session.
 ------------------------------------------------------------------------------
 
 --[[
@@ -2006,8 +2007,14 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
   KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record;
                                "b" <ns> "\0" <channel> "\0" <version> -> a
                                channel value (one per version)
-  KEYS[5]  <prefix>{<tag>}:w   hash: <ns> "\0" <checkpoint id> -> its pending
-                               writes, one field per checkpoint
+  KEYS[5]  <prefix>{<tag>}:w   hash: a checkpoint's pending writes, a few
+                               fields per write (m is <ns> "\0" <id>):
+                                 m                      -> n, writes stored
+                                 m "\0" <k>             -> <task id> "\0" <index>
+                                                           of the k-th (1..n)
+                                 m "\0=" <task id> "\0" <index>
+                                                        -> netstrings: task
+                                                           path, channel, value
   KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
                                every checkpoint, so that ZRANGEBYLEX pages
                                them in id order (ids sort as they were made)
@@ -2021,19 +2028,31 @@ A record is a header the library reads, then a payload only clients read:
     "B" <channel> "\t" <version>  the value is the blob of that version
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
-meet in the stream). Pending writes are a series of entries, each five
-netstrings (<length> ":" <bytes>): task id, index, task path, channel,
-value; a value that starts with "\1M" holds runs instead of bytes.
+meet in the stream). A write is replied as five netstrings (<length> ":"
+<bytes>): task id, index, task path, channel, value; a value that starts
+with "\1M" holds runs instead of bytes.
+
+Bounded work: a write call's work grows with what it carries (its messages,
+writes, blobs, the runs of its record). A read replies at most READ_ENTRIES
+stream entries and pending writes, or fewer once READ_BYTES are read
+(checked between steps of READ_STEP), and says where to go on: the rest is
+read with chathist_cp_more, a bounded call each. A drop deletes at most
+DROP_FIELDS write fields besides what it names, and says how many of its
+checkpoints are done; the client sends the others again.
 ]]
 
 local CP = {}  -- this section's helpers and constants (Lua allows 200 locals)
 CP.CP_SUFFIXES = {':c', ':w', ':k'}
 CP.CP_TYPES = {'hash', 'hash', 'zset'}
 CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
-CP.CP_PAGE_BYTES = 262144       -- ... or fewer, once their replies hold this much
 CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
 CP.CP_SCAN = 64                 -- HSCAN COUNT of a dump call
 CP.REFS_MARK = '\1M'
+-- Budgets of one call (tests shrink them; keep each on its own line).
+CP.READ_ENTRIES = 512
+CP.READ_BYTES = 262144
+CP.READ_STEP = 64
+CP.DROP_FIELDS = 1024
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2141,7 +2160,8 @@ end
 
 -- Runs text with placeholders "#k" replaced by stored[k], and runs that
 -- meet in the stream (one's end is followed by the next one's start)
--- joined: a conversation that only grows stays one run.
+-- joined: a conversation that only grows stays one run. Work: one XRANGE
+-- COUNT 1 per run of the text (which the call carries).
 function CP.resolve_runs(key, runs, stored)
   if runs == '' then return '' end
   local list = {}
@@ -2203,6 +2223,15 @@ function CP.netstring(text)
   return #text .. ':' .. text
 end
 
+-- The :w fields of a checkpoint's writes (see the keys above).
+function CP.write_slot(member, k)
+  return member .. '\0' .. k
+end
+
+function CP.write_field(member, name)
+  return member .. '\0=' .. name
+end
+
 -- Stores the messages args[first..] of a checkpoint call in the session:
 -- one whose client id is stored with the same JSON is not stored again; one
 -- whose id is stored with other JSON (an edited message) is stored anew and
@@ -2223,20 +2252,19 @@ function CP.store_thread_messages(keys, messages, jsons, exists)
     end
   end
   if #fresh_jsons > 0 then
-    local state = prepare_write({keys[1], keys[2], keys[3]}, false, exists)
-    local ids = store_messages({keys[1], keys[2], keys[3]}, fresh_jsons, fresh_messages, nil,
-      state)
-    if state.building then build_step({keys[1], keys[2], keys[3]}, state, WRITE_BUILD_STEP) end
-    finish_write({keys[1], keys[2], keys[3]}, state)
+    local session = {keys[1], keys[2], keys[3]}
+    local state = prepare_write(session, false, exists)
+    local ids = store_messages(session, fresh_jsons, fresh_messages, nil, state)
+    if state.building then build_step(session, state, WRITE_BUILD_STEP) end
+    finish_write(session, state)
     for k, stream_id in ipairs(ids) do stored[where[k]] = stream_id end
   end
   return stored
 end
 
 -- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
--- json..." where the MESSAGES part is optional. Returns the ttl, the index
--- of MESSAGES (or #args + 1), the decoded messages and their JSON, or nil
--- and an error reply.
+-- json..." where the MESSAGES part is optional. Returns the decoded
+-- messages and their JSON, or nil and an error reply.
 function CP.thread_messages(args, at)
   local messages, jsons = {}, {}
   if at <= #args then
@@ -2256,14 +2284,122 @@ function CP.messages_at(args, first)
   return #args + 1
 end
 
--- Appends the entries of a checkpoint's reply: the record, its writes, the
--- blobs its "B" lines name and the messages of every run it and its
--- writes hold ({run, {id, json, ...}} pairs, each run once per reply).
-function CP.checkpoint_reply(keys, member, record, runs_seen, out)
+-- A read's meter: what one call has read so far, against the budgets.
+-- With COUNT_WORK (tests), a read's reply is {"<entries> <bytes>", reply}:
+-- entries counts stream entries and pending writes read, bytes their bytes.
+function CP.meter()
+  return {entries = 0, bytes = 0, covered = {}, partial = {}, sent = {}, entries_out = {}}
+end
+
+function CP.counted(meter, reply)
+  if COUNT_WORK then return {meter.entries .. ' ' .. meter.bytes, reply} end
+  return reply
+end
+
+function CP.spent(meter)
+  return meter.entries >= CP.READ_ENTRIES or meter.bytes >= CP.READ_BYTES
+end
+
+-- True if stream id x is before id y.
+function CP.id_before(x, y)
+  local xms, xseq = parse_full_id(x)
+  local yms, yseq = parse_full_id(y)
+  return id_after(yms, yseq, xms, xseq)
+end
+
+-- Reads stream entries from start ("<id>" or "(<id>") to the id stop, in
+-- steps, while the meter has budget; each entry goes to meter.entries_out
+-- once per reply. Returns nil once the range is read, else the start to go
+-- on from.
+function CP.read_entries(key, start, stop, meter)
+  while not CP.spent(meter) do
+    local count = math.min(CP.READ_STEP, CP.READ_ENTRIES - meter.entries)
+    local entries = redis.call('XRANGE', key, start, stop, 'COUNT', count)
+    for _, entry in ipairs(entries) do
+      meter.entries = meter.entries + 1
+      meter.bytes = meter.bytes + #entry[2][2]
+      if not meter.sent[entry[1]] then
+        meter.sent[entry[1]] = true
+        local out = meter.entries_out
+        out[#out + 1] = entry[1]
+        out[#out + 1] = entry[2][2]
+      end
+    end
+    if #entries < count then return nil end
+    start = '(' .. entries[#entries][1]
+  end
+  return start
+end
+
+-- Reads the entries of a run "<a>..<b>" that this reply has not read yet
+-- (a run inside one read before is skipped; one that goes on past such a
+-- run is read from where it ended). Appends a continuation {start, b} to
+-- more when the budget ends first.
+function CP.read_run(key, run, meter, more)
+  local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
+  if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
+  local reach
+  for _, span in ipairs(meter.covered) do
+    if not CP.id_before(a, span[1]) and not CP.id_before(span[2], a)
+        and (not reach or CP.id_before(reach, span[2])) then
+      reach = span[2]
+    end
+  end
+  if reach and not CP.id_before(reach, b) then return end
+  local rest = CP.read_entries(key, reach and '(' .. reach or a, b, meter)
+  if rest then
+    meter.partial[run] = true
+    more[#more + 1] = rest
+    more[#more + 1] = b
+  else
+    meter.covered[#meter.covered + 1] = {a, b}
+  end
+end
+
+-- Reads a checkpoint's writes from the k-th on while the meter has budget;
+-- each is replied as five netstrings. Returns the writes, the runs their
+-- values hold, and the k to go on from (0 when all are read).
+function CP.read_writes(key, member, k, meter)
+  local n = tonumber(redis.call('HGET', key, member) or nil) or 0
+  local writes, runs = {}, {}
+  while k <= n do
+    if CP.spent(meter) then return writes, runs, k end
+    local last = math.min(n, k + CP.READ_STEP - 1, k + CP.READ_ENTRIES - meter.entries - 1)
+    local slots = {}
+    for i = k, last do slots[#slots + 1] = CP.write_slot(member, i) end
+    local names = redis.call('HMGET', key, unpack(slots))
+    local fields = {}
+    for i, name in ipairs(names) do fields[i] = CP.write_field(member, name or '') end
+    local values = redis.call('HMGET', key, unpack(fields))
+    for i, name in ipairs(names) do
+      local value = values[i]
+      local task, index = string.match(name or '', '^(.*)%z([^%z]*)$')
+      local parts = value and task and CP.read_netstrings(value)
+      if parts and #parts == 3 then
+        writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
+        if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
+          runs[#runs + 1] = string.sub(parts[3], 3)
+        end
+        meter.bytes = meter.bytes + #value
+      end
+      meter.entries = meter.entries + 1
+    end
+    k = last + 1
+  end
+  return writes, runs, 0
+end
+
+-- Appends a checkpoint's reply to out: {member, record, writes, blobs,
+-- entries, next write, more}: the blobs its "B" lines name (a flat channel,
+-- value list), its writes from the first, the stream entries of the runs
+-- it and those writes hold (a flat id, json list, each entry once per
+-- reply), the k of the first write not replied (0: none), and a flat
+-- start, stop list of the ranges of runs not read yet (for chathist_cp_more).
+function CP.checkpoint_reply(keys, member, record, meter, out)
   local ns = string.match(member, '^([^%z]*)%z')
-  local writes = redis.call('HGET', keys[5], member) or ''
   local blobs, runs = {}, {}
   local lines = CP.record_header(record) or {}
+  meter.bytes = meter.bytes + #record
   for _, line in ipairs(lines) do
     local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
     if kind == 'B' then
@@ -2271,40 +2407,24 @@ function CP.checkpoint_reply(keys, member, record, runs_seen, out)
       if value then
         blobs[#blobs + 1] = channel
         blobs[#blobs + 1] = value
+        meter.bytes = meter.bytes + #value
       end
     elseif kind == 'M' then
       runs[#runs + 1] = rest
     end
   end
-  local entries = CP.read_netstrings(writes) or {}
-  for i = 5, #entries, 5 do
-    if string.sub(entries[i], 1, 2) == CP.REFS_MARK then runs[#runs + 1] = string.sub(entries[i], 3) end
-  end
-  local messages, bytes = {}, #record + #writes
+  local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter)
+  for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
+  meter.entries_out = {}
+  local more = {}
   for _, text in ipairs(runs) do
-    for item in string.gmatch(text .. ' ', '([^ ]+) ') do
-      if not runs_seen[item] then
-        runs_seen[item] = true
-        local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
-        local flat = {}
-        if a then
-          for _, entry in ipairs(redis.call('XRANGE', keys[1], a, b)) do
-            flat[#flat + 1] = entry[1]
-            flat[#flat + 1] = entry[2][2]
-            bytes = bytes + #entry[2][2]
-          end
-        end
-        messages[#messages + 1] = item
-        messages[#messages + 1] = flat
-      end
-    end
+    for item in string.gmatch(text .. ' ', '([^ ]+) ') do CP.read_run(keys[1], item, meter, more) end
   end
-  out[#out + 1] = {member, record, writes, blobs, messages}
-  return bytes
+  out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more}
 end
 
 ------------------------------------------------------------------------------
--- 8. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
+-- 9. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
 -- checks its keys and every argument before its first write.
 ------------------------------------------------------------------------------
 
@@ -2706,20 +2826,6 @@ local function version(keys, args)
   return LIBRARY_VERSION
 end
 
-local READ_ONLY = {'no-writes'}
-local FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
-redis.register_function{function_name = 'chathist_append', callback = append}
-redis.register_function{function_name = 'chathist_import', callback = import}
-redis.register_function{function_name = 'chathist_delete', callback = delete, flags = FREES}
-redis.register_function{function_name = 'chathist_range', callback = range, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_search', callback = search, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_reindex', callback = reindex}
-redis.register_function{function_name = 'chathist_clear', callback = clear, flags = FREES}
-redis.register_function{function_name = 'chathist_len', callback = len, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
-redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}
-
 --[[
 chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
   KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
@@ -2788,7 +2894,8 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4).
     A write whose (task id, index) is stored already is kept as it was,
     unless its index is negative (a special channel: error, interrupt...),
     which replaces it. A value starting with "\1M" holds runs, whose "#k"
-    name messages of MESSAGES as in chathist_cp_put.
+    name messages of MESSAGES as in chathist_cp_put. Work: the call's
+    writes and messages (a write is a few fields of its own, found by name).
   Reply: the number of writes stored.
 ]]
 function CP.cp_writes(keys, args)
@@ -2820,47 +2927,59 @@ function CP.cp_writes(keys, args)
       return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs')
     end
   end
-  local entries = CP.read_netstrings(redis.call('HGET', keys[5], member) or '')
-  if not entries then
+  local n = redis.call('HGET', keys[5], member)
+  if n and not string.match(n, '^%d+$') then
     return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
   end
+  n = tonumber(n) or 0
 
   local stored = CP.store_thread_messages(keys, messages, jsons, exists)
-  local where = {}
-  for e = 1, #entries, 5 do where[entries[e] .. '\0' .. entries[e + 1]] = e end
-  local added = 0
+  local fields, seen, added = {}, {}, 0
   for w = 0, count - 1 do
     local at_w = first + w * 5
-    local key = args[at_w] .. '\0' .. args[at_w + 1]
-    local e = where[key]
-    if not e or tonumber(args[at_w + 1]) < 0 then
+    local name = args[at_w] .. '\0' .. args[at_w + 1]
+    local field = CP.write_field(member, name)
+    local present = seen[name] or redis.call('HEXISTS', keys[5], field) == 1
+    if not present or tonumber(args[at_w + 1]) < 0 then
       local value = args[at_w + 4]
       if string.sub(value, 1, 2) == CP.REFS_MARK then
         value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
       end
-      if not e then
-        e = #entries + 1
-        where[key] = e
+      if not present then
+        n = n + 1
+        fields[#fields + 1] = CP.write_slot(member, n)
+        fields[#fields + 1] = name
       end
-      entries[e], entries[e + 1], entries[e + 2] = args[at_w], args[at_w + 1], args[at_w + 2]
-      entries[e + 3], entries[e + 4] = args[at_w + 3], value
+      fields[#fields + 1] = field
+      fields[#fields + 1] = CP.netstring(args[at_w + 2]) .. CP.netstring(args[at_w + 3])
+        .. CP.netstring(value)
+      seen[name] = true
       added = added + 1
     end
   end
-  for e = 1, #entries do entries[e] = CP.netstring(entries[e]) end
-  redis.call('HSET', keys[5], member, table.concat(entries))
+  fields[#fields + 1] = member
+  fields[#fields + 1] = n
+  hash_set_many(keys[5], fields)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
+  -- the :w fields this call looked at: the count, and one name per write
+  if COUNT_WORK then return {tostring(1 + count), added} end
   return added
 end
 
 --[[
-chathist_cp_get: one checkpoint with all a reader needs (read-only, 1.4).
+chathist_cp_get: one checkpoint with what a reader needs, a bounded part of
+  it per call (read-only, 1.4).
   KEYS: the thread's 6 keys.
   ARGV: <ns "\0" id> | LATEST <ns>
   Reply: {} when there is none; else {member, record, writes, blobs,
-  messages}: blobs a flat channel, value list; messages a flat list of run,
-  {id, json, ...} for every run of the record and its writes.
+  entries, next write, more}: writes from the first, each five netstrings;
+  blobs a flat channel, value list for the record's "B" lines; entries a
+  flat id, json list of the stream entries of the runs of the record and
+  its writes (a run "<a>..<b>" is every entry from a to b). The call stops
+  at READ_ENTRIES entries and writes, or READ_BYTES read: next write is the
+  k of the first write not replied (0: none), more a flat start, stop list
+  of ranges not read yet; chathist_cp_more reads both.
 ]]
 function CP.cp_get(keys, args)
   local bad = CP.check_thread_keys(keys)
@@ -2875,10 +2994,10 @@ function CP.cp_get(keys, args)
   end
   local record = redis.call('HGET', keys[4], 'c' .. member)
   if not record then return {} end
-  local out = {}
-  CP.checkpoint_reply(keys, member, record, {}, out)
+  local out, meter = {}, CP.meter()
+  CP.checkpoint_reply(keys, member, record, meter, out)
   collect_garbage()
-  return out[1]
+  return CP.counted(meter, out[1])
 end
 
 --[[
@@ -2887,8 +3006,10 @@ chathist_cp_list: a page of checkpoints, newest first (read-only, 1.4).
   ARGV: <ns> | ALL, <before: "<ns>\0<id>" or "">, <count 1..64>
     ns: only that namespace; ALL: every namespace (by namespace, then id).
   Reply: {next, checkpoint, ...}: each checkpoint as chathist_cp_get
-  replies it; next is the member to pass as before to go on, "" at the end.
-  A page stops early once its replies hold 256 KiB.
+  replies it, a stream entry once per page (a checkpoint's runs are read
+  from the entries of the whole page); next is the member to pass as
+  before to go on, "" at the end. The page ends early once the budget of
+  one call is spent (after its first checkpoint).
 ]]
 function CP.cp_list(keys, args)
   local bad = CP.check_thread_keys(keys)
@@ -2904,18 +3025,55 @@ function CP.cp_list(keys, args)
   if string.upper(ns) ~= 'ALL' then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
   if before ~= '' then high = '(' .. before end
   local members = redis.call('ZREVRANGEBYLEX', keys[6], high, low, 'LIMIT', 0, count + 1)
-  local out, seen, bytes = {''}, {}, 0
+  local out, meter = {''}, CP.meter()
   for i, member in ipairs(members) do
-    if i > count or bytes >= CP.CP_PAGE_BYTES then
+    if i > count or (i > 1 and CP.spent(meter)) then
       out[1] = members[i - 1]
       break
     end
     local record = redis.call('HGET', keys[4], 'c' .. member)
-    if record then bytes = bytes + CP.checkpoint_reply(keys, member, record, seen, out) end
+    if record then CP.checkpoint_reply(keys, member, record, meter, out) end
   end
-  if out[1] == '' and #members > count then out[1] = members[count] end
   collect_garbage()
-  return out
+  return CP.counted(meter, out)
+end
+
+--[[
+chathist_cp_more: the rest of a chathist_cp_get or _list reply, a bounded
+  part per call (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: RUN <start> <stop>      stream entries from start ("<id>", or
+                                "(<id>" for after id) to the id stop
+        WRITES <ns "\0" id> <k> the checkpoint's writes from the k-th on
+  Reply: {next, item, ...}: for RUN, a flat id, json list and the start to
+  go on from ("" at the end); for WRITES, writes as chathist_cp_get
+  replies them and the k to go on from (0 at the end).
+]]
+function CP.cp_more(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  local meter = CP.meter()
+  if #args == 3 and form == 'RUN' then
+    local start, stop = args[2], args[3]
+    if not parse_full_id(string.match(start, '^%(?(.*)$')) or not parse_full_id(stop) then
+      return fail('BADARG', 'RUN needs a start "<id>" or "(<id>" and a stop id')
+    end
+    local rest = CP.read_entries(keys[1], start, stop, meter)
+    local out = {rest or ''}
+    for _, item in ipairs(meter.entries_out) do out[#out + 1] = item end
+    return CP.counted(meter, out)
+  elseif #args == 3 and form == 'WRITES' then
+    local k = parse_count(args[3], 1e15, 1)
+    if not CP.is_member(args[2]) or not k then
+      return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a write number from 1')
+    end
+    local writes, _, next_write = CP.read_writes(keys[5], args[2], k, meter)
+    local out = {next_write}
+    for _, item in ipairs(writes) do out[#out + 1] = item end
+    return CP.counted(meter, out)
+  end
+  return fail('BADARG', 'expected RUN <start> <stop> or WRITES "<ns>\\0<id>" <k>')
 end
 
 --[[
@@ -2923,7 +3081,10 @@ chathist_cp_drop: delete checkpoints (their records, writes and order
   entries) and channel values of a thread (1.4).
   KEYS: the thread's 6 keys.
   ARGV: <ns "\0" id> ... [BLOBS <field> ...]   at most 1000 in all.
-  Reply: the number of checkpoints deleted.
+    The values named and the records and order entries of the checkpoints
+    go first; then their writes, DROP_FIELDS fields at most per call.
+  Reply: {checkpoints whose record this call deleted, checkpoints done}:
+  the checkpoints are done in the order given; send those not done again.
 ]]
 function CP.cp_drop(keys, args)
   local bad = CP.check_thread_keys(keys)
@@ -2944,14 +3105,31 @@ function CP.cp_drop(keys, args)
       return fail('BADARG', 'expected "<ns>\\0<id>" ... [BLOBS field ...]')
     end
   end
-  local deleted = 0
+  if #blobs > 0 then redis.call('HDEL', keys[4], unpack(blobs)) end
+  local deleted, done, budget = 0, 0, CP.DROP_FIELDS
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
-    redis.call('HDEL', keys[5], member)
     redis.call('ZREM', keys[6], member)
+    local n = tonumber(redis.call('HGET', keys[5], member) or nil) or 0
+    while n > 0 and budget > 0 do
+      local slot = CP.write_slot(member, n)
+      local name = redis.call('HGET', keys[5], slot)
+      if name then redis.call('HDEL', keys[5], CP.write_field(member, name)) end
+      redis.call('HDEL', keys[5], slot)
+      n, budget = n - 1, budget - 2
+    end
+    if n > 0 then
+      redis.call('HSET', keys[5], member, n)
+      break
+    end
+    redis.call('HDEL', keys[5], member)
+    done = done + 1
   end
-  if #blobs > 0 then redis.call('HDEL', keys[4], unpack(blobs)) end
-  return deleted
+  if COUNT_WORK then
+    -- the write fields this call deleted (besides those it names)
+    return {tostring(CP.DROP_FIELDS - budget), {deleted, done}}
+  end
+  return {deleted, done}
 end
 
 --[[
@@ -3082,10 +3260,24 @@ function CP.cp_touch(keys, args)
   return found > 0 and 1 or 0
 end
 
+local READ_ONLY = {'no-writes'}
+local FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
+redis.register_function{function_name = 'chathist_append', callback = append}
+redis.register_function{function_name = 'chathist_import', callback = import}
+redis.register_function{function_name = 'chathist_delete', callback = delete, flags = FREES}
+redis.register_function{function_name = 'chathist_range', callback = range, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_search', callback = search, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_reindex', callback = reindex}
+redis.register_function{function_name = 'chathist_clear', callback = clear, flags = FREES}
+redis.register_function{function_name = 'chathist_len', callback = len, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
+redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_put', callback = CP.cp_put}
 redis.register_function{function_name = 'chathist_cp_writes', callback = CP.cp_writes}
 redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_more', callback = CP.cp_more, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = FREES}
 redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_load', callback = CP.cp_load}

@@ -1,16 +1,20 @@
-"""langgraph-checkpoint-conformance 0.0.2 against RedisChatSaver on a real Redis 7."""
+"""langgraph-checkpoint-conformance 0.0.2 against RedisChatSaver on a real Redis 7: with the
+shipped library, and with one whose read and drop budgets are tiny, so that every get and
+list goes on through chathist_cp_more and every drop takes steps."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
 import pytest
+import redis
 
 pytest.importorskip("langgraph.checkpoint.conformance")
 
 from langgraph.checkpoint.conformance import checkpointer_test, validate
 from langgraph.checkpoint.conformance.report import ProgressCallbacks
 
+from conftest import checkpoint_library
 from redis_chat_history.checkpoint import RedisChatSaver
 
 CAPABILITIES = [
@@ -25,9 +29,17 @@ CAPABILITIES = [
 ]
 
 
+TINY = {"READ_ENTRIES": 1, "READ_BYTES": 1, "READ_STEP": 1, "DROP_FIELDS": 2}
+
+
+@pytest.mark.parametrize("budgets", ["shipped", "tiny"])
 @pytest.mark.parametrize("capability", CAPABILITIES)
-async def test_conformance(redis_url: str, capability: str) -> None:
+async def test_conformance(redis_url: str, capability: str, budgets: str) -> None:
     """Every test of the capability passes, none skipped."""
+    if budgets == "tiny":
+        client = redis.Redis.from_url(redis_url)
+        client.function_load(checkpoint_library(**TINY), replace=True)
+        client.close()
 
     @checkpointer_test(name="RedisChatSaver")
     async def saver() -> AsyncGenerator[RedisChatSaver, None]:

@@ -1,16 +1,17 @@
 """The chathist_cp_* calls of a LangGraph thread, without I/O (library 1.4).
 
 A thread is a chat session (``:m`` ``:x`` ``:i``) plus three keys of the same hash
-tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, one field
-per checkpoint) and ``:k`` (the checkpoints in id order). Records, writes and runs of
+tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, a few
+fields per write) and ``:k`` (the checkpoints in id order). Records, writes and runs of
 messages are encoded and decoded here; docs/PROTOCOL.md ("Checkpoints") is the
 written form of the same contract.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ CP_PUT = "chathist_cp_put"
 CP_WRITES = "chathist_cp_writes"
 CP_GET = "chathist_cp_get"
 CP_LIST = "chathist_cp_list"
+CP_MORE = "chathist_cp_more"
 CP_DROP = "chathist_cp_drop"
 CP_DUMP = "chathist_cp_dump"
 CP_LOAD = "chathist_cp_load"
@@ -180,11 +182,50 @@ def numbered(ids: Sequence[str], runs: str) -> list[int]:
     return numbers
 
 
-def view_of(runs: str, entries: dict[str, list[tuple[str, bytes]]]) -> list[tuple[str, bytes, int]]:
+def stream_key(stream_id: str) -> tuple[int, int]:
+    """A stream id ``ms-seq`` as numbers, for ordering."""
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq)
+
+
+class Entries:
+    """Stream entries read for a reply (and its continuations), by id.
+
+    Every entry of the stream from ``a`` to ``b`` belongs to the run ``a..b``; a reply
+    and its continuations read each run completely, so a run's entries are the
+    entries held here with ids from ``a`` to ``b``.
+    """
+
+    def __init__(self) -> None:
+        self._json: dict[str, bytes] = {}
+        self._order: list[tuple[int, int]] | None = []
+        self._ids: list[str] = []
+
+    def add(self, stream_id: str, json_bytes: bytes) -> None:
+        if stream_id not in self._json:
+            self._json[stream_id] = json_bytes
+            self._order = None
+
+    def __len__(self) -> int:
+        return len(self._json)
+
+    def run(self, run: str) -> Iterator[tuple[str, bytes]]:
+        """The entries of a run ``a..b``, in stream order."""
+        if self._order is None:
+            self._ids = sorted(self._json, key=stream_key)
+            self._order = [stream_key(item) for item in self._ids]
+        first, _, last = run.partition("..")
+        start = bisect.bisect_left(self._order, stream_key(first))
+        stop = bisect.bisect_right(self._order, stream_key(last))
+        for stream_id in self._ids[start:stop]:
+            yield stream_id, self._json[stream_id]
+
+
+def view_of(runs: str, entries: Entries) -> list[tuple[str, bytes, int]]:
     """A list's items as (stream id, JSON, run number), from its runs and their entries."""
     items = []
     for number, run in enumerate(split_runs(runs)):
-        for stream_id, json_bytes in entries.get(run, ()):
+        for stream_id, json_bytes in entries.run(run):
             items.append((stream_id, json_bytes, number))
     return items
 
@@ -219,19 +260,12 @@ class StoredWrite:
         return self.value[2:].decode() if self.value.startswith(REFS_MARK) else None
 
 
-def decode_writes(raw: bytes) -> list[StoredWrite]:
-    """A checkpoint's pending writes, in the order they were stored."""
+def decode_write(raw: bytes) -> StoredWrite:
+    """One pending write as the library replies it: five netstrings."""
     items = netstrings(raw)
-    return [
-        StoredWrite(
-            items[i].decode(),
-            int(items[i + 1]),
-            items[i + 2].decode(),
-            items[i + 3].decode(),
-            items[i + 4],
-        )
-        for i in range(0, len(items), 5)
-    ]
+    return StoredWrite(
+        items[0].decode(), int(items[1]), items[2].decode(), items[3].decode(), items[4]
+    )
 
 
 # -- calls --------------------------------------------------------------------------------
@@ -289,8 +323,19 @@ def list_call(keys: Keys, checkpoint_ns: str | None, before: bytes | None, count
     return Call(CP_LIST, keys, (ns, before or b"", max(1, min(count, LIST_PAGE))), read_only=True)
 
 
+def more_run_call(keys: Keys, start: bytes | str, stop: bytes | str) -> Call:
+    """Stream entries from ``start`` (an id, or ``(`` and an id: after it) to ``stop``."""
+    return Call(CP_MORE, keys, ("RUN", start, stop), read_only=True)
+
+
+def more_writes_call(keys: Keys, name: bytes, first: int) -> Call:
+    """A checkpoint's pending writes from the ``first``-th on."""
+    return Call(CP_MORE, keys, ("WRITES", name, first), read_only=True)
+
+
 def drop_call(keys: Keys, members: Sequence[bytes], blobs: Sequence[bytes] = ()) -> Call:
-    """Delete checkpoints (records, writes, order entries) and channel values."""
+    """Delete checkpoints (records, writes, order entries) and channel values. The reply
+    is ``[records deleted, checkpoints done]``: send the checkpoints not done again."""
     args: list[Any] = list(members)
     if blobs:
         args += ["BLOBS", *blobs]
@@ -334,55 +379,92 @@ def touch_call(keys: Keys, seconds: int) -> Call:
 
 @dataclass(slots=True)
 class RawCheckpoint:
-    """A checkpoint as the library replies it, before the saver's serde reads it."""
+    """A checkpoint as the library replies it, before the saver's serde reads it.
+
+    ``next_write`` (the first write not replied, 0 for none) and ``more`` (ranges of
+    runs not read yet, as ``(start, stop)``) say what chathist_cp_more still has to
+    read; :func:`pending_calls` makes the calls and :func:`apply_more` takes the replies.
+    """
 
     checkpoint_ns: str
     checkpoint_id: str
+    name: bytes
     record: Record
     writes: list[StoredWrite]
     blobs: dict[str, bytes]
-    entries: dict[str, list[tuple[str, bytes]]]
+    entries: Entries
+    next_write: int = 0
+    more: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return not self.next_write and not self.more
 
 
 def _raw(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-def decode_checkpoint(reply: Any) -> RawCheckpoint | None:
-    """A chathist_cp_get reply (or one item of a list reply); None for no checkpoint."""
+def decode_checkpoint(reply: Any, entries: Entries | None = None) -> RawCheckpoint | None:
+    """A chathist_cp_get reply (or one item of a list reply, with the page's entries);
+    None for no checkpoint."""
     if not reply:
         return None
-    name, record, writes, blobs, messages = reply
+    name, record, writes, blobs, flat, next_write, more = reply
     ns, checkpoint_id = split_member(_raw(name))
-    entries: dict[str, list[tuple[str, bytes]]] = {}
-    for i in range(0, len(messages), 2):
-        flat = messages[i + 1]
-        entries[as_text(messages[i])] = [
-            (as_text(flat[j]), _raw(flat[j + 1])) for j in range(0, len(flat), 2)
-        ]
+    pool = Entries() if entries is None else entries
+    for i in range(0, len(flat), 2):
+        pool.add(as_text(flat[i]), _raw(flat[i + 1]))
     return RawCheckpoint(
         ns,
         checkpoint_id,
+        _raw(name),
         Record.decode(_raw(record)),
-        decode_writes(_raw(writes)),
+        [decode_write(_raw(item)) for item in writes],
         {as_text(blobs[i]): _raw(blobs[i + 1]) for i in range(0, len(blobs), 2)},
-        entries,
+        pool,
+        int(next_write),
+        [(_raw(more[i]), _raw(more[i + 1])) for i in range(0, len(more), 2)],
     )
 
 
-def decode_page(
-    reply: Any, shared: dict[str, list[tuple[str, bytes]]]
-) -> tuple[bytes | None, list[RawCheckpoint]]:
+def decode_page(reply: Any) -> tuple[bytes | None, list[RawCheckpoint]]:
     """A chathist_cp_list reply: where to go on (None at the end) and its checkpoints.
 
-    A run's entries come once per page; ``shared`` collects them so every checkpoint of
-    the page sees them all.
+    A stream entry comes once per page; the checkpoints of a page share one
+    :class:`Entries`, so every checkpoint sees them all.
     """
     following = _raw(reply[0]) or None
-    items = [decode_checkpoint(item) for item in reply[1:]]
-    found = [item for item in items if item is not None]
-    for item in found:
-        shared.update(item.entries)
-    for item in found:
-        item.entries = shared
-    return following, found
+    pool = Entries()
+    items = [decode_checkpoint(item, pool) for item in reply[1:]]
+    return following, [item for item in items if item is not None]
+
+
+def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:
+    """The next chathist_cp_more call a checkpoint needs, or None once it is complete."""
+    if raw.next_write:
+        return more_writes_call(keys, raw.name, raw.next_write)
+    if raw.more:
+        start, stop = raw.more[0]
+        return more_run_call(keys, start, stop)
+    return None
+
+
+def apply_more(raw: RawCheckpoint, reply: Any) -> None:
+    """Takes the reply of the call :func:`pending_call` made."""
+    following = _raw(reply[0])
+    if raw.next_write:
+        fresh = [decode_write(_raw(item)) for item in reply[1:]]
+        raw.writes += fresh
+        raw.next_write = int(following)
+        for write in fresh:
+            # runs of writes read here were not read by the first reply: read them whole
+            for run in split_runs(write.runs or ""):
+                first, _, last = run.partition("..")
+                raw.more.append((first.encode(), last.encode()))
+        return
+    _, stop = raw.more.pop(0)
+    for i in range(1, len(reply), 2):
+        raw.entries.add(as_text(reply[i]), _raw(reply[i + 1]))
+    if following:
+        raw.more.insert(0, (following, stop))

@@ -159,6 +159,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         except StopIteration as done:
             return done.value
 
+    def _complete(self, keys: cp.Keys, raw: cp.RawCheckpoint) -> Plan:
+        """Reads what a get or list reply left for later (bounded calls of chathist_cp_more)."""
+        while (call := cp.pending_call(keys, raw)) is not None:
+            cp.apply_more(raw, (yield call))
+
     def _read(self, keys: cp.Keys, call: Call) -> Plan:
         """A read, with the TTL renewal in the same round trip when asked for."""
         if self.refresh_ttl_on_read and self.ttl:
@@ -247,7 +252,10 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         ns = configurable.get("checkpoint_ns", "")
         reply = yield from self._read(keys, cp.get_call(keys, ns, get_checkpoint_id(config)))
         raw = cp.decode_checkpoint(reply)
-        return None if raw is None else self._tuple(thread_id, raw)
+        if raw is None:
+            return None
+        yield from self._complete(keys, raw)
+        return self._tuple(thread_id, raw)
 
     def _list_plan(
         self,
@@ -270,12 +278,14 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         while limit is None or len(found) < limit:
             wanted = cp.LIST_PAGE if filter or limit is None else limit - len(found)
             reply = yield from self._read(keys, cp.list_call(keys, ns, cursor, wanted))
-            cursor, page = cp.decode_page(reply, {})
+            cursor, page = cp.decode_page(reply)
             for raw in page:
-                item = self._tuple(thread_id, raw)
-                if filter and any(item.metadata.get(k) != v for k, v in filter.items()):
-                    continue
-                found.append(item)
+                if filter:
+                    metadata = _untyped(self.serde, raw.record.payload)["m"]
+                    if any(metadata.get(k) != v for k, v in filter.items()):
+                        continue
+                yield from self._complete(keys, raw)
+                found.append(self._tuple(thread_id, raw))
                 if limit is not None and len(found) >= limit:
                     break
             if cursor is None:
@@ -303,6 +313,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             if view is None:
                 reply = yield cp.get_call(keys, ns, parent)
                 raw = cp.decode_checkpoint(reply)
+                if raw is not None:
+                    yield from self._complete(keys, raw)
                 view = self._view_of(raw) if raw else {}
             for items in view.values():
                 for position, (stream_id, key, run) in enumerate(items):
@@ -418,10 +430,13 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 return names
 
     def _drop(self, keys: cp.Keys, members: list[bytes], blobs: list[bytes]) -> Plan:
-        for first in range(0, len(members), cp.MAX_FIELDS):
-            yield cp.drop_call(keys, members[first : first + cp.MAX_FIELDS])
+        """Deletes checkpoints and values in bounded calls: a call deletes what it names and
+        a bounded number of their writes, and says how many of its checkpoints are done."""
         for first in range(0, len(blobs), cp.MAX_FIELDS):
             yield cp.drop_call(keys, [], blobs[first : first + cp.MAX_FIELDS])
+        while members:
+            _, done = yield cp.drop_call(keys, members[: cp.MAX_FIELDS])
+            members = members[int(done) :]
 
     def _prune_plan(self, thread_ids: Sequence[str], strategy: str) -> Plan:
         if strategy not in ("keep_latest", "delete"):
