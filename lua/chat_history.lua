@@ -2262,6 +2262,30 @@ function CP.store_thread_messages(keys, messages, jsons, exists)
   return stored
 end
 
+-- KNOWN messages of a writes call: the stream id of each that the session
+-- holds under its client id with the same JSON (others are absent).
+function CP.known_messages(keys, messages, jsons, exists)
+  local found = {}
+  for position, json in ipairs(jsons) do
+    local id = exists and client_id(messages[position])
+    local existing = id and redis.call('HGET', keys[3], id)
+    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
+    if entry and entry[2][2] == json then found[position] = existing end
+  end
+  return found
+end
+
+-- SETTLE: the write field settle[1], if its value's SHA-1 is settle[2],
+-- takes the runs settle[3] of the call's messages instead of its bytes.
+function CP.settle(keys, settle, stored)
+  local entry = redis.call('HGET', keys[5], settle[1])
+  local parts = entry and CP.read_netstrings(entry)
+  if not parts or #parts ~= 3 or redis.sha1hex(parts[3]) ~= settle[2] then return end
+  local runs = CP.resolve_runs(keys[1], settle[3], stored)
+  redis.call('HSET', keys[5], settle[1], CP.netstring(parts[1]) .. CP.netstring(parts[2])
+    .. CP.netstring(CP.REFS_MARK .. runs))
+end
+
 -- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
 -- json..." where the MESSAGES part is optional. Returns the decoded
 -- messages and their JSON, or nil and an error reply.
@@ -2830,11 +2854,16 @@ end
 chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
   KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
   ARGV: [TTL seconds] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
+        (SETTLE <parent "<ns>\0<id>"> <task id "\0" index> <sha1> <runs>)*
         [MESSAGES json...]
     The record's "M" runs may end in "#k", the k-th message of MESSAGES,
     which are stored in the session first (a message whose id is stored
     with the same JSON is not stored again). BLOB stores a channel value
-    under its field "b" <ns> "\0" <channel> "\0" <version>.
+    under its field "b" <ns> "\0" <channel> "\0" <version>. SETTLE names a
+    pending write (of the parent) whose value is a list of messages of this
+    call: if its stored value's SHA-1 (hex) is sha1, the value becomes the
+    runs (with "#k" resolved), so the messages are kept once. Work: what
+    the call carries (a SETTLE reads the one write it names).
   Reply: {the record as stored (its runs resolved), the stream id of each
   message of MESSAGES}.
 ]]
@@ -2852,19 +2881,34 @@ function CP.cp_put(keys, args)
   if type(record) ~= 'string' then return fail('BADARG', 'CHECKPOINT needs a record') end
   local ns = string.match(member, '^([^%z]*)%z')
   local stop = CP.messages_at(args, at + 3)
-  local blobs = {}
+  local blobs, settles = {}, {}
   local i = at + 3
   while i < stop do
-    if string.upper(args[i]) ~= 'BLOB' or i + 2 >= stop + 1 or not args[i + 2] then
-      return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
+    local word = string.upper(args[i])
+    if word == 'SETTLE' and i + 4 < stop then
+      if not CP.is_member(args[i + 1]) or not string.match(args[i + 2], '^.*%z%-?%d+$')
+          or not string.match(args[i + 3], '^' .. string.rep('%x', 40) .. '$') then
+        return fail('BADARG', 'SETTLE needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
+          .. 'a SHA-1 in hex and runs')
+      end
+      settles[#settles + 1] = {CP.write_field(args[i + 1], args[i + 2]), string.lower(args[i + 3]),
+        args[i + 4]}
+      i = i + 5
+    else
+      if word ~= 'BLOB' or i + 2 >= stop + 1 or not args[i + 2] then
+        return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
+      end
+      local field = args[i + 1]
+      if string.sub(field, 1, #ns + 2) ~= 'b' .. ns .. '\0' or not string.find(field, '\0', #ns + 3, true) then
+        return fail('BADARG', 'BLOB field must be "b<ns>\\0<channel>\\0<version>" of the checkpoint\'s ns')
+      end
+      blobs[#blobs + 1] = field
+      blobs[#blobs + 1] = args[i + 2]
+      i = i + 3
     end
-    local field = args[i + 1]
-    if string.sub(field, 1, #ns + 2) ~= 'b' .. ns .. '\0' or not string.find(field, '\0', #ns + 3, true) then
-      return fail('BADARG', 'BLOB field must be "b<ns>\\0<channel>\\0<version>" of the checkpoint\'s ns')
-    end
-    blobs[#blobs + 1] = field
-    blobs[#blobs + 1] = args[i + 2]
-    i = i + 3
+  end
+  if #settles > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' SETTLEs in one call')
   end
   if #blobs / 2 > CP.CP_MAX_FIELDS then
     return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' blobs in one call')
@@ -2873,12 +2917,18 @@ function CP.cp_put(keys, args)
   if not messages then return jsons end
   local problem = CP.check_record(record, #jsons)
   if problem then return fail('BADARG', 'the record ' .. problem) end
+  for k, settle in ipairs(settles) do
+    if not CP.check_runs(settle[3], #jsons) then
+      return fail('BADARG', 'SETTLE ' .. k .. ' has malformed runs')
+    end
+  end
 
   local stored = CP.store_thread_messages(keys, messages, jsons, exists)
   record = CP.resolve_record(keys[1], record, stored)
   redis.call('HSET', keys[4], 'c' .. member, record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   redis.call('ZADD', keys[6], 0, member)
+  for _, settle in ipairs(settles) do CP.settle(keys, settle, stored) end
   CP.thread_ttl(keys, ttl)
   collect_garbage()
   local reply = {record}
@@ -2890,11 +2940,15 @@ end
 chathist_cp_writes: store a task's pending writes for a checkpoint (1.4).
   KEYS: the thread's 6 keys.
   ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
-        <channel> <value>) x count [MESSAGES json...]
+        <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
+        [MESSAGES json... | KNOWN json...]
     A write whose (task id, index) is stored already is kept as it was,
     unless its index is negative (a special channel: error, interrupt...),
     which replaces it. A value starting with "\1M" holds runs, whose "#k"
-    name messages of MESSAGES as in chathist_cp_put. Work: the call's
+    name messages of MESSAGES as in chathist_cp_put. KNOWN messages are
+    not stored: each is looked up by its id; IFKNOWN w i j: if KNOWN
+    messages i to j are all stored with the same JSON, write w (1-based)
+    keeps runs of their entries instead of its value. Work: the call's
     writes and messages (a write is a few fields of its own, found by name).
   Reply: the number of writes stored.
 ]]
@@ -2911,12 +2965,28 @@ function CP.cp_writes(keys, args)
     return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a count of writes')
   end
   local first = at + 3
-  local stop = CP.messages_at(args, first + count * 5)
-  if stop ~= first + count * 5 then
+  local stop, alternatives = first + count * 5, {}
+  while args[stop] and string.upper(args[stop]) == 'IFKNOWN' do
+    local w = parse_count(args[stop + 1], count, 1)
+    local i, j = parse_count(args[stop + 2], MAX_BATCH_MESSAGES, 1),
+      parse_count(args[stop + 3], MAX_BATCH_MESSAGES, 1)
+    if not w or not i or not j or i > j then
+      return fail('BADARG', 'IFKNOWN needs a write number and the first and last of its KNOWN messages')
+    end
+    alternatives[w] = {i, j}
+    stop = stop + 4
+  end
+  local lookup = args[stop] == 'KNOWN'
+  if stop <= #args and args[stop] ~= 'MESSAGES' and not lookup then
     return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
   end
   local messages, jsons = CP.thread_messages(args, stop)
   if not messages then return jsons end
+  for _, span in pairs(alternatives) do
+    if not lookup or span[2] > #jsons then
+      return fail('BADARG', 'IFKNOWN names messages that KNOWN does not carry')
+    end
+  end
   for w = 0, count - 1 do
     local index = args[first + w * 5 + 1]
     if not string.match(index, '^%-?%d+$') or #index > 12 then
@@ -2933,7 +3003,12 @@ function CP.cp_writes(keys, args)
   end
   n = tonumber(n) or 0
 
-  local stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  local stored
+  if lookup then
+    stored = CP.known_messages(keys, messages, jsons, exists)
+  else
+    stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  end
   local fields, seen, added = {}, {}, 0
   for w = 0, count - 1 do
     local at_w = first + w * 5
@@ -2942,7 +3017,12 @@ function CP.cp_writes(keys, args)
     local present = seen[name] or redis.call('HEXISTS', keys[5], field) == 1
     if not present or tonumber(args[at_w + 1]) < 0 then
       local value = args[at_w + 4]
-      if string.sub(value, 1, 2) == CP.REFS_MARK then
+      local span = alternatives[w + 1]
+      local found = span ~= nil
+      for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
+      if found then
+        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
+      elseif string.sub(value, 1, 2) == CP.REFS_MARK then
         value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
       end
       if not present then

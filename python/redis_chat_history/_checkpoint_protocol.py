@@ -275,6 +275,19 @@ def _ttl_args(ttl: int | None) -> list[Any]:
     return ["TTL", ttl] if ttl else []
 
 
+@dataclass(frozen=True, slots=True)
+class Settle:
+    """A pending write of the parent checkpoint whose value is a list of messages that the
+    put stores: the library replaces its value by runs of their stream entries, if the value
+    stored is still the one whose SHA-1 is ``value_sha1``."""
+
+    parent: bytes
+    task_id: str
+    index: int
+    value_sha1: str
+    runs: str  # "#k..#k" items naming messages of the put
+
+
 def put_call(
     keys: Keys,
     name: bytes,
@@ -282,11 +295,15 @@ def put_call(
     blobs: Sequence[tuple[bytes, bytes]],
     messages: Sequence[bytes],
     ttl: int | None,
+    settles: Sequence[Settle] = (),
 ) -> Call:
     """Store a checkpoint, its new channel values and its new messages (one FCALL)."""
     args: list[Any] = [*_ttl_args(ttl), "CHECKPOINT", name, record]
     for blob, value in blobs:
         args += ["BLOB", blob, value]
+    for settle in settles:
+        write = settle.task_id.encode() + b"\0" + str(settle.index).encode()
+        args += ["SETTLE", settle.parent, write, settle.value_sha1, settle.runs]
     if messages:
         args += ["MESSAGES", *messages]
     return Call(CP_PUT, keys, tuple(args), read_only=False)
@@ -298,13 +315,27 @@ def writes_call(
     writes: Sequence[tuple[str, int, str, str, bytes]],
     messages: Sequence[bytes],
     ttl: int | None,
+    known: Sequence[bytes] = (),
+    if_known: Sequence[tuple[int, int, int]] = (),
 ) -> Call:
-    """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL)."""
+    """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL).
+
+    ``messages`` are stored in the session (for values holding runs); ``known`` are only
+    looked up: ``if_known`` items ``(write, first, last)`` (1-based) let a write keep runs
+    of known messages ``first`` to ``last`` instead of its value when the session holds
+    them all. A call carries ``messages`` or ``known``, not both.
+    """
+    if messages and known:
+        raise InvalidInputError("a writes call carries MESSAGES or KNOWN, not both")
     args: list[Any] = [*_ttl_args(ttl), "WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
         args += [task_id, index, task_path, channel, value]
+    for write, first, last in if_known:
+        args += ["IFKNOWN", write, first, last]
     if messages:
         args += ["MESSAGES", *messages]
+    elif known:
+        args += ["KNOWN", *known]
     return Call(CP_WRITES, keys, tuple(args), read_only=False)
 
 

@@ -8,9 +8,11 @@ transport, so no method body is written twice.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import random
 import re
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Generator, Iterator, Sequence
 from typing import Any
@@ -119,6 +121,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         self._async_redis_client = async_redis_client
         self._views: OrderedDict[tuple[str, str, str], dict[str, list[tuple[str, bytes, str]]]]
         self._views = OrderedDict()
+        #: Writes whose value is a list of messages, per checkpoint: (task id, index, SHA-1
+        #: of the value sent, digest of each message), so the next put can settle them.
+        self._written: OrderedDict[tuple[str, str, str], list[tuple[str, int, str, list[bytes]]]]
+        self._written = OrderedDict()
+        self._lock = threading.Lock()
         self.writes_in_session = False
 
     def __repr__(self) -> str:
@@ -181,10 +188,32 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         view: dict[str, list[tuple[str, bytes, str]]],
     ) -> None:
         key = (thread_id, ns, checkpoint_id)
-        self._views[key] = view
-        self._views.move_to_end(key)
-        while len(self._views) > VIEWS_KEPT:
-            self._views.popitem(last=False)
+        with self._lock:
+            self._views[key] = view
+            self._views.move_to_end(key)
+            while len(self._views) > VIEWS_KEPT:
+                self._views.popitem(last=False)
+
+    def _settles(
+        self, thread_id: str, ns: str, parent: str, plans: dict[str, cp.ListPlan]
+    ) -> list[cp.Settle]:
+        """The parent's writes of message lists that this put stores whole: the library
+        replaces their values by runs of the stored entries (each message kept once)."""
+        with self._lock:
+            written = self._written.pop((thread_id, ns, parent), [])
+        if not written:
+            return []
+        new: dict[bytes, str] = {}
+        for plan in plans.values():
+            for ident, key in zip(plan.ids, plan.digests, strict=True):
+                if ident.startswith("#"):
+                    new.setdefault(key, ident)
+        settles = []
+        for task_id, index, value_sha1, digests in written:
+            if all(key in new for key in digests):
+                runs = " ".join(f"{new[key]}..{new[key]}" for key in digests)
+                settles.append(cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs))
+        return settles
 
     def _view_of(self, raw: cp.RawCheckpoint) -> dict[str, list[tuple[str, bytes, str]]]:
         view = {}
@@ -342,8 +371,15 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             self.serde,
             {"c": body, "m": get_checkpoint_metadata(config, metadata), "p": parent},
         )
+        settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
         reply = yield cp.put_call(
-            keys, cp.member(ns, checkpoint["id"]), record.encode(), blobs, messages, self.ttl
+            keys,
+            cp.member(ns, checkpoint["id"]),
+            record.encode(),
+            blobs,
+            messages,
+            self.ttl,
+            settles,
         )
         stored = [as_text(item) for item in reply[1:]]
         stored_record = cp.Record.decode(
@@ -379,20 +415,42 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         name = cp.member(configurable.get("checkpoint_ns", ""), str(configurable["checkpoint_id"]))
         encoded: list[tuple[str, int, str, str, bytes]] = []
         messages: list[bytes] = []
+        lists: list[tuple[str, int, str, list[bytes]]] = []
+        known: list[bytes] = []
+        if_known: list[tuple[int, int, int]] = []
         for idx, (channel, value) in enumerate(writes):
-            # Writes keep their values (messages too): LangGraph may save a step's writes
-            # after the checkpoint that follows them, and the session must hold messages
-            # in the conversation's order. The library takes message runs here too
-            # (REFS_MARK), for clients that can promise the order.
-            jsons = _message_list(value) if self.writes_in_session else None
-            if jsons and all(item.id for item in value):
+            # A write of messages is not stored in the session here: LangGraph may save
+            # a step's writes before the checkpoint they belong to, and the session must
+            # hold messages in the conversation's order. Each message is kept once all the
+            # same: if the session holds them already (the next checkpoint was saved
+            # first), the write keeps runs of their entries (IFKNOWN); else it keeps its
+            # value until the next put that stores them settles it (SETTLE). The library
+            # also takes message runs here (REFS_MARK), for clients that can promise the
+            # order (writes_in_session).
+            jsons = _message_list(value)
+            with_ids = bool(jsons) and all(item.id for item in value)
+            if jsons and with_ids and self.writes_in_session:
                 first = len(messages) + 1
                 messages += jsons
                 data = cp.REFS_MARK + f"#{first}..#{len(messages)}".encode()
             else:
                 data = _typed(self.serde, value)
+                if jsons and with_ids and not self.writes_in_session:
+                    digests = [cp.digest(item) for item in jsons]
+                    index = WRITES_IDX_MAP.get(channel, idx)
+                    lists.append((task_id, index, hashlib.sha1(data).hexdigest(), digests))
+                    if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
+                    known += jsons
             encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
-        yield cp.writes_call(keys, name, encoded, messages, self.ttl)
+        if lists:  # before the call: a put of the next checkpoint may run meanwhile
+            ns = configurable.get("checkpoint_ns", "")
+            key = (thread_id, ns, str(configurable["checkpoint_id"]))
+            with self._lock:
+                self._written.setdefault(key, []).extend(lists)
+                self._written.move_to_end(key)
+                while len(self._written) > VIEWS_KEPT:
+                    self._written.popitem(last=False)
+        yield cp.writes_call(keys, name, encoded, messages, self.ttl, known, if_known)
 
     def _copy_plan(self, source: str, target: str) -> Plan:
         source_keys = cp.thread_keys(self.key_prefix, source)
