@@ -31,8 +31,9 @@ or does not match. Fields:
                     newest messages, not yet in the fields below; every
                     PENDING_RECORDS of them are folded in, in one pass
   "\0n"             the pending records' count and first stream id
-  "\0f"             the "\0b" total at the last fold (long messages fold
-                    before PENDING_RECORDS of them are pending)
+  "\0f"             the JSON bytes of the messages written since the last
+                    fold (long messages fold before PENDING_RECORDS of them
+                    are pending; trims and deletes do not lower it)
   "\0s"             the sweep's HSCAN cursor, while a sweep is under way:
                     once messages of folded pages are dropped, each fold
                     looks at SWEEP_FIELDS fields and deletes the blocks and
@@ -41,6 +42,14 @@ or does not match. Fields:
                     indexed and the count indexed so far
   "\0B"             while a rebuild recounts "\0b" (it was lost): the bytes
                     of the messages up to "\0c"
+  "\0t"             present when a tool-safe trim (TOOLSAFE) had to leave
+                    tool results at the window's start: the next tool-safe
+                    write goes on removing them
+  "\0M"             an upper bound of every stored message JSON's length (the
+                    longest ever stored): reads take as many entries at once
+                    as their byte budget has room for at that length, one at
+                    a time when it is absent (sessions of library 1.2, or a
+                    rebuild that measures it again)
   <token>           head: varint first_block, varint next_block, then the
                     newest block of postings
   <token> "\0" <k>  an older, full block k (first_block <= k < next_block)
@@ -87,6 +96,7 @@ local MAX_SEARCH_LIMIT = 1000
 local MAX_WINDOW = 1000000000        -- MAXLEN
 local MAX_WINDOW_BYTES = 1099511627776  -- MAXBYTES, 1 TiB
 local MAX_TOKEN_BYTES = 64
+local SEARCHABLE_BYTES = 32768       -- a message is searched by this much of its text
 local BLOCK_BYTES = 160              -- a head block this long is rolled into a full block
 local MESSAGE_FIELD = 'm'
 local INDEX_FORMAT = '2'          -- '1': exact postings (library 1.1), rebuilt on a write
@@ -97,10 +107,12 @@ local META_BYTES = '\0b'
 local META_EPOCH = '\0e'
 local META_SWEEP = '\0s'          -- where the sweep of dead postings goes on (HSCAN cursor)
 local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
-local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fold
+local META_FOLDED = '\0f'         -- JSON bytes written since the last fold
 local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages indexed>"
 local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
 local META_WRITES = '\0k'         -- writes named by a TOKEN so far
+local META_LARGEST = '\0M'        -- an upper bound of every stored JSON's length
+local META_ORPHANS = '\0t'        -- a tool-safe trim left tool results at the start
 local TOKEN_MARK = '\0T'          -- "\0T" <g> <token>: the ids that write replied
 local SLOT_MARK = '\0S'           -- "\0S" <g> "." <i>: the token of generation g's write i
 local TOKEN_WRITES = 64           -- writes per generation: a token lives 64 to 128 writes
@@ -112,14 +124,17 @@ local SWEEP_FIELDS = 128           -- index fields a sweep step looks at (one st
 local TYPE_TOKEN = '\1'
 local BLOCK_MARK = '\0'
 -- Work budgets: what one call may do, whatever the session holds.
-local SEARCH_JUDGED = 96             -- messages a search call decodes and judges
-local SEARCH_ENTRIES = 512           -- stream entries a search call reads
-local SEARCH_BYTES = 262144          -- JSON bytes a search call reads
-local SEARCH_POSTINGS = 8192         -- postings a search call walks
+local SEARCH_JUDGED = 64             -- messages a search call decodes and judges
+local SEARCH_ENTRIES = 256           -- stream entries a search call reads
+local SEARCH_BYTES = 131072          -- JSON bytes a search call reads
+local SEARCH_POSTINGS = 4096         -- postings a search call walks
+local TOKENIZE_COST = 3              -- ... and a text byte it tokenizes counts 1 + this many
 local BUILD_STEP = 512               -- messages a reindex call indexes
 local BUILD_BYTES = 131072           -- ... or fewer, once their JSON is this long
 local WRITE_BUILD_STEP = 64          -- messages a write indexes while a rebuild is under way
 local TRIM_STEP = 256                -- oldest messages a write removes for MAXLEN / MAXBYTES
+local TRIM_BYTES = 262144            -- ... and JSON bytes (beyond what the write added)
+local TOOLSAFE_BYTES = 262144        -- JSON bytes a window may read back for a tool call
 local GARBAGE_KB = 4096              -- Lua heap after which a call ends with a collection
 local COUNT_WORK = false             -- tests: search replies start with its work counts
 local HASH_CHUNK = 500               -- fields per HMGET/HSET (stays under Lua's unpack limit)
@@ -144,6 +159,7 @@ end
 -- of its type; returns an error reply, or nil and whether the session's
 -- stream exists.
 local function check_keys(keys)
+  collect_garbage()  -- what an earlier call's reply left behind
   if #keys ~= 3 then
     return fail('BADKEYS', 'expected 3 keys (messages, index, ids) of one session, got ' .. #keys)
   end
@@ -156,18 +172,27 @@ local function check_keys(keys)
       return fail('BADKEYS', 'key ' .. i .. ' must be "' .. base .. SUFFIXES[i] .. '"')
     end
   end
-  -- Types: the messages key on every call; the two hashes only while there
-  -- is no stream, when a write would create them (once the session exists,
-  -- they are its own).
+  -- Types, of all three keys on every call: a write that failed half-way
+  -- on a key of another type would leave half its work behind.
+  local exists = false
   for i, expected in ipairs(KEY_TYPES) do
     local actual = redis.call('TYPE', keys[i])['ok']
-    if i == 1 and actual == expected then return nil, true end
     if actual ~= 'none' and actual ~= expected then
       return fail('BADKEYS', 'key ' .. i .. ' holds a ' .. actual .. ', not the ' .. expected
         .. ' of a chat session')
     end
+    if i == 1 then exists = actual == expected end
   end
-  return nil
+  return nil, exists
+end
+
+-- How many entries a read may take at once: as many as bytes_left has room
+-- for when each is as long as largest (the session's "\0M"), from 1 to cap;
+-- 1 when largest is unknown. A read then never takes much more than its
+-- budget, however long the messages.
+local function read_room(largest, bytes_left, cap)
+  if not largest then return 1 end
+  return math.max(1, math.min(cap, math.floor(bytes_left / math.max(largest, 1))))
 end
 
 -- Parses a decimal integer from min to max; returns the number or nil.
@@ -306,7 +331,7 @@ end
 
 -- True if a stored JSON is a tool message (a tool call's result).
 local function is_tool(json)
-  if not string.find(json, '"tool"', 1, true) then return false end
+  if not string.find(json, '"type"%s*:%s*"tool"') then return false end
   local message = decode_stored(json)
   return message ~= nil and message.type == 'tool'
 end
@@ -547,16 +572,39 @@ end
 
 -- Calls visit with each piece of a message's searchable text: string
 -- content, or the string items and "text" fields of list content.
+-- The first n bytes of text, cut back to the start of a character.
+local function utf8_cut(text, n)
+  if #text <= n then return text end
+  local stop = n
+  while stop > 0 do
+    local b = string.byte(text, stop + 1)
+    if b < 0x80 or b >= 0xC0 then break end
+    stop = stop - 1
+  end
+  return string.sub(text, 1, stop)
+end
+
+-- Calls visit with each text piece of a message (its string content, or its
+-- string and text parts), in order, cut so that together they hold at most
+-- SEARCHABLE_BYTES: the searchable text, whose tokenizing stays bounded
+-- however long the message.
 local function each_text(message, visit)
+  local left = SEARCHABLE_BYTES
+  local function take(text)
+    if left <= 0 then return end
+    local cut = utf8_cut(text, left)
+    left = left - #text
+    visit(cut)
+  end
   local content = message.data.content
   if type(content) == 'string' then
-    visit(content)
+    take(content)
   elseif type(content) == 'table' then
     for _, part in ipairs(content) do
       if type(part) == 'string' then
-        visit(part)
+        take(part)
       elseif type(part) == 'table' and type(part.text) == 'string' then
-        visit(part.text)
+        take(part.text)
       end
     end
   end
@@ -568,9 +616,14 @@ local function each_message_token(message, emit)
 end
 
 -- The tokens of a message's text, in order.
+-- The tokens of a message's searchable text, in order; tokens.bytes is the
+-- length of the text.
 local function message_tokens(message)
-  local tokens = {}
-  each_message_token(message, function(token) tokens[#tokens + 1] = token end)
+  local tokens = {bytes = 0}
+  each_text(message, function(text)
+    tokens.bytes = tokens.bytes + #text
+    each_token(text, function(token) tokens[#tokens + 1] = token end)
+  end)
   return tokens
 end
 
@@ -843,7 +896,8 @@ helpers below change the table, and finish_write saves it in one HSET.
   removed    record numbers deleted by this call      remove_record
   where      stream id -> record number (lazy)        find_record
   changed    records were added or removed            add_record, remove_record
-  folded     "\0b" at the last fold ("\0f")           prepare_write, build_step
+  unfolded   JSON bytes written since the last fold   prepare_write, add_record,
+             ("\0f"); trims do not lower it            finish_write
   sweep      the sweep's HSCAN cursor ("\0s")          prepare_write, finish_write
   dropped    messages of folded pages were removed    forget_entries
 
@@ -863,7 +917,8 @@ local ASCII_RECORD = 97  -- "a"
 local function pending_record(stream_id, message)
   local content = message.data.content
   if type(content) == 'string' and not has_non_ascii(content) then
-    return stream_id .. '\0a' .. message.type .. '\0' .. string.lower(content)
+    return stream_id .. '\0a' .. message.type .. '\0'
+      .. string.lower(utf8_cut(content, SEARCHABLE_BYTES))
   end
   local pieces, unicode = {}, false
   each_text(message, function(text)
@@ -951,7 +1006,7 @@ end
 -- gets the postings of the pages holding it.
 local function fold_records(index_key, records)
   if #records == 0 then return end
-  local gmatch, sub, find = string.gmatch, string.sub, string.find
+  local gmatch, sub, find, byte = string.gmatch, string.sub, string.find, string.byte
   -- A term's postings over a few pages are joined as they come; over many
   -- (a bulk append), listed and joined once.
   local few = #records <= 4 * PAGE_MESSAGES
@@ -972,7 +1027,9 @@ local function fold_records(index_key, records)
     local last, more, terms, bin = batch.last, batch.more, batch.terms, batch.bin
     local count = #terms
     for term in gmatch(sub(record, from), pattern) do
-      if #term > MAX_TOKEN_BYTES then term = sub(term, 1, MAX_TOKEN_BYTES) end
+      if #term > MAX_TOKEN_BYTES and byte(term) ~= 1 then  -- a type stays whole
+        term = sub(term, 1, MAX_TOKEN_BYTES)
+      end
       local seen = last[term]
       if seen ~= n then
         last[term] = n
@@ -1009,49 +1066,77 @@ local function start_build(keys, state, total)
   redis.call('UNLINK', keys[2])
   local writes = {META_INDEXED, BUILDING, META_CURSOR, '0-0 0'}
   writes[5], writes[6] = total and META_BYTES or META_COUNTED, total or 0
+  if state.largest then
+    writes[7], writes[8] = META_LARGEST, state.largest
+  else
+    writes[4] = '0-0 0 0'  -- the steps measure "\0M" again
+  end
   redis.call('HSET', keys[2], unpack(writes))
+  state.sizing, state.largest = state.largest == nil, state.largest or 0
+  state.stored_largest = state.largest
   state.indexed, state.building, state.counting = false, true, total == nil
   state.cursor, state.built, state.total = '0-0', 0, total or 0
-  state.count, state.first, state.sweep, state.folded = 0, nil, nil, 0
+  state.count, state.first, state.sweep, state.unfolded = 0, nil, nil, 0
 end
 
--- One step of a rebuild: indexes up to n messages after the cursor (n a
--- multiple of PAGE_MESSAGES, so pages line up across steps), and ends the
--- rebuild once it reaches the newest message. Writes while a rebuild is
--- under way keep no pending records: the steps index what they add.
+-- One step of a rebuild: indexes about n messages after the cursor (fewer
+-- once their JSON takes BUILD_BYTES), a page of at most PAGE_MESSAGES at a
+-- time, and ends the rebuild once it reaches the newest message. Entries
+-- are read as many at once as the bytes left have room for ("\0M"), so a
+-- step of long messages reads little more than BUILD_BYTES. Writes while a
+-- rebuild is under way keep no pending records: the steps index what they
+-- add. A rebuild that measures "\0M" again keeps the longest so far in the
+-- cursor until it ends.
 local function build_step(keys, state, n)
-  local entries = redis.call('XRANGE', keys[1], '(' .. state.cursor, '+', 'COUNT', n)
-  local batch, page, counted, done = nil, nil, 0, #entries
-  for position, entry in ipairs(entries) do
-    local json = entry[2][2]
-    if (position - 1) % PAGE_MESSAGES == 0 then
-      if counted >= BUILD_BYTES then  -- long messages: the step ends at this page
-        done = position - 1
+  local batch, counted, done, finished = nil, 0, 0, false
+  local low = '(' .. state.cursor
+  local known = not state.sizing and state.largest or nil
+  while done < n and counted < BUILD_BYTES and not finished do
+    local page = {}
+    while #page < PAGE_MESSAGES and counted < BUILD_BYTES do
+      local want = read_room(known, BUILD_BYTES - counted, PAGE_MESSAGES - #page)
+      local entries = redis.call('XRANGE', keys[1], low, '+', 'COUNT', want)
+      local taken = 0
+      for _, entry in ipairs(entries) do
+        page[#page + 1] = entry
+        taken = taken + 1
+        counted = counted + #entry[2][2]
+        if counted >= BUILD_BYTES then break end
+      end
+      if taken > 0 then low = '(' .. page[#page][1] end
+      if #entries < want and taken == #entries then
+        finished = true
         break
       end
-      batch = batch or new_batch(index_epoch(keys[2], parse_full_id(entry[1])))
-      local newest = entries[math.min(position + PAGE_MESSAGES - 1, #entries)]
-      page = batch_id(batch, parse_full_id(newest[1]))
     end
-    counted = counted + #json
-    local message = decode_stored(json)
-    if message then
-      each_message_token(message, function(token) batch_term(batch, token, page) end)
-      batch_term(batch, TYPE_TOKEN .. message.type, page)
+    if #page == 0 then break end
+    batch = batch or new_batch(index_epoch(keys[2], parse_full_id(page[1][1])))
+    local named = batch_id(batch, parse_full_id(page[#page][1]))
+    for _, entry in ipairs(page) do
+      local json = entry[2][2]
+      if state.largest and #json > state.largest then state.largest = #json end
+      local message = decode_stored(json)
+      if message then
+        each_message_token(message, function(token) batch_term(batch, token, named) end)
+        batch_term(batch, TYPE_TOKEN .. message.type, named)
+      end
     end
+    done = done + #page
+    state.cursor = page[#page][1]
   end
   if batch then add_postings(keys[2], batch) end
   state.built = state.built + done
-  if done > 0 then state.cursor = entries[done][1] end
   if state.counting then state.total = state.total + counted end
-  if #entries == n or done < #entries then
-    redis.call('HSET', keys[2], META_CURSOR, state.cursor .. ' ' .. state.built)
+  if not finished then
+    local cursor = state.cursor .. ' ' .. state.built
+    if state.sizing then cursor = cursor .. ' ' .. state.largest end
+    redis.call('HSET', keys[2], META_CURSOR, cursor)
     return
   end
   redis.call('HDEL', keys[2], META_CURSOR, META_COUNTED)
-  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT, META_FOLDED, state.total)
-  state.building, state.counting, state.indexed = false, false, true
-  state.folded = state.total
+  redis.call('HSET', keys[2], META_INDEXED, INDEX_FORMAT, META_FOLDED, 0)
+  state.building, state.counting, state.indexed, state.sizing = false, false, true, false
+  state.unfolded = 0
 end
 
 -- Tokens: a write named by a TOKEN stores the ids it replied in the field
@@ -1068,11 +1153,39 @@ local function token_fields(token)
   return TOKEN_MARK .. '0' .. token, TOKEN_MARK .. '1' .. token
 end
 
+-- A write's reply as stored: its ids, comma-separated, a run of ids with
+-- one ms and consecutive seqs written "ms-seq+n" (n more after the first),
+-- so a write of many new messages is remembered in a few bytes.
+local function packed_ids(ids)
+  local items, i = {}, 1
+  while i <= #ids do
+    local ms, seq = parse_full_id(ids[i])
+    local j = i
+    while j < #ids do
+      local next_ms, next_seq = parse_full_id(ids[j + 1])
+      if next_ms ~= ms or next_seq ~= seq + (j + 1 - i) then break end
+      j = j + 1
+    end
+    items[#items + 1] = j > i and (ids[i] .. '+' .. (j - i)) or ids[i]
+    i = j + 1
+  end
+  return table.concat(items, ',')
+end
+
 -- The ids a write named token replied (the value of one of its fields), as a list.
 local function replayed(value)
   if not value then return nil end
   local list = {}
-  for id in string.gmatch(value, '[^,]+') do list[#list + 1] = id end
+  for item in string.gmatch(value, '[^,]+') do
+    local ms, seq, more = string.match(item, '^(%d+)%-(%d+)%+(%d+)$')
+    if ms then
+      for k = 0, tonumber(more) do
+        list[#list + 1] = ms .. '-' .. string.format('%d', seq + k)
+      end
+    else
+      list[#list + 1] = item
+    end
+  end
   return list
 end
 
@@ -1094,7 +1207,7 @@ local function remember_token(keys, state, writes)
   end
   local n = #writes
   writes[n + 1], writes[n + 2] = TOKEN_MARK .. generation .. state.token,
-    table.concat(state.replied, ',')
+    packed_ids(state.replied)
   writes[n + 3], writes[n + 4] = SLOT_MARK .. generation .. '.' .. slot, state.token
   writes[n + 5], writes[n + 6] = META_WRITES, count + 1
 end
@@ -1105,7 +1218,8 @@ end
 -- An index of library 1.1, or a lost index hash, starts a rebuild.
 local function prepare_write(keys, noindex, exists, token)
   local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false,
-    folded = 0, indexed = false, building = false, counting = false, writes = 0}
+    unfolded = 0, indexed = false, building = false, counting = false, writes = 0,
+    largest = 0, stored_largest = nil, sizing = false, added = 0, added_bytes = 0}
   if not exists then
     redis.call('UNLINK', keys[2], keys[3])
     redis.call('HSET', keys[2], META_INDEXED, noindex and NOINDEX_FORMAT or INDEX_FORMAT)
@@ -1114,19 +1228,24 @@ local function prepare_write(keys, noindex, exists, token)
   end
   local first, second = token_fields(token or '')
   local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
-    META_FOLDED, META_CURSOR, META_COUNTED, META_WRITES, first, second)
+    META_FOLDED, META_CURSOR, META_COUNTED, META_WRITES, first, second, META_LARGEST,
+    META_ORPHANS)
   local format, total = meta[1], tonumber(meta[2] or nil)
   state.sweep, state.writes = meta[4] or nil, tonumber(meta[8] or nil) or 0
   state.again = token and (meta[9] or meta[10]) or nil
+  state.largest = tonumber(meta[11] or nil)
+  state.stored_largest = state.largest
+  state.orphans, state.stored_orphans = meta[12] ~= false, meta[12] ~= false
   if format == INDEX_FORMAT and total then
     state.indexed, state.total = true, total
     state.count, state.first = parse_records_meta(meta[3] or nil)
-    state.folded = tonumber(meta[5] or nil) or 0
+    state.unfolded = tonumber(meta[5] or nil) or 0
   elseif format == NOINDEX_FORMAT and total then
     state.total = total
   elseif format == BUILDING and meta[6] then
-    local cursor, built = string.match(meta[6], '^(%S+) (%d+)$')
+    local cursor, built, sizing = string.match(meta[6], '^(%S+) (%d+) ?(%d*)$')
     state.building, state.cursor, state.built = true, cursor, tonumber(built)
+    if sizing ~= '' then state.sizing, state.largest = true, tonumber(sizing) end
     state.counting = meta[7] ~= false
     state.total = tonumber(meta[7] or nil) or total or 0
   elseif not format and total then
@@ -1140,9 +1259,11 @@ local function prepare_write(keys, noindex, exists, token)
   return state
 end
 
--- Adds the pending record of a message just stored under stream_id.
-local function add_record(state, stream_id, message)
+-- Adds the pending record of a message (of bytes of JSON) just stored under
+-- stream_id.
+local function add_record(state, stream_id, message, bytes)
   state.count = state.count + 1
+  state.unfolded = state.unfolded + bytes
   state.first = state.first or stream_id
   state.fresh[#state.fresh + 1] = {k = state.count, text = pending_record(stream_id, message)}
   state.changed = true
@@ -1231,6 +1352,16 @@ end
 local function finish_write(keys, state)
   local writes = {state.counting and META_COUNTED or META_BYTES, state.total}
   if state.token then remember_token(keys, state, writes) end
+  if state.largest and not state.sizing and state.largest ~= state.stored_largest then
+    writes[#writes + 1] = META_LARGEST
+    writes[#writes + 1] = state.largest
+  end
+  if state.orphans and not state.stored_orphans then
+    writes[#writes + 1] = META_ORPHANS
+    writes[#writes + 1] = '1'
+  elseif state.stored_orphans and not state.orphans then
+    redis.call('HDEL', keys[2], META_ORPHANS)
+  end
   local sweep = state.sweep
   if (state.indexed or state.building) and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
@@ -1240,7 +1371,7 @@ local function finish_write(keys, state)
     end
     local old = state.count - #state.fresh
     if state.count >= PENDING_RECORDS
-        or (state.count > 0 and state.total - state.folded >= PENDING_BYTES) then
+        or (state.count > 0 and state.unfolded >= PENDING_BYTES) then
       local fields, values = read_records(keys[2], old)
       local texts = {}
       for k = 1, old do
@@ -1251,7 +1382,7 @@ local function finish_write(keys, state)
       if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
       redis.call('HDEL', keys[2], META_RECORDS)
       writes[#writes + 1] = META_FOLDED
-      writes[#writes + 1] = state.total
+      writes[#writes + 1] = 0
       if sweep then sweep = sweep_step(keys, sweep) end
     else
       local gone = {}
@@ -1266,6 +1397,8 @@ local function finish_write(keys, state)
       if state.count > 0 then
         writes[#writes + 1] = META_RECORDS
         writes[#writes + 1] = decimal(state.count) .. ' ' .. state.first
+        writes[#writes + 1] = META_FOLDED
+        writes[#writes + 1] = state.unfolded
       end
     end
   end
@@ -1292,7 +1425,8 @@ local function forget_entries(keys, entries, state)
     if not state.counting or not id_after(ms, seq, cursor_ms, cursor_seq) then
       freed = freed + #json
     end
-    local message = decode_stored(json)
+    -- Only a JSON that names an id is decoded to find it.
+    local message = string.find(json, '"id"', 1, true) and decode_stored(json)
     local id = message and client_id(message)
     if id and redis.call('HGET', keys[3], id) == entry[1] then
       redis.call('HDEL', keys[3], id)
@@ -1310,28 +1444,37 @@ local function forget_entries(keys, entries, state)
 end
 
 -- Removes the oldest messages until at most max_count remain and their JSON
--- takes at most max_bytes (the newest message always stays), TRIM_STEP of
--- them at most per call: a larger excess (a window just made smaller) goes
--- with the next writes. While the byte total is being recounted, MAXBYTES
--- waits for the count. With toolsafe, a window never starts with tool
--- results: those whose AI message is removed go with it.
+-- takes at most max_bytes (the newest message always stays). A call removes
+-- at most TRIM_STEP messages and TRIM_BYTES of JSON more than it added: a
+-- larger excess (a window just made smaller) goes with the next writes.
+-- While the byte total is being recounted, MAXBYTES waits for the count.
+-- With toolsafe, a window never starts with tool results: those whose AI
+-- message is removed go with it; where the step's bound left some at the
+-- window's start, "\0t" asks the next write to go on (a write that removes
+-- nothing otherwise leaves the window's start as it was).
 local function trim(keys, state, max_count, max_bytes, toolsafe)
   if not max_count and not max_bytes then return end
   local length = redis.call('XLEN', keys[1])
   local by_count = max_count and math.max(length - max_count, 0) or 0
   local by_bytes = max_bytes and not state.counting
-  if by_count == 0 and not (by_bytes and state.total > max_bytes) and not toolsafe then return end
-  local room = math.min(TRIM_STEP, length - 1)
-  local entries, total, low, stop = {}, state.total, '-', false
+  if by_count == 0 and not (by_bytes and state.total > max_bytes)
+      and not (toolsafe and state.orphans) then
+    return
+  end
+  local room = math.min(TRIM_STEP + state.added, length - 1)
+  local room_bytes = TRIM_BYTES + state.added_bytes
+  local known = not state.sizing and state.largest or nil
+  local entries, total, taken, low, stop = {}, state.total, 0, '-', false
   -- Takes the next oldest entry while the window asks for it, or (TOOLSAFE)
   -- while it is a tool result, whose call is gone or goes now.
   local function wanted(entry)
-    if #entries >= room then return false end
+    if #entries >= room or taken >= room_bytes then return false end
     if #entries < by_count or (by_bytes and total > max_bytes) then return true end
     return toolsafe and is_tool(entry[2][2])
   end
-  while not stop and #entries < room do
-    local want = math.min(room - #entries, math.max(by_count - #entries, 4))
+  while not stop and #entries < room and taken < room_bytes do
+    local want = read_room(known, room_bytes - taken,
+      math.min(room - #entries, math.max(by_count - #entries, 4)))
     local batch = redis.call('XRANGE', keys[1], low, '+', 'COUNT', want)
     for _, entry in ipairs(batch) do
       if not wanted(entry) then
@@ -1340,10 +1483,12 @@ local function trim(keys, state, max_count, max_bytes, toolsafe)
       end
       entries[#entries + 1] = entry
       total = total - #entry[2][2]
+      taken = taken + #entry[2][2]
     end
     if #batch < want then break end
     low = '(' .. batch[#batch][1]
   end
+  state.orphans = toolsafe and not stop and (#entries >= room or taken >= room_bytes)
   if #entries == 0 then return end
   state.total = state.total - forget_entries(keys, entries, state)
   redis.call('XTRIM', keys[1], 'MAXLEN', '=', length - #entries)
@@ -1368,7 +1513,9 @@ local function store_messages(keys, jsons, messages, ids, state)
       end
       stream_ids[position] = stream_id
       if not state.counting then state.total = state.total + #json end
-      if state.indexed then add_record(state, stream_id, messages[position]) end
+      state.added, state.added_bytes = state.added + 1, state.added_bytes + #json
+      if state.largest and #json > state.largest then state.largest = #json end
+      if state.indexed then add_record(state, stream_id, messages[position], #json) end
     end
   end
   return stream_ids
@@ -1431,7 +1578,8 @@ end
 -- that does not start with tool results: they are left out (their AI
 -- message is older than the window; a page read before this one ends with
 -- them), unless that leaves nothing, when the window reaches back to the AI
--- message instead (at most TOOLSAFE_REACH more entries).
+-- message instead (at most TOOLSAFE_REACH more entries, TOOLSAFE_BYTES of
+-- JSON read).
 local TOOLSAFE_REACH = 64
 
 local function tool_safe(keys, entries, backward)
@@ -1444,13 +1592,21 @@ local function tool_safe(keys, entries, backward)
   if cut < n then
     for i = cut + 1, n do kept[#kept + 1] = at(i) end
   else
-    local older = redis.call('XREVRANGE', keys[1], '(' .. at(1)[1], '-', 'COUNT', TOOLSAFE_REACH)
-    local reach = 0
-    for i, entry in ipairs(older) do
-      if not is_tool(entry[2][2]) then
-        reach = i
-        break
+    local largest = tonumber(redis.call('HGET', keys[2], META_LARGEST) or nil)
+    local older, reach, read, high = {}, 0, 0, '(' .. at(1)[1]
+    while reach == 0 and #older < TOOLSAFE_REACH and read < TOOLSAFE_BYTES do
+      local want = read_room(largest, TOOLSAFE_BYTES - read, TOOLSAFE_REACH - #older)
+      local batch = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', want)
+      for _, entry in ipairs(batch) do
+        older[#older + 1] = entry
+        read = read + #entry[2][2]
+        if not is_tool(entry[2][2]) then
+          reach = #older
+          break
+        end
       end
+      if #batch < want then break end
+      high = '(' .. batch[#batch][1]
     end
     if reach == 0 then return entries end  -- no call within reach: as it is
     for i = reach, 1, -1 do kept[#kept + 1] = older[i] end
@@ -1475,10 +1631,30 @@ local function exclusive_before(id)
   return '(' .. id .. '-0'
 end
 
--- Checks BEFORE/AFTER options; returns an error reply or nil.
-local function check_bounds(options, names)
+-- True if a decimal number (leading zeros allowed) fits in 64 bits.
+local function fits_u64(digits)
+  digits = string.match(digits, '^0*(%d*)$')
+  return #digits < 20 or (#digits == 20 and digits <= MAX_SEQUENCE)
+end
+
+-- True if text can bound a range exclusively: a stream id or a time whose
+-- parts fit in 64 bits; a BEFORE bound above 0-0 (nothing is before it).
+local function is_bound(text, before)
+  if not is_stream_id(text) then return false end
+  local ms, seq = string.match(text, '^(%d+)%-?(%d*)$')
+  if not fits_u64(ms) or not fits_u64(seq) then return false end
+  return not before or string.find(ms .. seq, '[1-9]') ~= nil
+end
+
+-- Checks BEFORE/AFTER options; returns an error reply or nil. Without
+-- strict, a bound out of the stream's range is left to the stream command
+-- (range replies its own error for it, as it did before search checked).
+local function check_bounds(options, names, strict)
   for _, name in ipairs(names) do
-    if options[name] and not is_stream_id(options[name]) then
+    local text, ok = options[name], true
+    if text and strict then ok = is_bound(text, name == 'BEFORE') end
+    if text and not strict then ok = is_stream_id(text) end
+    if not ok then
       return fail('BADARG', name .. ' must be a stream id "ms-seq" or a time in ms')
     end
   end
@@ -1488,6 +1664,22 @@ end
 ------------------------------------------------------------------------------
 -- 7. Search: queries and judging.
 ------------------------------------------------------------------------------
+
+-- What one search call has read and judged so far: entries (and reads),
+-- messages judged, bytes (of JSON read, and TOKENIZE_COST more per byte of
+-- text tokenized) and postings. A call checks its budget before each
+-- candidate page and each entry and, once any count is spent, stops and
+-- replies where to continue: a call does at most its budget and one message.
+local work = {judged = 0, entries = 0, bytes = 0, postings = 0}
+
+local function reset_work()
+  work.judged, work.entries, work.bytes, work.postings = 0, 0, 0, 0
+end
+
+local function over_budget()
+  return work.judged >= SEARCH_JUDGED or work.entries >= SEARCH_ENTRIES
+    or work.bytes >= SEARCH_BYTES or work.postings >= SEARCH_POSTINGS
+end
 
 -- Parses a query: distinct tokens, and phrases (token lists that must appear
 -- consecutively): quoted text, and runs of CJK characters.
@@ -1538,6 +1730,7 @@ end
 local function judge(message, query)
   if query.type and message.type ~= query.type then return 0, false end
   local tokens = message_tokens(message)
+  work.bytes = work.bytes + TOKENIZE_COST * tokens.bytes
   local present = {}
   for _, token in ipairs(tokens) do present[token] = true end
   local score = 0
@@ -1585,20 +1778,6 @@ end
 ------------------------------------------------------------------------------
 -- Bounded search: the work meter, the hits, the cursor to continue from.
 ------------------------------------------------------------------------------
-
--- What one search call has read and judged so far. A call checks its budget
--- between candidates and, once any count is spent, stops and replies where
--- to continue (a page may take it PAGE_MESSAGES entries past the budget).
-local work = {judged = 0, entries = 0, bytes = 0, postings = 0}
-
-local function reset_work()
-  work.judged, work.entries, work.bytes, work.postings = 0, 0, 0, 0
-end
-
-local function over_budget()
-  return work.judged >= SEARCH_JUDGED or work.entries >= SEARCH_ENTRIES
-    or work.bytes >= SEARCH_BYTES or work.postings >= SEARCH_POSTINGS
-end
 
 -- How a stored JSON matches the query (see judge); 0, false for a JSON
 -- that does not decode or cannot match. Counts the entry as read, and as
@@ -1728,22 +1907,48 @@ local function search_reply(hits, next_before)
   return out
 end
 
--- Search without an index: a scan of the session, newest first, SCAN_PAGE
--- entries at a time, until the hits are complete or the budget is spent.
+-- Reads and judges entries newest first from high (a range bound) on, at
+-- most count of them; as many at a time as the budget's bytes have room for
+-- at the session's longest message. Returns true if the budget ran out
+-- first (the call then stops at the oldest entry it judged: it has judged
+-- one at least, so every call makes progress), and then whether the read
+-- reached the session's oldest message.
+local function judge_entries(keys, hits, high, count)
+  local query = hits.query
+  while count > 0 and not hits.done do
+    local want = read_room(query.largest, SEARCH_BYTES - work.bytes, count)
+    local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', want)
+    work.entries = work.entries + 1  -- a read costs, even one that finds nothing new
+    for _, entry in ipairs(entries) do
+      if hits.oldest_ms and over_budget() then return true, false end
+      consider(hits, entry)
+    end
+    if #entries < want then return false, true end
+    count = count - want
+    high = '(' .. entries[#entries][1]
+  end
+  return false, false
+end
+
+-- Where a call whose budget ran out inside a page continues: before the
+-- oldest entry it judged.
+local function stopped_inside(hits)
+  return search_reply(hits, format_id(hits.oldest_ms, hits.oldest_seq))
+end
+
+-- Search without an index: a scan of the session, newest first, until the
+-- hits are complete or the budget is spent.
 local SCAN_PAGE = 64
 
 local function scan_search(keys, query)
   local hits = new_hits(query)
+  query.largest = tonumber(redis.call('HGET', keys[2], META_LARGEST) or nil)
   local high = query.before and exclusive_before(query.before) or '+'
   while not hits.done do
-    if hits.steps > 0 and over_budget() then
-      return search_reply(hits, format_id(hits.oldest_ms, hits.oldest_seq))
-    end
-    hits.steps = hits.steps + 1
-    local entries = redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', SCAN_PAGE)
-    for _, entry in ipairs(entries) do consider(hits, entry) end
-    if #entries < SCAN_PAGE then break end
-    high = '(' .. entries[#entries][1]
+    if hits.oldest_ms then high = exclusive_before(format_id(hits.oldest_ms, hits.oldest_seq)) end
+    local stopped, ended = judge_entries(keys, hits, high, SCAN_PAGE)
+    if stopped then return stopped_inside(hits) end
+    if ended then break end
   end
   return search_reply(hits, nil)
 end
@@ -1825,27 +2030,17 @@ end
 
 -- True if a pending record holds the term. A term of MAX_TOKEN_BYTES may
 -- be the cut form of a longer word there, so it matches as a prefix.
-local function is_word_byte(b)
-  return b and ((b >= 48 and b <= 57) or (b >= 97 and b <= 122) or (b >= 65 and b <= 90))
-end
-
 local function record_holds(record, term)
   if not record.ascii then
     local needle = #term < MAX_TOKEN_BYTES and ('\0' .. term .. '\0') or ('\0' .. term)
     return string.find(record.raw, needle, record.from, true) ~= nil
   end
   if string.byte(term, 1) == 1 then return TYPE_TOKEN .. record.type == term end
-  if has_non_ascii(term) then return false end
-  local text, init = record.raw, record.from
-  while true do
-    local start, stop = string.find(text, term, init, true)
-    if not start then return false end
-    if not is_word_byte(string.byte(text, start - 1))
-      and (#term >= MAX_TOKEN_BYTES or not is_word_byte(string.byte(text, stop + 1))) then
-      return true
-    end
-    init = start + 1
-  end
+  if not string.find(term, '^%w+$') then return false end
+  -- A whole word (one pattern search, however often the term occurs inside
+  -- longer words); a cut term as the start of a word.
+  local pattern = '%f[%w]' .. term .. (#term >= MAX_TOKEN_BYTES and '' or '%f[^%w]')
+  return string.find(record.raw, pattern, record.from) ~= nil
 end
 
 -- The index fields a query needs: its terms, and in ALL mode its type.
@@ -1871,7 +2066,11 @@ end
 
 -- Judges the messages of the page named (ms, seq) that are older than the
 -- query's bound: at most PAGE_MESSAGES ending at its id (after deletes,
--- older pages' entries come along; they are judged once).
+-- older pages' entries come along). Pages come newest first and each read
+-- goes on from the one before, so the entries from the oldest judged up to
+-- this page were all read: the page's read starts below them. A read that
+-- reaches the session's oldest message has judged everything left, so the
+-- search is complete. Returns true if the budget ran out inside the page.
 local function judge_page(keys, hits, ms, seq)
   local query = hits.query
   local high = format_id(ms, seq)
@@ -1879,9 +2078,12 @@ local function judge_page(keys, hits, ms, seq)
     local start_ms, start_seq = search_start(query)
     if id_after(ms, seq, start_ms, start_seq) then high = exclusive_before(query.before) end
   end
-  for _, entry in ipairs(redis.call('XREVRANGE', keys[1], high, '-', 'COUNT', PAGE_MESSAGES)) do
-    consider(hits, entry)
+  if hits.oldest_ms and not id_after(hits.oldest_ms, hits.oldest_seq, ms, seq) then
+    high = exclusive_before(format_id(hits.oldest_ms, hits.oldest_seq))
   end
+  local stopped, ended = judge_entries(keys, hits, high, PAGE_MESSAGES)
+  if ended then hits.done = true end
+  return stopped
 end
 
 -- The pending records (the newest messages, not yet folded) are judged
@@ -1893,6 +2095,7 @@ local function judge_records(keys, hits, fields, records)
   for r = #records, 1, -1 do
     if hits.done then return end
     local record = records[r]
+    work.bytes = work.bytes + #record.raw
     if not id_after(record.ms, record.seq, start_ms, start_seq) then
       local count = 0
       for _, field in ipairs(fields) do
@@ -1932,7 +2135,7 @@ local function index_search_all(keys, hits, cursors)
       end
     end
     if all then
-      judge_page(keys, hits, ms, seq)
+      if judge_page(keys, hits, ms, seq) then return stopped_inside(hits) end
       ms, seq = cursor_seek(driver, before_id(ms, seq))
     else
       ms, seq = cursor_seek(driver, ms, seq)
@@ -1960,6 +2163,7 @@ local function index_search_any(keys, hits, cursors)
     local stop = stop_before(hits, ms, seq)
     if stop then return search_reply(hits, stop) end
     hits.steps = hits.steps + 1
+    work.postings = work.postings + #cursors  -- the merge looked at every cursor
     local naming = 0
     local older_ms, older_seq = before_id(ms, seq)
     for i, c in ipairs(cursors) do
@@ -1968,7 +2172,9 @@ local function index_search_any(keys, hits, cursors)
         at_ms[i], at_seq[i] = cursor_seek(c, older_ms, older_seq)
       end
     end
-    if naming >= hits.floor then judge_page(keys, hits, ms, seq) end
+    if naming >= hits.floor and judge_page(keys, hits, ms, seq) then
+      return stopped_inside(hits)
+    end
   end
   return search_reply(hits, nil)
 end
@@ -1976,9 +2182,10 @@ end
 local function index_search(keys, query)
   local hits = new_hits(query)
   local fields = query_fields(query)
-  local lookup = {META_RECORDS, META_EPOCH}
+  local lookup = {META_RECORDS, META_EPOCH, META_LARGEST}
   for _, field in ipairs(fields) do lookup[#lookup + 1] = field end
   local values = hash_get_many(keys[2], lookup)
+  query.largest = tonumber(values[META_LARGEST] or nil)
   judge_records(keys, hits, fields, stored_records(keys[2], values[META_RECORDS] or nil))
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
@@ -2721,7 +2928,7 @@ local function search(keys, args)
   if options.TYPE and (options.TYPE == '' or #options.TYPE > 64) then
     return fail('BADARG', 'TYPE must be a message type of 1 to 64 bytes')
   end
-  bad = check_bounds(options, {'BEFORE'})
+  bad = check_bounds(options, {'BEFORE'}, true)
   if bad then return bad end
   local terms, phrases = parse_query(text)
   if #terms > MAX_QUERY_TOKENS then

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MAX_TOKEN_BYTES = 64
+#: Bytes of a message's text that search looks at (the library's SEARCHABLE_BYTES).
+SEARCHABLE_BYTES = 32768
 WORD, SINGLE, SEPARATOR = 1, 2, 3
 _RUN = re.compile(r"[A-Za-z0-9\u0080-\U0010ffff]+")
 
@@ -135,17 +137,34 @@ def tokenize(text: str, joined: set[int] | None = None) -> list[str]:
     return tokens
 
 
-def message_text_tokens(stored: dict[str, Any]) -> list[str]:
-    """The tokens of a stored message's text (string content or text parts)."""
+def searchable_texts(stored: dict[str, Any]) -> list[str]:
+    """A stored message's text pieces (string content, or string and text parts), cut so
+    that together they hold at most SEARCHABLE_BYTES of UTF-8, each cut at a character."""
     content = stored["data"]["content"]
     if isinstance(content, str):
-        return tokenize(content)
+        pieces = [content]
+    else:
+        pieces = []
+        for part in content:
+            if isinstance(part, str):
+                pieces.append(part)
+            elif isinstance(part, dict) and isinstance(part.get("text"), str):
+                pieces.append(part["text"])
+    texts, left = [], SEARCHABLE_BYTES
+    for piece in pieces:
+        if left <= 0:
+            break
+        encoded = piece.encode("utf-8")
+        texts.append(encoded[:left].decode("utf-8", errors="ignore"))
+        left -= len(encoded)
+    return texts
+
+
+def message_text_tokens(stored: dict[str, Any]) -> list[str]:
+    """The tokens of a stored message's searchable text."""
     tokens: list[str] = []
-    for part in content:
-        if isinstance(part, str):
-            tokens += tokenize(part)
-        elif isinstance(part, dict) and isinstance(part.get("text"), str):
-            tokens += tokenize(part["text"])
+    for text in searchable_texts(stored):
+        tokens += tokenize(text)
     return tokens
 
 

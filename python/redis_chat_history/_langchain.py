@@ -24,7 +24,14 @@ from langchain_core.messages import (
 )
 
 from ._errors import InvalidInputError
-from ._protocol import Reply, StoredRecord, decode_records, encode_stored, entries_reply
+from ._protocol import (
+    Reply,
+    StoredRecord,
+    decode_jsons,
+    decode_records,
+    encode_stored,
+    entries_reply,
+)
 
 #: LangGraph's ``RemoveMessage`` id that stands for every message of the conversation.
 REMOVE_ALL_MESSAGES = "__remove_all__"
@@ -96,7 +103,7 @@ def from_records(records: Sequence[StoredRecord]) -> list[StoredMessage]:
 
 def decode_messages(reply: Reply) -> list[BaseMessage]:
     """LangChain messages from a range reply, oldest first."""
-    return to_messages([record.stored for record in decode_records(reply)])
+    return to_messages(decode_jsons(reply))
 
 
 def decode_stored(reply: Reply) -> list[StoredMessage]:

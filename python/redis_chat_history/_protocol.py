@@ -184,7 +184,8 @@ READ_PAGE = 1000
 class SessionReader:
     """Reads a whole session as a series of bounded pages (``AFTER`` the last id seen,
     ``READ_PAGE`` at a time), so no single call grows with the session: the caller sends
-    :meth:`next_call` until it is None, feeding each reply to :meth:`feed`."""
+    :meth:`next_call` until it is None, feeding each reply to :meth:`feed`. Each call asks
+    for one message more than a page, so a session of at most a page takes one call."""
 
     def __init__(self, keys: tuple[str, ...], page: int = READ_PAGE) -> None:
         self.keys, self.page = keys, page
@@ -195,13 +196,17 @@ class SessionReader:
         """The next page's call, or None once the session's end was reached."""
         if self._after is None:
             return None
-        return range_call(self.keys, count=self.page, after=self._after)
+        return range_call(self.keys, count=self.page + 1, after=self._after)
 
     def feed(self, reply: Reply) -> None:
         """Takes one page's reply (``id, json, ...``, oldest first)."""
         items = list(reply)
+        if len(items) > 2 * self.page:  # more follow: the next call starts at the extra one
+            items = items[: 2 * self.page]
+            self._after = as_text(items[-2])
+        else:
+            self._after = None
         self.items += items
-        self._after = as_text(items[-2]) if len(items) >= 2 * self.page else None
 
 
 SEARCH_MODES = ("all", "any")
@@ -402,6 +407,14 @@ def load_stored(stream_id: str, raw: bytes | str) -> Any:
             f"another client stored it: remove it with chathist_delete IDS {stream_id}",
             stream_id,
         ) from None
+
+
+def decode_jsons(reply: Reply) -> list[dict[str, Any]]:
+    """The stored-message dicts of a flat ``id, json, id, json`` reply, in order, without
+    the ids and times a whole-session read does not need."""
+    items = list(reply)
+    loaded = (load_stored(as_text(items[i]), items[i + 1]) for i in range(0, len(items), 2))
+    return [stored if isinstance(stored, dict) else {} for stored in loaded]
 
 
 def decode_records(reply: Reply) -> list[StoredRecord]:

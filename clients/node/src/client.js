@@ -14,10 +14,12 @@ import {
   decodePairs,
   decodeReindex,
   deleteCall,
+  errorOf,
   expireCall,
   idTime,
   importCall,
   lenCall,
+  newToken,
   parseError,
   rangeCall,
   reindexCall,
@@ -37,10 +39,13 @@ function isFunctionMissing(error) {
   return /function not found/i.test(String(error?.message));
 }
 
-/** The package's error for a server error reply: chathist codes become ChatHistoryError. */
+/**
+ * The package's error for a server error reply: chathist codes become ChatHistoryError
+ * (CONFLICT its subclass ConflictError).
+ */
 function translate(error) {
   const coded = parseError(String(error?.message));
-  return coded ? new ChatHistoryError(coded.message, coded.code) : error;
+  return coded ? errorOf(coded) : error;
 }
 
 /**
@@ -80,7 +85,10 @@ export class ChatHistoryClient {
     this.checked = true;
   }
 
-  /** Send a call; load the library first if needed, and once more if it vanished. */
+  /**
+   * Send a call; load the library first if needed, and once more if it vanished. The retry
+   * sends the same call object, so a write's TOKEN is the same on both attempts.
+   */
   async run(call) {
     if (!this.checked) await this.ensureLibrary();
     try {
@@ -98,10 +106,15 @@ export class ChatHistoryClient {
 
   /**
    * Store stored-message objects (or JSON texts) atomically; returns their stream ids.
-   * Options: ttl, and (1.1) maxlen, maxbytes, noindex.
+   * Options: ttl, and (1.1) maxlen, maxbytes, noindex, and (1.3) token, ifLast, toolSafe.
+   * Every call carries a TOKEN: `token` if given, else a fresh one (newToken()), made once per
+   * call and sent unchanged on every attempt, so a write sent twice is stored once. To retry an
+   * append whose reply was lost, make a token, pass it, and pass it again on the retry.
+   * With `ifLast`, a session whose newest message is another one rejects with ConflictError.
    */
-  async append(sessionId, messages, options = {}) {
-    return (await this.run(appendCall(this.keys(sessionId), messages, options))).map(String);
+  async append(sessionId, messages, { token, ...options } = {}) {
+    const call = appendCall(this.keys(sessionId), messages, { ...options, token: token ?? newToken() });
+    return (await this.run(call)).map(String);
   }
 
   /** Store [{id, message}] under their explicit stream ids (1.1). Options: ttl, noindex. */
@@ -140,7 +153,10 @@ export class ChatHistoryClient {
     }
   }
 
-  /** [{id, time, message}] oldest first: all, the latest `count`, or a page before/after. */
+  /**
+   * [{id, time, message}] oldest first: all, the latest `count`, or a page before/after.
+   * 1.3: `toolSafe` (not with `after`) never starts the window with an orphan tool result.
+   */
   async range(sessionId, options = {}) {
     return withTimes(await this.run(rangeCall(this.keys(sessionId), options)));
   }

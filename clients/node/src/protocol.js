@@ -1,6 +1,8 @@
 // The chathist FCALL protocol without I/O: key layout, argument encoding, reply decoding.
 // docs/PROTOCOL.md is the contract; tests/vectors/encoding.json checks this file against it.
 
+import { randomUUID } from "node:crypto";
+
 export const LIBRARY_NAME = "chathist";
 /** Version of lua/chat_history.lua this client is written for. */
 export const LIBRARY_VERSION = "1.4.0";
@@ -28,6 +30,28 @@ export class ChatHistoryError extends Error {
     this.name = "ChatHistoryError";
     this.code = code;
   }
+}
+
+const CONFLICT_TEXT = /^the session's last message is (\S+), not (\S+)$/;
+
+/**
+ * An IFLAST append found another newest message (code CONFLICT, 1.3); nothing was written.
+ * `lastId` is the session's newest stream id ("0-0": empty), `expectedId` the IFLAST sent
+ * (both null if the text is not the library's).
+ */
+export class ConflictError extends ChatHistoryError {
+  constructor(message) {
+    super(message, "CONFLICT");
+    this.name = "ConflictError";
+    const match = CONFLICT_TEXT.exec(message);
+    this.lastId = match ? match[1] : null;
+    this.expectedId = match ? match[2] : null;
+  }
+}
+
+/** The package's error for a library error reply's {code, message}. */
+export function errorOf({ code, message }) {
+  return code === "CONFLICT" ? new ConflictError(message) : new ChatHistoryError(message, code);
 }
 
 const TAG_ESCAPES = { "%": "%25", "{": "%7B", "}": "%7D" };
@@ -58,25 +82,49 @@ function call(fn, keys, args, readOnly) {
 }
 
 /**
+ * A fresh name for one write (TOKEN, 1.3): 32 hex characters. Send the same token when the same
+ * write is sent again, and the library replies the first call's ids instead of storing it twice.
+ */
+export function newToken() {
+  return randomUUID().replaceAll("-", "");
+}
+
+const given = (value) => value !== undefined && value !== null;
+
+/**
  * Store messages in one atomic call. `ttl` > 0 renews the whole session's TTL; `maxlen` /
  * `maxbytes` trim the oldest messages in the same call (1.1); `noindex` keeps a session that has
- * no index without one (1.1).
+ * no index without one (1.1). 1.3: `token` names the write, so a retry with the same token is
+ * stored once (see newToken); `ifLast` writes only if the session's newest stream id is that one
+ * ("0-0": empty), else the library replies CONFLICT; `toolSafe` makes the trim also remove the
+ * tool results left at the start of the window.
  */
-export function appendCall(keys, messages, { ttl, maxlen, maxbytes, noindex } = {}) {
+export function appendCall(keys, messages, { ttl, maxlen, maxbytes, noindex, token, ifLast, toolSafe } = {}) {
   const args = ttl ? ["TTL", String(ttl)] : [];
-  if (maxlen !== undefined && maxlen !== null) args.push("MAXLEN", String(maxlen));
-  if (maxbytes !== undefined && maxbytes !== null) args.push("MAXBYTES", String(maxbytes));
+  if (given(maxlen)) args.push("MAXLEN", String(maxlen));
+  if (given(maxbytes)) args.push("MAXBYTES", String(maxbytes));
   if (noindex) args.push("NOINDEX");
+  if (given(token)) args.push("TOKEN", String(token));
+  if (given(ifLast)) args.push("IFLAST", String(ifLast));
+  if (toolSafe) args.push("TOOLSAFE");
   args.push("MESSAGES", ...messages.map(encodeMessage));
   return call(FUNCTIONS.append, keys, args, false);
 }
 
-/** The whole session, the latest `count`, or a page before/after an id or ms time. */
-export function rangeCall(keys, { count, before, after } = {}) {
+/**
+ * The whole session, the latest `count`, or a page before/after an id or ms time. 1.3:
+ * `toolSafe` keeps a window from starting with tool results whose AI message is outside it;
+ * the library refuses it with `after`, and so does this, before anything is sent.
+ */
+export function rangeCall(keys, { count, before, after, toolSafe } = {}) {
+  if (toolSafe && given(after)) {
+    throw new ChatHistoryError("TOOLSAFE applies to windows read backward (not with AFTER)", "BADARG");
+  }
   const args = [];
-  if (count !== undefined && count !== null) args.push("COUNT", String(count));
-  if (before !== undefined && before !== null) args.push("BEFORE", String(before));
-  if (after !== undefined && after !== null) args.push("AFTER", String(after));
+  if (given(count)) args.push("COUNT", String(count));
+  if (given(before)) args.push("BEFORE", String(before));
+  if (given(after)) args.push("AFTER", String(after));
+  if (toolSafe) args.push("TOOLSAFE");
   return call(FUNCTIONS.range, keys, args, true);
 }
 

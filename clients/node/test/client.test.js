@@ -2,7 +2,15 @@
 
 import assert from "node:assert/strict";
 import { after, before, beforeEach, test } from "node:test";
-import { ChatHistoryClient, ChatHistoryError, LIBRARY_VERSION, librarySource, searchCall } from "../src/index.js";
+import {
+  ChatHistoryClient,
+  ChatHistoryError,
+  ConflictError,
+  LIBRARY_VERSION,
+  librarySource,
+  newToken,
+  searchCall,
+} from "../src/index.js";
 import { connect } from "./helpers.js";
 
 let redis;
@@ -197,4 +205,133 @@ test("reindex drives RESTART then CONTINUE to the end, reporting progress", asyn
   assert.deepStrictEqual(small, [{ indexed: 2, total: 2 }]);
   assert.strictEqual(await chats.reindex("nobody"), 0);
   assert.strictEqual(await redis.sendCommand(["EXISTS", "chat:{nobody}:m", "chat:{nobody}:x"]), 0);
+});
+
+// -- 1.3: exactly-once appends (TOKEN), conditional appends (IFLAST), tool-safe windows --------
+
+/**
+ * A ChatHistoryClient over the real connection that records every command it sends; `lose(n)`
+ * makes the next n appends reach the server and then fail as if the reply was lost.
+ */
+function recording() {
+  const log = { commands: [], lost: 0 };
+  const wrapped = {
+    async sendCommand(args) {
+      log.commands.push(args);
+      const reply = await redis.sendCommand(args);
+      if (args[1] === "chathist_append" && log.lost > 0) {
+        log.lost -= 1;
+        throw new Error("Socket closed unexpectedly");
+      }
+      return reply;
+    },
+  };
+  return [new ChatHistoryClient(wrapped), log];
+}
+
+const appendsOf = (log) => log.commands.filter((args) => args[1] === "chathist_append");
+const tokenOf = (args) => args[args.indexOf("TOKEN") + 1];
+
+test("append sends a fresh token per call; a retry with the caller's token is stored once", async () => {
+  const [chats, log] = recording();
+  const batch = [human("no client id"), human("nor this one")];
+  const first = await chats.append("s", batch);
+  const second = await chats.append("s", batch);
+  const [a, b] = appendsOf(log);
+  assert.match(tokenOf(a), /^[0-9a-f]{32}$/);
+  assert.notStrictEqual(tokenOf(a), tokenOf(b));
+  assert.notDeepStrictEqual(first, second);
+  assert.strictEqual(await chats.len("s"), 4, "two calls without client ids store twice");
+
+  // The reply of the first attempt is lost; the caller retries with the same token.
+  const token = newToken();
+  log.lost = 1;
+  await assert.rejects(chats.append("s", batch, { token }), /Socket closed/);
+  assert.strictEqual(await chats.len("s"), 6, "the lost attempt was stored");
+  const stored = (await chats.range("s", { count: 2 })).map((record) => record.id);
+  assert.deepStrictEqual(await chats.append("s", batch, { token }), stored);
+  assert.deepStrictEqual(await chats.append("s", batch, { token }), stored);
+  assert.strictEqual(await chats.len("s"), 6, "retries with the token stored nothing");
+  assert.deepStrictEqual(appendsOf(log).slice(2).map(tokenOf), [token, token, token]);
+});
+
+test("the reload after a vanished library resends the append with the same token", async () => {
+  const [chats, log] = recording();
+  await chats.append("s", [human("a")]);
+  await redis.sendCommand(["FUNCTION", "FLUSH"]);
+  log.commands.length = 0;
+  const ids = await chats.append("s", [human("b")]);
+  const attempts = appendsOf(log);
+  assert.strictEqual(attempts.length, 2, "sent, refused (Function not found), loaded, sent again");
+  assert.strictEqual(tokenOf(attempts[0]), tokenOf(attempts[1]));
+  assert.deepStrictEqual(attempts[0], attempts[1]);
+  assert.deepStrictEqual((await chats.range("s")).map((record) => record.message), [human("a"), human("b")]);
+  assert.deepStrictEqual((await chats.range("s", { count: 1 })).map((record) => record.id), ids);
+});
+
+test("ifLast: written only after the given newest id; else ConflictError and nothing written", async () => {
+  const chats = new ChatHistoryClient(redis);
+  const [first] = await chats.append("s", [human("a")], { ifLast: "0-0" });
+  await assert.rejects(chats.append("s", [human("b")], { ifLast: "0-0" }), (error) => {
+    assert.ok(error instanceof ConflictError);
+    assert.ok(error instanceof ChatHistoryError);
+    assert.strictEqual(error.code, "CONFLICT");
+    assert.strictEqual(error.message, `the session's last message is ${first}, not 0-0`);
+    assert.deepStrictEqual([error.lastId, error.expectedId], [first, "0-0"]);
+    return true;
+  });
+  await assert.rejects(chats.append("empty", [human("x")], { ifLast: first }), { name: "ConflictError", lastId: "0-0" });
+  assert.strictEqual(await chats.len("s"), 1);
+  assert.strictEqual(await chats.len("empty"), 0);
+  assert.strictEqual(await redis.sendCommand(["EXISTS", "chat:{empty}:m", "chat:{empty}:x", "chat:{empty}:i"]), 0);
+
+  // Two writers read the same newest id; the second one conflicts, the first one's retry replays.
+  const token = newToken();
+  const second = await chats.append("s", [human("b")], { ifLast: first, token });
+  await assert.rejects(chats.append("s", [human("c")], { ifLast: first }), ConflictError);
+  assert.deepStrictEqual(await chats.append("s", [human("b")], { ifLast: first, token }), second);
+  assert.deepStrictEqual((await chats.range("s")).map((record) => record.message), [human("a"), human("b")]);
+  await assert.rejects(chats.append("s", [human("d")], { ifLast: "5" }), (error) =>
+    !(error instanceof ConflictError) && error.code === "BADARG");
+});
+
+const TOOL_CALLS = [{ id: "c1", name: "f", args: {} }, { id: "c2", name: "f", args: {} }];
+const CONVERSATION = [
+  human("q"),
+  { type: "ai", data: { content: "", tool_calls: TOOL_CALLS } },
+  { type: "tool", data: { content: "r1", tool_call_id: "c1" } },
+  { type: "tool", data: { content: "r2", tool_call_id: "c2" } },
+  { type: "ai", data: { content: "done", tool_calls: [] } },
+];
+
+test("range toolSafe: no window starts with a tool result whose AI message it left out", async () => {
+  const [chats, log] = recording();
+  const ids = await chats.append("s", CONVERSATION);
+  const types = (records) => records.map((record) => record.message.type);
+  for (let count = 1; count <= CONVERSATION.length; count++) {
+    const plain = await chats.range("s", { count });
+    const safe = await chats.range("s", { count, toolSafe: true });
+    assert.notStrictEqual(types(safe)[0], "tool", `COUNT ${count}`);
+    assert.deepStrictEqual(safe.at(-1).id, ids.at(-1), `COUNT ${count} keeps the newest message`);
+    if (types(plain)[0] !== "tool") assert.deepStrictEqual(safe, plain, `COUNT ${count}`);
+  }
+  assert.deepStrictEqual(types(await chats.range("s", { count: 3, toolSafe: true })), ["ai"]);
+  // a window of tool results only reaches back to their AI message
+  assert.deepStrictEqual((await chats.range("s", { count: 1, before: ids[4], toolSafe: true })).map((r) => r.id),
+    ids.slice(1, 4));
+  const sent = log.commands.length;
+  await assert.rejects(chats.range("s", { after: ids[0], toolSafe: true }),
+    { code: "BADARG", message: "TOOLSAFE applies to windows read backward (not with AFTER)" });
+  assert.strictEqual(log.commands.length, sent, "nothing was sent");
+});
+
+test("append toolSafe: a trim takes the tool results of the AI message it removed", async () => {
+  const chats = new ChatHistoryClient(redis);
+  await chats.append("plain", CONVERSATION);
+  await chats.append("plain", [human("next")], { maxlen: 3 });
+  assert.deepStrictEqual((await chats.range("plain")).map((r) => r.message.type), ["tool", "ai", "human"]);
+
+  await chats.append("safe", CONVERSATION);
+  await chats.append("safe", [human("next")], { maxlen: 3, toolSafe: true });
+  assert.deepStrictEqual((await chats.range("safe")).map((r) => r.message.type), ["ai", "human"]);
 });

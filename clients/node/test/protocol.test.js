@@ -5,6 +5,7 @@ import { readFileSync } from "node:fs";
 import { test } from "node:test";
 import {
   ChatHistoryError,
+  ConflictError,
   LIBRARY_VERSION,
   PagedSearch,
   appendCall,
@@ -14,9 +15,11 @@ import {
   decodePaged,
   decodeReindex,
   deleteCall,
+  errorOf,
   expireCall,
   importCall,
   lenCall,
+  newToken,
   parseError,
   rangeCall,
   reindexCall,
@@ -237,4 +240,62 @@ test("PagedSearch refuses a cursor that does not move to older ids (never loops 
   assert.throws(() => search.add(["50-0"]), { code: "PROTOCOL" });
   const later = new PagedSearch(KEYS, "q", { limit: 5, before: "40" });
   assert.throws(() => later.add(["40-0"]), { code: "PROTOCOL" });
+});
+
+// -- 1.3: TOKEN, IFLAST and TOOLSAFE on writes, TOOLSAFE on reads, CONFLICT --------------------
+
+const message = { type: "human", data: { content: "hi" } };
+
+test("appendCall: TOKEN, IFLAST, TOOLSAFE (1.3) after the 1.1 options, before MESSAGES", () => {
+  const call = appendCall(KEYS, [message], {
+    ttl: 60, maxlen: 4, maxbytes: 1000, noindex: true, token: "w-1", ifLast: "5-0", toolSafe: true,
+  });
+  assert.deepStrictEqual(call.args, [
+    "TTL", "60", "MAXLEN", "4", "MAXBYTES", "1000", "NOINDEX",
+    "TOKEN", "w-1", "IFLAST", "5-0", "TOOLSAFE", "MESSAGES", JSON.stringify(message),
+  ]);
+  assert.deepStrictEqual(appendCall(KEYS, [message], { ifLast: "0-0" }).args.slice(0, 2), ["IFLAST", "0-0"]);
+  assert.strictEqual(call.readOnly, false);
+});
+
+test("appendCall: absent, null or false 1.3 options send nothing", () => {
+  const plain = ["MESSAGES", JSON.stringify(message)];
+  assert.deepStrictEqual(appendCall(KEYS, [message]).args, plain);
+  assert.deepStrictEqual(appendCall(KEYS, [message], { token: null, ifLast: null, toolSafe: false }).args, plain);
+});
+
+test("newToken: 32 lowercase hex characters, a new one each time (a valid TOKEN)", () => {
+  const tokens = new Set(Array.from({ length: 100 }, () => newToken()));
+  assert.strictEqual(tokens.size, 100);
+  for (const token of tokens) assert.match(token, /^[0-9a-f]{32}$/);
+});
+
+test("rangeCall: TOOLSAFE (1.3) last; refused with AFTER before anything is sent", () => {
+  assert.deepStrictEqual(rangeCall(KEYS, { count: 3, toolSafe: true }).args, ["COUNT", "3", "TOOLSAFE"]);
+  assert.deepStrictEqual(rangeCall(KEYS, { count: 2, before: "5-0", toolSafe: true }).args,
+    ["COUNT", "2", "BEFORE", "5-0", "TOOLSAFE"]);
+  assert.deepStrictEqual(rangeCall(KEYS, { toolSafe: true }).args, ["TOOLSAFE"]);
+  assert.deepStrictEqual(rangeCall(KEYS, { after: "0", toolSafe: false }).args, ["AFTER", "0"]);
+  assert.throws(() => rangeCall(KEYS, { after: "0", toolSafe: true }), (error) => {
+    assert.ok(error instanceof ChatHistoryError);
+    assert.strictEqual(error.code, "BADARG");
+    assert.strictEqual(error.message, "TOOLSAFE applies to windows read backward (not with AFTER)");
+    return true;
+  });
+});
+
+test("errorOf: CONFLICT (1.3) is a ConflictError with both ids; other codes a ChatHistoryError", () => {
+  const conflict = errorOf(parseError("ERR CHATHIST_CONFLICT the session's last message is 5-0, not 4-0"));
+  assert.ok(conflict instanceof ConflictError);
+  assert.ok(conflict instanceof ChatHistoryError);
+  assert.strictEqual(conflict.name, "ConflictError");
+  assert.strictEqual(conflict.code, "CONFLICT");
+  assert.strictEqual(conflict.message, "the session's last message is 5-0, not 4-0");
+  assert.strictEqual(conflict.lastId, "5-0");
+  assert.strictEqual(conflict.expectedId, "4-0");
+  const odd = new ConflictError("another text");
+  assert.deepStrictEqual([odd.lastId, odd.expectedId], [null, null]);
+  const other = errorOf({ code: "BADARG", message: "x" });
+  assert.ok(other instanceof ChatHistoryError && !(other instanceof ConflictError));
+  assert.strictEqual(other.code, "BADARG");
 });
