@@ -72,16 +72,19 @@ Contents (sections in this order):
   5. Writer state: pending records, rebuilds, folds, the sweep, trims
   6. Reading: replies and range bounds
   7. Search: queries, judging, the work meter, cursors, indexed search
-  8. Entry points: chathist_append, _import, _delete, _range, _search,
-     _reindex, _clear, _len, _ttl, _expire, _version, and their
-     register_function calls
+  8. Checkpoints: a LangGraph thread's keys, records, writes, runs of
+     messages, and the budgets of their reads
+  9. Entry points: chathist_append, _import, _delete, _range, _search,
+     _reindex, _clear, _len, _ttl, _expire, _version; then (1.4)
+     chathist_cp_put, _writes, _get, _list, _more, _drop, _dump, _load,
+     _delete, _touch; and their register_function calls
 ]]
 
 ------------------------------------------------------------------------------
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.3.0'
+local LIBRARY_VERSION = '1.4.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
@@ -2206,7 +2209,458 @@ local function index_search(keys, query)
 end
 
 ------------------------------------------------------------------------------
--- 8. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
+-- 8. Checkpoints: a LangGraph thread's checkpoints beside its chat session.
+------------------------------------------------------------------------------
+
+--[[
+A thread is a chat session plus three keys of the same hash tag, so one
+FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
+
+  KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record;
+                               "b" <ns> "\0" <channel> "\0" <version> -> a
+                               channel value (one per version)
+  KEYS[5]  <prefix>{<tag>}:w   hash: a checkpoint's pending writes, a few
+                               fields per write (m is <ns> "\0" <id>):
+                                 m                      -> n, writes stored
+                                 m "\0" <k>             -> <task id> "\0" <index>
+                                                           of the k-th (1..n)
+                                 m "\0=" <task id> "\0" <index>
+                                                        -> netstrings: task
+                                                           path, channel, value
+  KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
+                               every checkpoint, so that ZRANGEBYLEX pages
+                               them in id order (ids sort as they were made)
+
+A record is a header the library reads, then a payload only clients read:
+  <header bytes, decimal> "\n" <header> <payload>
+  header lines, each ending in "\n":
+    "M" <channel> "\t" <runs>     a list of messages held in the session's
+                                  stream: runs "<a>..<b>" of consecutive
+                                  entries, separated by spaces
+    "B" <channel> "\t" <version>  the value is the blob of that version
+In a call, a run's end may be "#k": the k-th message of the call, stored by
+the call (the library replaces it with its stream id and joins runs that
+meet in the stream). A write is replied as five netstrings (<length> ":"
+<bytes>): task id, index, task path, channel, value; a value that starts
+with "\1M" holds runs instead of bytes.
+
+Bounded work: a write call's work grows with what it carries (its messages,
+writes, blobs, the runs of its record). A read replies at most READ_ENTRIES
+stream entries and pending writes, or fewer once READ_BYTES are read
+(checked between steps of READ_STEP), and says where to go on: the rest is
+read with chathist_cp_more, a bounded call each. A drop deletes at most
+DROP_FIELDS write fields besides what it names, and says how many of its
+checkpoints are done; the client sends the others again.
+]]
+
+local CP = {}  -- this section's helpers and constants (Lua allows 200 locals)
+CP.CP_SUFFIXES = {':c', ':w', ':k'}
+CP.CP_TYPES = {'hash', 'hash', 'zset'}
+CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
+CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
+CP.CP_SCAN = 64                 -- HSCAN COUNT of a dump call
+CP.REFS_MARK = '\1M'
+-- Budgets of one call (tests shrink them; keep each on its own line).
+CP.READ_ENTRIES = 512
+CP.READ_BYTES = 262144
+CP.READ_STEP = 64
+CP.DROP_FIELDS = 1024
+
+-- Checks the six keys of a thread; returns an error reply, or nil and
+-- whether the session's stream exists.
+function CP.check_thread_keys(keys)
+  if #keys ~= 6 then
+    return fail('BADKEYS', 'expected 6 keys (messages, index, ids, checkpoints, writes, order) '
+      .. 'of one thread, got ' .. #keys)
+  end
+  local bad, exists = check_keys({keys[1], keys[2], keys[3]})
+  if bad then return bad end
+  local base = string.sub(keys[1], 1, -3)
+  for i = 1, 3 do
+    if keys[i + 3] ~= base .. CP.CP_SUFFIXES[i] then
+      return fail('BADKEYS', 'key ' .. (i + 3) .. ' must be "' .. base .. CP.CP_SUFFIXES[i] .. '"')
+    end
+    local actual = redis.call('TYPE', keys[i + 3])['ok']
+    if actual ~= 'none' and actual ~= CP.CP_TYPES[i] then
+      return fail('BADKEYS', 'key ' .. (i + 3) .. ' holds a ' .. actual .. ', not the '
+        .. CP.CP_TYPES[i] .. ' of a thread')
+    end
+  end
+  return nil, exists
+end
+
+-- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL.
+function CP.is_member(text)
+  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z]+$') ~= nil
+    and #text <= 4096 and #string.match(text, '%z([^%z]+)$') <= 64
+end
+
+-- After a thread write: with ttl > 0 every key expires ttl seconds from now;
+-- with 0, keys without expiry take the longest TTL another key has.
+function CP.thread_ttl(keys, ttl)
+  if ttl > 0 then
+    for i = 1, #keys do redis.call('EXPIRE', keys[i], ttl) end
+    return
+  end
+  local longest = -1
+  for i = 1, #keys do longest = math.max(longest, redis.call('PTTL', keys[i])) end
+  if longest > 0 then
+    for i = 1, #keys do
+      if redis.call('PTTL', keys[i]) == -1 then redis.call('PEXPIRE', keys[i], longest) end
+    end
+  end
+end
+
+-- Reads a record's header: its lines and where the payload starts; nil if
+-- the header is malformed.
+function CP.record_header(record)
+  local size, at = string.match(record, '^(%d+)\n()')
+  if not size or #size > 9 then return nil end
+  size = tonumber(size)
+  if at + size - 1 > #record then return nil end
+  local header = string.sub(record, at, at + size - 1)
+  local lines = {}
+  for line in string.gmatch(header, '([^\n]*)\n') do lines[#lines + 1] = line end
+  if header ~= '' and string.sub(header, -1) ~= '\n' then return nil end
+  return lines, at + size
+end
+
+-- True if runs text is well formed: "<a>..<b>" items separated by spaces,
+-- each end a full stream id, or "#k" with k from 1 to placeholders.
+function CP.check_runs(runs, placeholders)
+  if runs == '' then return true end
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    if not a or (string.sub(a, 1, 1) == '#') ~= (string.sub(b, 1, 1) == '#') then return false end
+    local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
+    if i and j and tonumber(i) > tonumber(j) then return false end
+    for _, part in ipairs({a, b}) do
+      local k = string.match(part, '^#(%d+)$')
+      if k then
+        if tonumber(k) < 1 or tonumber(k) > placeholders then return false end
+      elseif not parse_full_id(part) then
+        return false
+      end
+    end
+  end
+  return true
+end
+
+-- Checks a record sent by a client: its header lines are "M" runs with
+-- placeholders up to placeholders, or "B" versions. Returns an error text or nil.
+function CP.check_record(record, placeholders)
+  local lines = CP.record_header(record)
+  if not lines then return 'has no header "<bytes>\\n<lines>"' end
+  for _, line in ipairs(lines) do
+    local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
+    if not kind then return 'has a header line that is not M<channel>\\t... or B<channel>\\t...' end
+    if kind == 'M' and not CP.check_runs(rest, placeholders) then
+      return 'has malformed runs for channel ' .. string.sub(channel, 1, 64)
+    end
+    if kind == 'B' and (rest == '' or #rest > 128) then
+      return 'has a version of 1 to 128 bytes missing for channel ' .. string.sub(channel, 1, 64)
+    end
+  end
+  return nil
+end
+
+-- The id of the stream entry right after id, or nil.
+function CP.entry_after(key, id)
+  local next_entry = redis.call('XRANGE', key, '(' .. id, '+', 'COUNT', 1)[1]
+  return next_entry and next_entry[1]
+end
+
+-- Runs text with placeholders "#k" replaced by stored[k], and runs that
+-- meet in the stream (one's end is followed by the next one's start)
+-- joined: a conversation that only grows stays one run. Work: one XRANGE
+-- COUNT 1 per run of the text (which the call carries).
+function CP.resolve_runs(key, runs, stored)
+  if runs == '' then return '' end
+  local list = {}
+  local segments = {}
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
+    if i then
+      -- This call's messages: each where it was stored (a message stored
+      -- before keeps its entry), joined below where they meet.
+      for k = tonumber(i), tonumber(j) do segments[#segments + 1] = {stored[k], stored[k]} end
+    else
+      segments[#segments + 1] = {a, b}
+    end
+  end
+  for _, segment in ipairs(segments) do
+    local last = list[#list]
+    if last and CP.entry_after(key, last[2]) == segment[1] then
+      last[2] = segment[2]
+    else
+      list[#list + 1] = segment
+    end
+  end
+  local out = {}
+  for i, run in ipairs(list) do out[i] = run[1] .. '..' .. run[2] end
+  return table.concat(out, ' ')
+end
+
+-- A record with the placeholders of its "M" lines resolved.
+function CP.resolve_record(key, record, stored)
+  local lines, payload_at = CP.record_header(record)
+  local out = {}
+  for i, line in ipairs(lines) do
+    if string.sub(line, 1, 1) == 'M' then
+      local head, runs = string.match(line, '^(M[^\t]+\t)(.*)$')
+      line = head .. CP.resolve_runs(key, runs, stored)
+    end
+    out[i] = line .. '\n'
+  end
+  local header = table.concat(out)
+  return #header .. '\n' .. header .. string.sub(record, payload_at)
+end
+
+-- Reads netstrings "<length>:<bytes>" from text; returns the list or nil.
+function CP.read_netstrings(text)
+  local list, at = {}, 1
+  while at <= #text do
+    local size, start = string.match(text, '^(%d+):()', at)
+    if not size or #size > 10 then return nil end
+    local stop = start + tonumber(size) - 1
+    if stop > #text then return nil end
+    list[#list + 1] = string.sub(text, start, stop)
+    at = stop + 1
+  end
+  return list
+end
+
+function CP.netstring(text)
+  return #text .. ':' .. text
+end
+
+-- The :w fields of a checkpoint's writes (see the keys above).
+function CP.write_slot(member, k)
+  return member .. '\0' .. k
+end
+
+function CP.write_field(member, name)
+  return member .. '\0=' .. name
+end
+
+-- Stores the messages args[first..] of a checkpoint call in the session:
+-- one whose client id is stored with the same JSON is not stored again; one
+-- whose id is stored with other JSON (an edited message) is stored anew and
+-- the id map points to it. Returns the stream id of each message.
+function CP.store_thread_messages(keys, messages, jsons, exists)
+  local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
+  for position, json in ipairs(jsons) do
+    local id = exists and client_id(messages[position])
+    local existing = id and redis.call('HGET', keys[3], id)
+    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
+    if entry and entry[2][2] == json then
+      stored[position] = existing
+    else
+      if existing then redis.call('HDEL', keys[3], id) end
+      fresh_jsons[#fresh_jsons + 1] = json
+      fresh_messages[#fresh_messages + 1] = messages[position]
+      where[#fresh_jsons] = position
+    end
+  end
+  if #fresh_jsons > 0 then
+    local session = {keys[1], keys[2], keys[3]}
+    local state = prepare_write(session, false, exists)
+    local ids = store_messages(session, fresh_jsons, fresh_messages, nil, state)
+    if state.building then build_step(session, state, WRITE_BUILD_STEP) end
+    finish_write(session, state)
+    for k, stream_id in ipairs(ids) do stored[where[k]] = stream_id end
+  end
+  return stored
+end
+
+-- KNOWN messages of a writes call: the stream id of each that the session
+-- holds under its client id with the same JSON (others are absent).
+function CP.known_messages(keys, messages, jsons, exists)
+  local found = {}
+  for position, json in ipairs(jsons) do
+    local id = exists and client_id(messages[position])
+    local existing = id and redis.call('HGET', keys[3], id)
+    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
+    if entry and entry[2][2] == json then found[position] = existing end
+  end
+  return found
+end
+
+-- SETTLE: the write field settle[1], if its value's SHA-1 is settle[2],
+-- takes the runs settle[3] of the call's messages instead of its bytes.
+function CP.settle(keys, settle, stored)
+  local entry = redis.call('HGET', keys[5], settle[1])
+  local parts = entry and CP.read_netstrings(entry)
+  if not parts or #parts ~= 3 or redis.sha1hex(parts[3]) ~= settle[2] then return end
+  local runs = CP.resolve_runs(keys[1], settle[3], stored)
+  redis.call('HSET', keys[5], settle[1], CP.netstring(parts[1]) .. CP.netstring(parts[2])
+    .. CP.netstring(CP.REFS_MARK .. runs))
+end
+
+-- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
+-- json..." where the MESSAGES part is optional. Returns the decoded
+-- messages and their JSON, or nil and an error reply.
+function CP.thread_messages(args, at)
+  local messages, jsons = {}, {}
+  if at <= #args then
+    local err
+    messages, err = decode_batch(args, at + 1, #args, 1)
+    if not messages then return nil, err end
+    jsons = err
+  end
+  return messages, jsons
+end
+
+-- The index of the argument "MESSAGES" from first on, or #args + 1.
+function CP.messages_at(args, first)
+  for i = first, #args do
+    if args[i] == 'MESSAGES' then return i end
+  end
+  return #args + 1
+end
+
+-- A read's meter: what one call has read so far, against the budgets.
+-- With COUNT_WORK (tests), a read's reply is {"<entries> <bytes>", reply}:
+-- entries counts stream entries and pending writes read, bytes their bytes.
+function CP.meter()
+  return {entries = 0, bytes = 0, covered = {}, partial = {}, sent = {}, entries_out = {}}
+end
+
+function CP.counted(meter, reply)
+  if COUNT_WORK then return {meter.entries .. ' ' .. meter.bytes, reply} end
+  return reply
+end
+
+function CP.spent(meter)
+  return meter.entries >= CP.READ_ENTRIES or meter.bytes >= CP.READ_BYTES
+end
+
+-- True if stream id x is before id y.
+function CP.id_before(x, y)
+  local xms, xseq = parse_full_id(x)
+  local yms, yseq = parse_full_id(y)
+  return id_after(yms, yseq, xms, xseq)
+end
+
+-- Reads stream entries from start ("<id>" or "(<id>") to the id stop, in
+-- steps, while the meter has budget; each entry goes to meter.entries_out
+-- once per reply. Returns nil once the range is read, else the start to go
+-- on from.
+function CP.read_entries(key, start, stop, meter)
+  while not CP.spent(meter) do
+    local count = math.min(CP.READ_STEP, CP.READ_ENTRIES - meter.entries)
+    local entries = redis.call('XRANGE', key, start, stop, 'COUNT', count)
+    for _, entry in ipairs(entries) do
+      meter.entries = meter.entries + 1
+      meter.bytes = meter.bytes + #entry[2][2]
+      if not meter.sent[entry[1]] then
+        meter.sent[entry[1]] = true
+        local out = meter.entries_out
+        out[#out + 1] = entry[1]
+        out[#out + 1] = entry[2][2]
+      end
+    end
+    if #entries < count then return nil end
+    start = '(' .. entries[#entries][1]
+  end
+  return start
+end
+
+-- Reads the entries of a run "<a>..<b>" that this reply has not read yet
+-- (a run inside one read before is skipped; one that goes on past such a
+-- run is read from where it ended). Appends a continuation {start, b} to
+-- more when the budget ends first.
+function CP.read_run(key, run, meter, more)
+  local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
+  if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
+  local reach
+  for _, span in ipairs(meter.covered) do
+    if not CP.id_before(a, span[1]) and not CP.id_before(span[2], a)
+        and (not reach or CP.id_before(reach, span[2])) then
+      reach = span[2]
+    end
+  end
+  if reach and not CP.id_before(reach, b) then return end
+  local rest = CP.read_entries(key, reach and '(' .. reach or a, b, meter)
+  if rest then
+    meter.partial[run] = true
+    more[#more + 1] = rest
+    more[#more + 1] = b
+  else
+    meter.covered[#meter.covered + 1] = {a, b}
+  end
+end
+
+-- Reads a checkpoint's writes from the k-th on while the meter has budget;
+-- each is replied as five netstrings. Returns the writes, the runs their
+-- values hold, and the k to go on from (0 when all are read).
+function CP.read_writes(key, member, k, meter)
+  local n = tonumber(redis.call('HGET', key, member) or nil) or 0
+  local writes, runs = {}, {}
+  while k <= n do
+    if CP.spent(meter) then return writes, runs, k end
+    local last = math.min(n, k + CP.READ_STEP - 1, k + CP.READ_ENTRIES - meter.entries - 1)
+    local slots = {}
+    for i = k, last do slots[#slots + 1] = CP.write_slot(member, i) end
+    local names = redis.call('HMGET', key, unpack(slots))
+    local fields = {}
+    for i, name in ipairs(names) do fields[i] = CP.write_field(member, name or '') end
+    local values = redis.call('HMGET', key, unpack(fields))
+    for i, name in ipairs(names) do
+      local value = values[i]
+      local task, index = string.match(name or '', '^(.*)%z([^%z]*)$')
+      local parts = value and task and CP.read_netstrings(value)
+      if parts and #parts == 3 then
+        writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
+        if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
+          runs[#runs + 1] = string.sub(parts[3], 3)
+        end
+        meter.bytes = meter.bytes + #value
+      end
+      meter.entries = meter.entries + 1
+    end
+    k = last + 1
+  end
+  return writes, runs, 0
+end
+
+-- Appends a checkpoint's reply to out: {member, record, writes, blobs,
+-- entries, next write, more}: the blobs its "B" lines name (a flat channel,
+-- value list), its writes from the first, the stream entries of the runs
+-- it and those writes hold (a flat id, json list, each entry once per
+-- reply), the k of the first write not replied (0: none), and a flat
+-- start, stop list of the ranges of runs not read yet (for chathist_cp_more).
+function CP.checkpoint_reply(keys, member, record, meter, out)
+  local ns = string.match(member, '^([^%z]*)%z')
+  local blobs, runs = {}, {}
+  local lines = CP.record_header(record) or {}
+  meter.bytes = meter.bytes + #record
+  for _, line in ipairs(lines) do
+    local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
+    if kind == 'B' then
+      local value = redis.call('HGET', keys[4], 'b' .. ns .. '\0' .. channel .. '\0' .. rest)
+      if value then
+        blobs[#blobs + 1] = channel
+        blobs[#blobs + 1] = value
+        meter.bytes = meter.bytes + #value
+      end
+    elseif kind == 'M' then
+      runs[#runs + 1] = rest
+    end
+  end
+  local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter)
+  for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
+  meter.entries_out = {}
+  local more = {}
+  for _, text in ipairs(runs) do
+    for item in string.gmatch(text .. ' ', '([^ ]+) ') do CP.read_run(keys[1], item, meter, more) end
+  end
+  out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more}
+end
+
+------------------------------------------------------------------------------
+-- 9. Entry points. Each opens with its contract: KEYS, ARGV, reply. Every one
 -- checks its keys and every argument before its first write.
 ------------------------------------------------------------------------------
 
@@ -2610,6 +3064,496 @@ local function version(keys, args)
   return LIBRARY_VERSION
 end
 
+--[[
+chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
+  KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
+  ARGV: [TTL seconds] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
+        (SETTLE <parent "<ns>\0<id>"> <task id "\0" index> <sha1> <runs>)*
+        [MESSAGES json...]
+    The record's "M" runs may end in "#k", the k-th message of MESSAGES,
+    which are stored in the session first (a message whose id is stored
+    with the same JSON is not stored again). BLOB stores a channel value
+    under its field "b" <ns> "\0" <channel> "\0" <version>. SETTLE names a
+    pending write (of the parent) whose value is a list of messages of this
+    call: if its stored value's SHA-1 (hex) is sha1, the value becomes the
+    runs (with "#k" resolved), so the messages are kept once. Work: what
+    the call carries (a SETTLE reads the one write it names).
+  Reply: {the record as stored (its runs resolved), the stream id of each
+  message of MESSAGES}.
+]]
+function CP.cp_put(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local member, record = args[at + 1], args[at + 2]
+  if not CP.is_member(member) then
+    return fail('BADARG', 'CHECKPOINT needs "<ns>\\0<id>" (an id of 1 to 64 bytes) and a record')
+  end
+  if type(record) ~= 'string' then return fail('BADARG', 'CHECKPOINT needs a record') end
+  local ns = string.match(member, '^([^%z]*)%z')
+  local stop = CP.messages_at(args, at + 3)
+  local blobs, settles = {}, {}
+  local i = at + 3
+  while i < stop do
+    local word = string.upper(args[i])
+    if word == 'SETTLE' and i + 4 < stop then
+      if not CP.is_member(args[i + 1]) or not string.match(args[i + 2], '^.*%z%-?%d+$')
+          or not string.match(args[i + 3], '^' .. string.rep('%x', 40) .. '$') then
+        return fail('BADARG', 'SETTLE needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
+          .. 'a SHA-1 in hex and runs')
+      end
+      settles[#settles + 1] = {CP.write_field(args[i + 1], args[i + 2]), string.lower(args[i + 3]),
+        args[i + 4]}
+      i = i + 5
+    else
+      if word ~= 'BLOB' or i + 2 >= stop + 1 or not args[i + 2] then
+        return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
+      end
+      local field = args[i + 1]
+      if string.sub(field, 1, #ns + 2) ~= 'b' .. ns .. '\0' or not string.find(field, '\0', #ns + 3, true) then
+        return fail('BADARG', 'BLOB field must be "b<ns>\\0<channel>\\0<version>" of the checkpoint\'s ns')
+      end
+      blobs[#blobs + 1] = field
+      blobs[#blobs + 1] = args[i + 2]
+      i = i + 3
+    end
+  end
+  if #settles > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' SETTLEs in one call')
+  end
+  if #blobs / 2 > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' blobs in one call')
+  end
+  local messages, jsons = CP.thread_messages(args, stop)
+  if not messages then return jsons end
+  local problem = CP.check_record(record, #jsons)
+  if problem then return fail('BADARG', 'the record ' .. problem) end
+  for k, settle in ipairs(settles) do
+    if not CP.check_runs(settle[3], #jsons) then
+      return fail('BADARG', 'SETTLE ' .. k .. ' has malformed runs')
+    end
+  end
+
+  local stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  record = CP.resolve_record(keys[1], record, stored)
+  redis.call('HSET', keys[4], 'c' .. member, record)
+  if #blobs > 0 then hash_set_many(keys[4], blobs) end
+  redis.call('ZADD', keys[6], 0, member)
+  for _, settle in ipairs(settles) do CP.settle(keys, settle, stored) end
+  CP.thread_ttl(keys, ttl)
+  collect_garbage()
+  local reply = {record}
+  for k = 1, #jsons do reply[k + 1] = stored[k] end
+  return reply
+end
+
+--[[
+chathist_cp_writes: store a task's pending writes for a checkpoint (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
+        <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
+        [MESSAGES json... | KNOWN json...]
+    A write whose (task id, index) is stored already is kept as it was,
+    unless its index is negative (a special channel: error, interrupt...),
+    which replaces it. A value starting with "\1M" holds runs, whose "#k"
+    name messages of MESSAGES as in chathist_cp_put. KNOWN messages are
+    not stored: each is looked up by its id; IFKNOWN w i j: if KNOWN
+    messages i to j are all stored with the same JSON, write w (1-based)
+    keeps runs of their entries instead of its value. Work: the call's
+    writes and messages (a write is a few fields of its own, found by name).
+  Reply: the number of writes stored.
+]]
+function CP.cp_writes(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local member = args[at + 1]
+  local count = parse_count(args[at + 2], MAX_BATCH_MESSAGES)
+  if not CP.is_member(member) or not count then
+    return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a count of writes')
+  end
+  local first = at + 3
+  local stop, alternatives = first + count * 5, {}
+  while args[stop] and string.upper(args[stop]) == 'IFKNOWN' do
+    local w = parse_count(args[stop + 1], count, 1)
+    local i, j = parse_count(args[stop + 2], MAX_BATCH_MESSAGES, 1),
+      parse_count(args[stop + 3], MAX_BATCH_MESSAGES, 1)
+    if not w or not i or not j or i > j then
+      return fail('BADARG', 'IFKNOWN needs a write number and the first and last of its KNOWN messages')
+    end
+    alternatives[w] = {i, j}
+    stop = stop + 4
+  end
+  local lookup = args[stop] == 'KNOWN'
+  if stop <= #args and args[stop] ~= 'MESSAGES' and not lookup then
+    return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
+  end
+  local messages, jsons = CP.thread_messages(args, stop)
+  if not messages then return jsons end
+  for _, span in pairs(alternatives) do
+    if not lookup or span[2] > #jsons then
+      return fail('BADARG', 'IFKNOWN names messages that KNOWN does not carry')
+    end
+  end
+  for w = 0, count - 1 do
+    local index = args[first + w * 5 + 1]
+    if not string.match(index, '^%-?%d+$') or #index > 12 then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' index is not an integer')
+    end
+    local value = args[first + w * 5 + 4]
+    if string.sub(value, 1, 2) == CP.REFS_MARK and not CP.check_runs(string.sub(value, 3), #jsons) then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs')
+    end
+  end
+  local n = redis.call('HGET', keys[5], member)
+  if n and not string.match(n, '^%d+$') then
+    return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
+  end
+  n = tonumber(n) or 0
+
+  local stored
+  if lookup then
+    stored = CP.known_messages(keys, messages, jsons, exists)
+  else
+    stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  end
+  local fields, seen, added = {}, {}, 0
+  for w = 0, count - 1 do
+    local at_w = first + w * 5
+    local name = args[at_w] .. '\0' .. args[at_w + 1]
+    local field = CP.write_field(member, name)
+    local present = seen[name] or redis.call('HEXISTS', keys[5], field) == 1
+    if not present or tonumber(args[at_w + 1]) < 0 then
+      local value = args[at_w + 4]
+      local span = alternatives[w + 1]
+      local found = span ~= nil
+      for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
+      if found then
+        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
+      elseif string.sub(value, 1, 2) == CP.REFS_MARK then
+        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+      end
+      if not present then
+        n = n + 1
+        fields[#fields + 1] = CP.write_slot(member, n)
+        fields[#fields + 1] = name
+      end
+      fields[#fields + 1] = field
+      fields[#fields + 1] = CP.netstring(args[at_w + 2]) .. CP.netstring(args[at_w + 3])
+        .. CP.netstring(value)
+      seen[name] = true
+      added = added + 1
+    end
+  end
+  fields[#fields + 1] = member
+  fields[#fields + 1] = n
+  hash_set_many(keys[5], fields)
+  CP.thread_ttl(keys, ttl)
+  collect_garbage()
+  -- the :w fields this call looked at: the count, and one name per write
+  if COUNT_WORK then return {tostring(1 + count), added} end
+  return added
+end
+
+--[[
+chathist_cp_get: one checkpoint with what a reader needs, a bounded part of
+  it per call (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns "\0" id> | LATEST <ns>
+  Reply: {} when there is none; else {member, record, writes, blobs,
+  entries, next write, more}: writes from the first, each five netstrings;
+  blobs a flat channel, value list for the record's "B" lines; entries a
+  flat id, json list of the stream entries of the runs of the record and
+  its writes (a run "<a>..<b>" is every entry from a to b). The call stops
+  at READ_ENTRIES entries and writes, or READ_BYTES read: next write is the
+  k of the first write not replied (0: none), more a flat start, stop list
+  of ranges not read yet; chathist_cp_more reads both.
+]]
+function CP.cp_get(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local member = args[1]
+  if #args == 2 and string.upper(args[1]) == 'LATEST' and not string.find(args[2], '\0', 1, true) then
+    member = redis.call('ZREVRANGEBYLEX', keys[6], '[' .. args[2] .. '\0\255', '[' .. args[2] .. '\0',
+      'LIMIT', 0, 1)[1]
+    if not member then return {} end
+  elseif #args ~= 1 or not CP.is_member(member) then
+    return fail('BADARG', 'expected "<ns>\\0<id>" or LATEST <ns>')
+  end
+  local record = redis.call('HGET', keys[4], 'c' .. member)
+  if not record then return {} end
+  local out, meter = {}, CP.meter()
+  CP.checkpoint_reply(keys, member, record, meter, out)
+  collect_garbage()
+  return CP.counted(meter, out[1])
+end
+
+--[[
+chathist_cp_list: a page of checkpoints, newest first (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns> | ALL, <before: "<ns>\0<id>" or "">, <count 1..64>
+    ns: only that namespace; ALL: every namespace (by namespace, then id).
+  Reply: {next, checkpoint, ...}: each checkpoint as chathist_cp_get
+  replies it, a stream entry once per page (a checkpoint's runs are read
+  from the entries of the whole page); next is the member to pass as
+  before to go on, "" at the end. The page ends early once the budget of
+  one call is spent (after its first checkpoint).
+]]
+function CP.cp_list(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local ns, before = args[1], args[2]
+  local count = parse_count(args[3], CP.CP_PAGE, 1)
+  if #args ~= 3 or not count or type(ns) ~= 'string' or string.find(ns, '\0', 1, true)
+      or (before ~= '' and not CP.is_member(before)) then
+    return fail('BADARG', 'expected <ns>|ALL, <before "<ns>\\0<id>" or "">, <count 1 to '
+      .. CP.CP_PAGE .. '>')
+  end
+  local low, high = '-', '+'
+  if string.upper(ns) ~= 'ALL' then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
+  if before ~= '' then high = '(' .. before end
+  local members = redis.call('ZREVRANGEBYLEX', keys[6], high, low, 'LIMIT', 0, count + 1)
+  local out, meter = {''}, CP.meter()
+  for i, member in ipairs(members) do
+    if i > count or (i > 1 and CP.spent(meter)) then
+      out[1] = members[i - 1]
+      break
+    end
+    local record = redis.call('HGET', keys[4], 'c' .. member)
+    if record then CP.checkpoint_reply(keys, member, record, meter, out) end
+  end
+  collect_garbage()
+  return CP.counted(meter, out)
+end
+
+--[[
+chathist_cp_more: the rest of a chathist_cp_get or _list reply, a bounded
+  part per call (read-only, 1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: RUN <start> <stop>      stream entries from start ("<id>", or
+                                "(<id>" for after id) to the id stop
+        WRITES <ns "\0" id> <k> the checkpoint's writes from the k-th on
+  Reply: {next, item, ...}: for RUN, a flat id, json list and the start to
+  go on from ("" at the end); for WRITES, writes as chathist_cp_get
+  replies them and the k to go on from (0 at the end).
+]]
+function CP.cp_more(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  local meter = CP.meter()
+  if #args == 3 and form == 'RUN' then
+    local start, stop = args[2], args[3]
+    if not parse_full_id(string.match(start, '^%(?(.*)$')) or not parse_full_id(stop) then
+      return fail('BADARG', 'RUN needs a start "<id>" or "(<id>" and a stop id')
+    end
+    local rest = CP.read_entries(keys[1], start, stop, meter)
+    local out = {rest or ''}
+    for _, item in ipairs(meter.entries_out) do out[#out + 1] = item end
+    return CP.counted(meter, out)
+  elseif #args == 3 and form == 'WRITES' then
+    local k = parse_count(args[3], 1e15, 1)
+    if not CP.is_member(args[2]) or not k then
+      return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a write number from 1')
+    end
+    local writes, _, next_write = CP.read_writes(keys[5], args[2], k, meter)
+    local out = {next_write}
+    for _, item in ipairs(writes) do out[#out + 1] = item end
+    return CP.counted(meter, out)
+  end
+  return fail('BADARG', 'expected RUN <start> <stop> or WRITES "<ns>\\0<id>" <k>')
+end
+
+--[[
+chathist_cp_drop: delete checkpoints (their records, writes and order
+  entries) and channel values of a thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: <ns "\0" id> ... [BLOBS <field> ...]   at most 1000 in all.
+    The values named and the records and order entries of the checkpoints
+    go first; then their writes, DROP_FIELDS fields at most per call.
+  Reply: {checkpoints whose record this call deleted, checkpoints done}:
+  the checkpoints are done in the order given; send those not done again.
+]]
+function CP.cp_drop(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  if #args > CP.CP_MAX_FIELDS + 1 then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' checkpoints and blobs in one call')
+  end
+  local members, blobs, in_blobs = {}, {}, false
+  for _, arg in ipairs(args) do
+    if arg == 'BLOBS' then
+      in_blobs = true
+    elseif in_blobs then
+      if string.sub(arg, 1, 1) ~= 'b' then return fail('BADARG', 'a BLOBS field starts with "b"') end
+      blobs[#blobs + 1] = arg
+    elseif CP.is_member(arg) then
+      members[#members + 1] = arg
+    else
+      return fail('BADARG', 'expected "<ns>\\0<id>" ... [BLOBS field ...]')
+    end
+  end
+  if #blobs > 0 then redis.call('HDEL', keys[4], unpack(blobs)) end
+  local deleted, done, budget = 0, 0, CP.DROP_FIELDS
+  for _, member in ipairs(members) do
+    deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
+    redis.call('ZREM', keys[6], member)
+    local n = tonumber(redis.call('HGET', keys[5], member) or nil) or 0
+    while n > 0 and budget > 0 do
+      local slot = CP.write_slot(member, n)
+      local name = redis.call('HGET', keys[5], slot)
+      if name then redis.call('HDEL', keys[5], CP.write_field(member, name)) end
+      redis.call('HDEL', keys[5], slot)
+      n, budget = n - 1, budget - 2
+    end
+    if n > 0 then
+      redis.call('HSET', keys[5], member, n)
+      break
+    end
+    redis.call('HDEL', keys[5], member)
+    done = done + 1
+  end
+  if COUNT_WORK then
+    -- the write fields this call deleted (besides those it names)
+    return {tostring(CP.DROP_FIELDS - budget), {deleted, done}}
+  end
+  return {deleted, done}
+end
+
+--[[
+chathist_cp_dump: a page of a thread's raw fields, for copying (read-only, 1.4).
+  KEYS: the thread's 6 keys.  ARGV: C | W, <HSCAN cursor>
+  Reply: {next cursor ("0" at the end), field, value, ...} of :c or :w.
+]]
+function CP.cp_dump(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local which = args[1] and string.upper(args[1])
+  if #args ~= 2 or (which ~= 'C' and which ~= 'W') or not string.match(args[2], '^%d+$') then
+    return fail('BADARG', 'expected C|W and an HSCAN cursor')
+  end
+  local reply = redis.call('HSCAN', which == 'C' and keys[4] or keys[5], args[2], 'COUNT', CP.CP_SCAN)
+  local out = {reply[1]}
+  for _, item in ipairs(reply[2]) do out[#out + 1] = item end
+  return out
+end
+
+--[[
+chathist_cp_load: store raw fields copied from another thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: [TTL seconds] C|W <field> <value> ... [ENTRIES id json ...]
+    C fields go to :c (a checkpoint's field "c<ns>\0<id>" also to the order
+    set), W fields to :w; ENTRIES are session messages stored under their
+    ids (after the session's last one), as chathist_import stores them.
+  Reply: the number of fields stored.
+]]
+function CP.cp_load(keys, args)
+  local bad, exists = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local options, at = read_options(args, 1, {TTL = true}, {C = true, W = true, ENTRIES = true})
+  if not options then return at end
+  local ttl, err = ttl_option(options)
+  if not ttl then return err end
+  local fields = {[4] = {}, [5] = {}}
+  local i = at
+  while i <= #args and string.upper(args[i]) ~= 'ENTRIES' do
+    local which = string.upper(args[i])
+    if (which ~= 'C' and which ~= 'W') or not args[i + 2] then
+      return fail('BADARG', 'expected C|W <field> <value> ... [ENTRIES id json ...]')
+    end
+    local list = fields[which == 'C' and 4 or 5]
+    list[#list + 1] = args[i + 1]
+    list[#list + 1] = args[i + 2]
+    i = i + 3
+  end
+  if (#fields[4] + #fields[5]) / 2 > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' fields in one call')
+  end
+  local ids, messages, jsons = {}, {}, {}
+  if i <= #args then
+    if (#args - i) % 2 ~= 0 then
+      return fail('BADARG', 'ENTRIES and pairs of stream id and message JSON are required')
+    end
+    local last_ms, last_seq = 0, 0
+    if exists then
+      local info = redis.call('XINFO', 'STREAM', keys[1])
+      for k = 1, #info, 2 do
+        if info[k] == 'last-generated-id' then last_ms, last_seq = parse_full_id(info[k + 1]) end
+      end
+    end
+    for k = i + 1, #args, 2 do
+      local ms, seq = parse_full_id(args[k])
+      if not ms or not id_after(ms, seq, last_ms, last_seq) then
+        return fail('BADARG', 'entry ' .. ((k - i + 1) / 2) .. ' id is not a stream id after the '
+          .. 'session\'s last one')
+      end
+      last_ms, last_seq = ms, seq
+      ids[#ids + 1] = args[k]
+    end
+    messages, jsons = decode_batch(args, i + 2, #args, 2)
+    if not messages then return jsons end
+  end
+
+  if #jsons > 0 then
+    local session = {keys[1], keys[2], keys[3]}
+    local state = prepare_write(session, false, exists)
+    store_messages(session, jsons, messages, ids, state)
+    if state.building then build_step(session, state, WRITE_BUILD_STEP) end
+    finish_write(session, state)
+  end
+  if #fields[4] > 0 then
+    hash_set_many(keys[4], fields[4])
+    for k = 1, #fields[4], 2 do
+      if string.sub(fields[4][k], 1, 1) == 'c' then
+        redis.call('ZADD', keys[6], 0, string.sub(fields[4][k], 2))
+      end
+    end
+  end
+  if #fields[5] > 0 then hash_set_many(keys[5], fields[5]) end
+  CP.thread_ttl(keys, ttl)
+  return (#fields[4] + #fields[5]) / 2
+end
+
+--[[
+chathist_cp_delete: delete a thread (1.4).
+  KEYS: the thread's 6 keys.
+  ARGV: ALL (the session too) | CHECKPOINTS (keep the session's messages)
+  Reply: 1 if any key existed, else 0. UNLINK frees large threads off the
+  main thread.
+]]
+function CP.cp_delete(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local form = args[1] and string.upper(args[1])
+  if #args ~= 1 or (form ~= 'ALL' and form ~= 'CHECKPOINTS') then
+    return fail('BADARG', 'expected ALL or CHECKPOINTS')
+  end
+  local first = form == 'ALL' and 1 or 4
+  local gone = redis.call('UNLINK', unpack(keys, first, 6))
+  return gone > 0 and 1 or 0
+end
+
+--[[
+chathist_cp_touch: renew the TTL of every key of a thread (1.4).
+  KEYS: the thread's 6 keys.  ARGV: seconds (1 to 315360000)
+  Reply: 1 if the thread exists, else 0.
+]]
+function CP.cp_touch(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local seconds = #args == 1 and parse_count(args[1], MAX_TTL_SECONDS, 1)
+  if not seconds then return fail('BADARG', 'expected seconds (1 to ' .. MAX_TTL_SECONDS .. ')') end
+  local found = 0
+  for i = 1, 6 do found = found + redis.call('EXPIRE', keys[i], seconds) end
+  return found > 0 and 1 or 0
+end
+
 local READ_ONLY = {'no-writes'}
 local FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
 redis.register_function{function_name = 'chathist_append', callback = append}
@@ -2623,3 +3567,13 @@ redis.register_function{function_name = 'chathist_len', callback = len, flags = 
 redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
 redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_put', callback = CP.cp_put}
+redis.register_function{function_name = 'chathist_cp_writes', callback = CP.cp_writes}
+redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_more', callback = CP.cp_more, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = FREES}
+redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_load', callback = CP.cp_load}
+redis.register_function{function_name = 'chathist_cp_delete', callback = CP.cp_delete, flags = FREES}
+redis.register_function{function_name = 'chathist_cp_touch', callback = CP.cp_touch}

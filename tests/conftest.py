@@ -140,3 +140,20 @@ class PagedSearch:
 def raw(loaded: redis.Redis) -> RawSession:
     """A raw FCALL view of session "s1" under prefix "chat:"."""
     return RawSession(loaded, "chat:", "s1")
+
+
+def checkpoint_library(count_work: bool = False, **budgets: int) -> str:
+    """The shipped library with checkpoint budgets changed (``READ_ENTRIES=3``, ...) and,
+    with ``count_work``, its work counter on (replies carry what each call touched)."""
+    source = library_source()
+    for name, value in budgets.items():
+        source, replaced = re.subn(
+            rf"^CP\.{name} = \d+$", f"CP.{name} = {value}", source, flags=re.M
+        )
+        assert replaced == 1, name
+    if count_work:
+        source, replaced = re.subn(
+            r"^local COUNT_WORK = false", "local COUNT_WORK = true", source, flags=re.M
+        )
+        assert replaced == 1
+    return source

@@ -484,6 +484,16 @@ def test_library_registers_the_documented_functions_with_read_only_flags(
         "chathist_reindex": set(),
         "chathist_ttl": {"no-writes"},
         "chathist_expire": {"allow-oom"},
+        "chathist_cp_put": set(),
+        "chathist_cp_writes": set(),
+        "chathist_cp_get": {"no-writes"},
+        "chathist_cp_list": {"no-writes"},
+        "chathist_cp_more": {"no-writes"},
+        "chathist_cp_drop": {"allow-oom"},
+        "chathist_cp_dump": {"no-writes"},
+        "chathist_cp_load": set(),
+        "chathist_cp_delete": {"allow-oom"},
+        "chathist_cp_touch": set(),
     }
 
 

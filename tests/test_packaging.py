@@ -19,6 +19,9 @@ PACKAGE = ROOT / "python" / "redis_chat_history"
 #: Benchmarks (benchmarks/) and test helpers (tests/) stay out of it.
 WHEEL_PACKAGE_FILES = {
     "redis_chat_history/__init__.py",
+    "redis_chat_history/_checkpoint_protocol.py",
+    "redis_chat_history/checkpoint/__init__.py",
+    "redis_chat_history/checkpoint/_saver.py",
     "redis_chat_history/_clients.py",
     "redis_chat_history/_cluster.py",
     "redis_chat_history/_errors.py",

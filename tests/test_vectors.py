@@ -306,7 +306,7 @@ def test_protocol_doc_lists_every_function_with_its_flags() -> None:
     registered = {
         name: flag_names[flags]
         for name, flags in re.findall(
-            r"register_function\{function_name = '(\w+)', callback = \w+(, flags = \w+)?\}",
+            r"register_function\{function_name = '(\w+)', callback = [\w.]+(, flags = \w+)?\}",
             library_source(),
         )
     }

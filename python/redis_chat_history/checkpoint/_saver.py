@@ -1,0 +1,686 @@
+"""RedisChatSaver: LangGraph checkpoints kept by the chathist library (1.4).
+
+Every operation is a plan: a generator that yields protocol calls and receives their
+replies. The sync methods run plans on a sync transport, the async ones on an async
+transport, so no method body is written twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from .. import _checkpoint_protocol as cp
+from .._clients import async_client, default_url, sync_client
+from .._errors import InvalidInputError
+from .._protocol import DEFAULT_KEY_PREFIX, Call, as_text, encode_stored, range_call
+from .._retry import DEFAULT_RETRY, RetryPolicy
+from .._transport import AsyncTransport, SyncTransport
+
+Plan = Generator[Call | list[Call], Any, Any]
+#: Lists of message views remembered per checkpoint, so a put sends only new messages.
+VIEWS_KEPT = 512
+COPY_PAGE = 500
+_TAG = re.compile(rb"\{([^{}]+)\}:k$")
+
+
+def _typed(serde: Any, value: Any) -> bytes:
+    kind, data = serde.dumps_typed(value)
+    return bytes(kind.encode() + b"\0" + data)
+
+
+def _untyped(serde: Any, raw: bytes) -> Any:
+    kind, _, data = raw.partition(b"\0")
+    return serde.loads_typed((kind.decode(), data))
+
+
+def _message_list(value: Any) -> list[bytes] | None:
+    """The stored-message JSON of each item if ``value`` is a non-empty list of LangChain
+    messages that survive the round trip through stored-message JSON; else None."""
+    if not isinstance(value, list) or not value:
+        return None
+    if not all(isinstance(item, BaseMessage) for item in value):
+        return None
+    return [encode_stored(message_to_dict(item)) for item in value]
+
+
+def _messages(jsons: Sequence[bytes]) -> list[BaseMessage]:
+    return messages_from_dict([json.loads(item) for item in jsons])
+
+
+class RedisChatSaver(BaseCheckpointSaver[str]):
+    """LangGraph checkpointer on plain Redis 7+ (no modules), sync and async in one object.
+
+    A thread's checkpoints live beside its chat session, under the same hash tag: the
+    messages of a ``messages`` channel (any channel whose value is a list of LangChain
+    messages) are stored once, in the session's stream, and a checkpoint keeps runs of
+    stream ids. ``RedisChatMessageHistory(thread_id)``, the CLI and other languages read
+    the conversation as a chat history. Other channels are stored once per version,
+    serialized by ``serde``. Each put and put_writes is one atomic FCALL.
+
+    Args:
+        redis_url: Where Redis is; defaults to ``$REDIS_URL``, then ``redis://localhost:6379``.
+        key_prefix: Prefix of every key (the chat sessions' prefix, ``chat:`` by default).
+        ttl: Seconds of inactivity after which a thread expires; every write renews it.
+        refresh_ttl_on_read: Renew ``ttl`` on reads too (get_tuple, list).
+        redis_client: A ready sync client to use instead of ``redis_url``.
+        async_redis_client: A ready ``redis.asyncio`` client for the async methods.
+        serde: The serializer of channel values, writes and metadata
+            (LangGraph's ``JsonPlusSerializer`` by default).
+        retry: How transient failures are retried (a :class:`RetryPolicy`, None for none).
+        **kwargs: Options of the redis-py client made from ``redis_url``.
+    """
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        key_prefix: str = DEFAULT_KEY_PREFIX,
+        ttl: int | None = None,
+        refresh_ttl_on_read: bool = False,
+        redis_client: Any | None = None,
+        async_redis_client: Any | None = None,
+        serde: Any | None = None,
+        retry: RetryPolicy | None = DEFAULT_RETRY,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(serde=serde)
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl < 1):
+            raise InvalidInputError("ttl must be None or a positive integer of seconds")
+        if refresh_ttl_on_read and not ttl:
+            raise InvalidInputError("refresh_ttl_on_read needs a ttl to renew")
+        cp.thread_keys(key_prefix, "check")  # refuses a prefix with braces now
+        self.redis_url = redis_url or default_url()
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.refresh_ttl_on_read = refresh_ttl_on_read
+        self.retry = retry
+        self.redis_options = kwargs
+        self._redis_client = redis_client
+        self._async_redis_client = async_redis_client
+        self._views: OrderedDict[tuple[str, str, str], dict[str, list[tuple[str, bytes, str]]]]
+        self._views = OrderedDict()
+        #: Writes whose value is a list of messages, per checkpoint: (task id, index, SHA-1
+        #: of the value sent, digest of each message), so the next put can settle them.
+        self._written: OrderedDict[tuple[str, str, str], list[tuple[str, int, str, list[bytes]]]]
+        self._written = OrderedDict()
+        self._lock = threading.Lock()
+        self.writes_in_session = False
+
+    def __repr__(self) -> str:
+        return f"RedisChatSaver(key_prefix={self.key_prefix!r}, ttl={self.ttl!r})"
+
+    # -- running plans -------------------------------------------------------------------
+
+    @property
+    def redis_client(self) -> Any:
+        """The sync client in use (shared per URL and options unless one was given)."""
+        return self._redis_client or sync_client(self.redis_url, **self.redis_options)
+
+    def _drive(self, plan: Plan) -> Any:
+        transport = SyncTransport(self.redis_client, self.retry)
+        try:
+            work = next(plan)
+            while True:
+                reply = transport.run_all(work) if isinstance(work, list) else transport.run(work)
+                work = plan.send(reply)
+        except StopIteration as done:
+            return done.value
+
+    async def _adrive(self, plan: Plan) -> Any:
+        if self._async_redis_client is None and self._redis_client is not None:
+            return await asyncio.to_thread(self._drive, plan)
+        client = self._async_redis_client or await async_client(
+            self.redis_url, **self.redis_options
+        )
+        transport = AsyncTransport(client, self.retry)
+        try:
+            work = next(plan)
+            while True:
+                if isinstance(work, list):
+                    reply = await transport.run_all(work)
+                else:
+                    reply = await transport.run(work)
+                work = plan.send(reply)
+        except StopIteration as done:
+            return done.value
+
+    def _complete(self, keys: cp.Keys, raw: cp.RawCheckpoint) -> Plan:
+        """Reads what a get or list reply left for later (bounded calls of chathist_cp_more)."""
+        while (call := cp.pending_call(keys, raw)) is not None:
+            cp.apply_more(raw, (yield call))
+
+    def _read(self, keys: cp.Keys, call: Call) -> Plan:
+        """A read, with the TTL renewal in the same round trip when asked for."""
+        if self.refresh_ttl_on_read and self.ttl:
+            replies = yield [call, cp.touch_call(keys, self.ttl)]
+            return replies[0]
+        return (yield call)
+
+    # -- message views -------------------------------------------------------------------
+
+    def _remember(
+        self,
+        thread_id: str,
+        ns: str,
+        checkpoint_id: str,
+        view: dict[str, list[tuple[str, bytes, str]]],
+    ) -> None:
+        key = (thread_id, ns, checkpoint_id)
+        with self._lock:
+            self._views[key] = view
+            self._views.move_to_end(key)
+            while len(self._views) > VIEWS_KEPT:
+                self._views.popitem(last=False)
+
+    def _settles(
+        self, thread_id: str, ns: str, parent: str, plans: dict[str, cp.ListPlan]
+    ) -> list[cp.Settle]:
+        """The parent's writes of message lists that this put stores whole: the library
+        replaces their values by runs of the stored entries (each message kept once)."""
+        with self._lock:
+            written = self._written.pop((thread_id, ns, parent), [])
+        if not written:
+            return []
+        new: dict[bytes, str] = {}
+        for plan in plans.values():
+            for ident, key in zip(plan.ids, plan.digests, strict=True):
+                if ident.startswith("#"):
+                    new.setdefault(key, ident)
+        settles = []
+        for task_id, index, value_sha1, digests in written:
+            if all(key in new for key in digests):
+                runs = " ".join(f"{new[key]}..{new[key]}" for key in digests)
+                settles.append(cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs))
+        return settles
+
+    def _view_of(self, raw: cp.RawCheckpoint) -> dict[str, list[tuple[str, bytes, str]]]:
+        view = {}
+        for channel, runs in raw.record.runs.items():
+            view[channel] = [
+                (stream_id, cp.digest(json_bytes), f"{channel}:{run}")
+                for stream_id, json_bytes, run in cp.view_of(runs, raw.entries)
+            ]
+        return view
+
+    # -- decoding ------------------------------------------------------------------------
+
+    def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
+        body = _untyped(self.serde, raw.record.payload)
+        checkpoint = dict(body["c"])
+        values: dict[str, Any] = {}
+        for channel, blob in raw.blobs.items():
+            if not blob.startswith(b"empty\0"):
+                values[channel] = _untyped(self.serde, blob)
+        for channel, runs in raw.record.runs.items():
+            values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
+        checkpoint["channel_values"] = values
+        writes = sorted(raw.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.index))
+        pending = []
+        for write in writes:
+            write_runs = write.runs
+            if write_runs is not None:
+                value: Any = _messages([item[1] for item in cp.view_of(write_runs, raw.entries)])
+            else:
+                value = _untyped(self.serde, write.value)
+            pending.append((write.task_id, write.channel, value))
+        parent = body.get("p")
+        ns = raw.checkpoint_ns
+        self._remember(thread_id, ns, raw.checkpoint_id, self._view_of(raw))
+        return CheckpointTuple(
+            config={
+                "configurable": {
+                    "thread_id": thread_id,
+                    "checkpoint_ns": ns,
+                    "checkpoint_id": raw.checkpoint_id,
+                }
+            },
+            checkpoint=checkpoint,  # type: ignore[arg-type]
+            metadata=body["m"],
+            parent_config=(
+                {
+                    "configurable": {
+                        "thread_id": thread_id,
+                        "checkpoint_ns": ns,
+                        "checkpoint_id": parent,
+                    }
+                }
+                if parent
+                else None
+            ),
+            pending_writes=pending,
+        )
+
+    # -- plans ---------------------------------------------------------------------------
+
+    def _get_plan(self, config: RunnableConfig) -> Plan:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        keys = cp.thread_keys(self.key_prefix, thread_id)
+        ns = configurable.get("checkpoint_ns", "")
+        reply = yield from self._read(keys, cp.get_call(keys, ns, get_checkpoint_id(config)))
+        raw = cp.decode_checkpoint(reply)
+        if raw is None:
+            return None
+        yield from self._complete(keys, raw)
+        return self._tuple(thread_id, raw)
+
+    def _list_plan(
+        self,
+        config: RunnableConfig | None,
+        filter: dict[str, Any] | None,
+        before: RunnableConfig | None,
+        limit: int | None,
+    ) -> Generator[Call | list[Call], Any, list[CheckpointTuple]]:
+        if config is None:
+            raise InvalidInputError("list needs a config with a thread_id")
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        keys = cp.thread_keys(self.key_prefix, thread_id)
+        ns = configurable.get("checkpoint_ns")
+        cursor = None
+        if before is not None and get_checkpoint_id(before):
+            before_ns = before["configurable"].get("checkpoint_ns", ns or "")
+            cursor = cp.member(before_ns, str(get_checkpoint_id(before)))
+        found: list[CheckpointTuple] = []
+        while limit is None or len(found) < limit:
+            wanted = cp.LIST_PAGE if filter or limit is None else limit - len(found)
+            reply = yield from self._read(keys, cp.list_call(keys, ns, cursor, wanted))
+            cursor, page = cp.decode_page(reply)
+            for raw in page:
+                if filter:
+                    metadata = _untyped(self.serde, raw.record.payload)["m"]
+                    if any(metadata.get(k) != v for k, v in filter.items()):
+                        continue
+                yield from self._complete(keys, raw)
+                found.append(self._tuple(thread_id, raw))
+                if limit is not None and len(found) >= limit:
+                    break
+            if cursor is None:
+                break
+        return found
+
+    def _put_plan(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> Plan:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        ns = configurable.get("checkpoint_ns", "")
+        parent = configurable.get("checkpoint_id")
+        keys = cp.thread_keys(self.key_prefix, thread_id)
+        body: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = body.pop("channel_values")
+        lists = {name: jsons for name, value in values.items() if (jsons := _message_list(value))}
+        known: dict[bytes, list[tuple[str, str, int]]] = {}
+        if lists and parent:
+            view = self._views.get((thread_id, ns, parent))
+            if view is None:
+                reply = yield cp.get_call(keys, ns, parent)
+                raw = cp.decode_checkpoint(reply)
+                if raw is not None:
+                    yield from self._complete(keys, raw)
+                view = self._view_of(raw) if raw else {}
+            for items in view.values():
+                for position, (stream_id, key, run) in enumerate(items):
+                    known.setdefault(key, []).append((stream_id, run, position))
+        record = cp.Record()
+        messages: list[bytes] = []
+        plans: dict[str, cp.ListPlan] = {}
+        for name, jsons in lists.items():
+            plan = cp.plan_list(jsons, known, len(messages) + 1)  # type: ignore[arg-type]
+            plans[name] = plan
+            record.runs[name] = plan.runs
+            messages += plan.new
+        for name, version in body["channel_versions"].items():
+            if name not in lists:
+                record.blobs[name] = str(version)
+        blobs = [
+            (
+                cp.blob_field(ns, name, version),
+                _typed(self.serde, values[name]) if name in values else b"empty\0",
+            )
+            for name, version in new_versions.items()
+            if name not in lists
+        ]
+        record.payload = _typed(
+            self.serde,
+            {"c": body, "m": get_checkpoint_metadata(config, metadata), "p": parent},
+        )
+        settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
+        reply = yield cp.put_call(
+            keys,
+            cp.member(ns, checkpoint["id"]),
+            record.encode(),
+            blobs,
+            messages,
+            self.ttl,
+            settles,
+        )
+        stored = [as_text(item) for item in reply[1:]]
+        stored_record = cp.Record.decode(
+            reply[0] if isinstance(reply[0], bytes) else reply[0].encode()
+        )
+        stored_view: dict[str, list[tuple[str, bytes, str]]] = {}
+        for channel, plan in plans.items():
+            ids = [stored[int(i[1:]) - 1] if i.startswith("#") else i for i in plan.ids]
+            numbers = cp.numbered(ids, stored_record.runs[channel])
+            stored_view[channel] = [
+                (stream_id, key, f"{channel}:{number}")
+                for stream_id, key, number in zip(ids, plan.digests, numbers, strict=True)
+            ]
+        self._remember(thread_id, ns, checkpoint["id"], stored_view)
+        return {
+            "configurable": {
+                "thread_id": thread_id,
+                "checkpoint_ns": ns,
+                "checkpoint_id": checkpoint["id"],
+            }
+        }
+
+    def _writes_plan(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str,
+    ) -> Plan:
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        keys = cp.thread_keys(self.key_prefix, thread_id)
+        name = cp.member(configurable.get("checkpoint_ns", ""), str(configurable["checkpoint_id"]))
+        encoded: list[tuple[str, int, str, str, bytes]] = []
+        messages: list[bytes] = []
+        lists: list[tuple[str, int, str, list[bytes]]] = []
+        known: list[bytes] = []
+        if_known: list[tuple[int, int, int]] = []
+        for idx, (channel, value) in enumerate(writes):
+            # A write of messages is not stored in the session here: LangGraph may save
+            # a step's writes before the checkpoint they belong to, and the session must
+            # hold messages in the conversation's order. Each message is kept once all the
+            # same: if the session holds them already (the next checkpoint was saved
+            # first), the write keeps runs of their entries (IFKNOWN); else it keeps its
+            # value until the next put that stores them settles it (SETTLE). The library
+            # also takes message runs here (REFS_MARK), for clients that can promise the
+            # order (writes_in_session).
+            jsons = _message_list(value)
+            with_ids = bool(jsons) and all(item.id for item in value)
+            if jsons and with_ids and self.writes_in_session:
+                first = len(messages) + 1
+                messages += jsons
+                data = cp.REFS_MARK + f"#{first}..#{len(messages)}".encode()
+            else:
+                data = _typed(self.serde, value)
+                if jsons and with_ids and not self.writes_in_session:
+                    digests = [cp.digest(item) for item in jsons]
+                    index = WRITES_IDX_MAP.get(channel, idx)
+                    lists.append((task_id, index, hashlib.sha1(data).hexdigest(), digests))
+                    if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
+                    known += jsons
+            encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
+        if lists:  # before the call: a put of the next checkpoint may run meanwhile
+            ns = configurable.get("checkpoint_ns", "")
+            key = (thread_id, ns, str(configurable["checkpoint_id"]))
+            with self._lock:
+                self._written.setdefault(key, []).extend(lists)
+                self._written.move_to_end(key)
+                while len(self._written) > VIEWS_KEPT:
+                    self._written.popitem(last=False)
+        yield cp.writes_call(keys, name, encoded, messages, self.ttl, known, if_known)
+
+    def _copy_plan(self, source: str, target: str) -> Plan:
+        source_keys = cp.thread_keys(self.key_prefix, source)
+        target_keys = cp.thread_keys(self.key_prefix, target)
+        after = "0-0"
+        while True:  # the session's messages first, under their stream ids
+            reply = yield range_call(source_keys[:3], count=COPY_PAGE, after=after)
+            entries = [(as_text(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
+            if entries:
+                yield cp.load_call(target_keys, [], entries, self.ttl)
+                after = entries[-1][0]
+            if len(entries) < COPY_PAGE:
+                break
+        for which in ("C", "W"):
+            cursor: Any = "0"
+            while True:
+                reply = yield cp.dump_call(source_keys, which, cursor)
+                cursor = reply[0]
+                items = reply[1:]
+                fields = [(which, items[i], items[i + 1]) for i in range(0, len(items), 2)]
+                if fields:
+                    yield cp.load_call(target_keys, fields, [], self.ttl)
+                if as_text(cursor) == "0":
+                    break
+
+    def _fields(self, keys: cp.Keys) -> Generator[Call | list[Call], Any, list[bytes]]:
+        """Every ``:c`` field name of a thread, a bounded page per call."""
+        names: list[bytes] = []
+        cursor: Any = "0"
+        while True:
+            reply = yield cp.dump_call(keys, "C", cursor)
+            cursor = reply[0]
+            names += [item if isinstance(item, bytes) else item.encode() for item in reply[1::2]]
+            if as_text(cursor) == "0":
+                return names
+
+    def _drop(self, keys: cp.Keys, members: list[bytes], blobs: list[bytes]) -> Plan:
+        """Deletes checkpoints and values in bounded calls: a call deletes what it names and
+        a bounded number of their writes, and says how many of its checkpoints are done."""
+        for first in range(0, len(blobs), cp.MAX_FIELDS):
+            yield cp.drop_call(keys, [], blobs[first : first + cp.MAX_FIELDS])
+        while members:
+            _, done = yield cp.drop_call(keys, members[: cp.MAX_FIELDS])
+            members = members[int(done) :]
+
+    def _prune_plan(self, thread_ids: Sequence[str], strategy: str) -> Plan:
+        if strategy not in ("keep_latest", "delete"):
+            raise InvalidInputError("strategy must be 'keep_latest' or 'delete'")
+        for thread_id in thread_ids:
+            keys = cp.thread_keys(self.key_prefix, str(thread_id))
+            if strategy == "delete":
+                yield cp.delete_call(keys, keep_messages=True)
+                continue
+            names = yield from self._fields(keys)
+            members = [name[1:] for name in names if name.startswith(b"c")]
+            latest: dict[str, bytes] = {}
+            for name in members:
+                ns, checkpoint_id = cp.split_member(name)
+                if ns not in latest or cp.split_member(latest[ns])[1] < checkpoint_id:
+                    latest[ns] = name
+            keep: set[bytes] = set()
+            for name in latest.values():
+                ns, checkpoint_id = cp.split_member(name)
+                raw = cp.decode_checkpoint((yield cp.get_call(keys, ns, checkpoint_id)))
+                if raw is not None:
+                    keep |= {cp.blob_field(ns, ch, v) for ch, v in raw.record.blobs.items()}
+            old = [name for name in members if name not in set(latest.values())]
+            blobs = [name for name in names if name.startswith(b"b") and name not in keep]
+            yield from self._drop(keys, old, blobs)
+
+    def _runs_plan(self, run_ids: Sequence[str]) -> Generator[Call | list[Call], Any, None]:
+        wanted = set(run_ids)
+        if not wanted:
+            return
+        for key in self._thread_keys():
+            match = _TAG.search(key)
+            if not match:
+                continue
+            tag = match.group(1).decode()
+            thread_id = re.sub(
+                r"%25|%7B|%7D", lambda m: {"%25": "%", "%7B": "{", "%7D": "}"}[m.group(0)], tag
+            )
+            keys = cp.thread_keys(self.key_prefix, thread_id)
+            doomed: list[bytes] = []
+            cursor: Any = "0"
+            while True:
+                reply = yield cp.dump_call(keys, "C", cursor)
+                cursor = reply[0]
+                items = reply[1:]
+                for i in range(0, len(items), 2):
+                    name = items[i] if isinstance(items[i], bytes) else items[i].encode()
+                    if not name.startswith(b"c"):
+                        continue
+                    body = _untyped(self.serde, cp.Record.decode(items[i + 1]).payload)
+                    if body["m"].get("run_id") in wanted:
+                        doomed.append(name[1:])
+                if as_text(cursor) == "0":
+                    break
+            yield from self._drop(keys, doomed, [])
+
+    def _thread_keys(self) -> list[bytes]:
+        """The ``:k`` key of every thread under the prefix (SCAN, every primary)."""
+        escaped = re.sub(r"([*?\[\]\\])", r"\\\1", self.key_prefix)
+        client = self.redis_client
+        return [
+            key if isinstance(key, bytes) else key.encode()
+            for key in client.scan_iter(match=f"{escaped}{{*}}:k", count=500, _type="zset")
+        ]
+
+    # -- the BaseCheckpointSaver interface -----------------------------------------------
+
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names (the latest of its thread and namespace without
+        a ``checkpoint_id``), with its pending writes; one call."""
+        return self._drive(self._get_plan(config))  # type: ignore[no-any-return]
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Async twin of :meth:`get_tuple`."""
+        return await self._adrive(self._get_plan(config))  # type: ignore[no-any-return]
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """A thread's checkpoints, newest first (one namespace, or all without one in
+        ``config``), matching every ``filter`` item of the metadata; paged calls."""
+        yield from self._drive(self._list_plan(config, filter, before, limit))
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async twin of :meth:`list`."""
+        for item in await self._adrive(self._list_plan(config, filter, before, limit)):
+            yield item
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint: its new messages, new channel values and record in one FCALL."""
+        return self._drive(self._put_plan(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Async twin of :meth:`put`."""
+        return await self._adrive(self._put_plan(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes for a checkpoint in one FCALL (messages in the session)."""
+        self._drive(self._writes_plan(config, writes, task_id, task_path))
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Async twin of :meth:`put_writes`."""
+        await self._adrive(self._writes_plan(config, writes, task_id, task_path))
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete a thread: its checkpoints, writes and chat session (one UNLINK)."""
+        self._drive(_one(cp.delete_call(cp.thread_keys(self.key_prefix, str(thread_id)))))
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async twin of :meth:`delete_thread`."""
+        await self._adrive(_one(cp.delete_call(cp.thread_keys(self.key_prefix, str(thread_id)))))
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) made by these runs, in every thread
+        under the prefix: a SCAN, then bounded pages per thread."""
+        self._drive(self._runs_plan(run_ids))
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async twin of :meth:`delete_for_runs` (the key SCAN runs in a thread)."""
+        await asyncio.to_thread(self.delete_for_runs, run_ids)
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy a thread (messages under their stream ids, checkpoints, writes, values)
+        to another thread id that has no messages yet; bounded pages."""
+        self._drive(self._copy_plan(str(source_thread_id), str(target_thread_id)))
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async twin of :meth:`copy_thread`."""
+        await self._adrive(self._copy_plan(str(source_thread_id), str(target_thread_id)))
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: keep each namespace's newest checkpoint (and the values it
+        needs); ``delete``: drop every checkpoint. The chat session stays either way."""
+        self._drive(self._prune_plan(thread_ids, strategy))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async twin of :meth:`prune`."""
+        await self._adrive(self._prune_plan(thread_ids, strategy))
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """A short increasing version: a counter, and a random part that keeps versions
+        made on two branches of a thread apart."""
+        if current is None:
+            number = 0
+        elif isinstance(current, int | float):
+            number = int(current)
+        else:
+            number = int(str(current).split(".")[0])
+        return f"{number + 1:08d}.{random.getrandbits(32):08x}"
+
+
+def _one(call: Call) -> Plan:
+    return (yield call)
