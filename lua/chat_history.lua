@@ -2247,8 +2247,12 @@ with "\1M" holds runs instead of bytes.
 Bounded work: a write call's work grows with what it carries (its messages,
 writes, blobs, the runs of its record). A read replies at most READ_ENTRIES
 stream entries and pending writes, or fewer once READ_BYTES are read
-(checked between steps of READ_STEP), and says where to go on: the rest is
-read with chathist_cp_more, a bounded call each. A drop deletes at most
+(checked after each entry and write), and says where to go on: the rest is
+read with chathist_cp_more, a bounded call each. Stream entries are read as
+many at once as the bytes left have room for at the session's longest
+message ("\0M" of the index hash, one at a time when it is absent), pending
+writes one at a time (no bound of their length is kept), so a read takes
+at most READ_BYTES and one message or write more. A drop deletes at most
 DROP_FIELDS write fields besides what it names, and says how many of its
 checkpoints are done; the client sends the others again.
 ]]
@@ -2260,7 +2264,8 @@ CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
 CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
 CP.CP_SCAN = 64                 -- HSCAN COUNT of a dump call
 CP.REFS_MARK = '\1M'
--- Budgets of one call (tests shrink them; keep each on its own line).
+-- Budgets of one call (tests shrink them; keep each on its own line). A
+-- read takes at most READ_STEP stream entries per XRANGE.
 CP.READ_ENTRIES = 512
 CP.READ_BYTES = 262144
 CP.READ_STEP = 64
@@ -2543,15 +2548,26 @@ function CP.id_before(x, y)
   return id_after(yms, yseq, xms, xseq)
 end
 
--- Reads stream entries from start ("<id>" or "(<id>") to the id stop, in
--- steps, while the meter has budget; each entry goes to meter.entries_out
--- once per reply. Returns nil once the range is read, else the start to go
--- on from.
-function CP.read_entries(key, start, stop, meter)
+-- Reads stream entries from start ("<id>" or "(<id>") to the id stop while
+-- the meter has budget, as many at once as the bytes left have room for at
+-- the session's longest message (key index's "\0M"; one at a time when it
+-- is absent), checking the budget after each entry: a call reads at most
+-- READ_BYTES and one message more. Each entry goes to meter.entries_out once
+-- per reply. Returns nil once the range is read, else the start to go on from.
+function CP.read_entries(key, index, start, stop, meter)
+  if meter.largest == nil then
+    meter.largest = tonumber(redis.call('HGET', index, META_LARGEST) or nil) or false
+  end
   while not CP.spent(meter) do
-    local count = math.min(CP.READ_STEP, CP.READ_ENTRIES - meter.entries)
+    local count = read_room(meter.largest or nil, CP.READ_BYTES - meter.bytes,
+      math.min(CP.READ_STEP, CP.READ_ENTRIES - meter.entries))
     local entries = redis.call('XRANGE', key, start, stop, 'COUNT', count)
-    for _, entry in ipairs(entries) do
+    for i, entry in ipairs(entries) do
+      if i > 1 and CP.spent(meter) then
+        -- Only if "\0M" understated a length: the rest is read again later.
+        for k = i, #entries do meter.bytes = meter.bytes + #entries[k][2][2] end
+        return '(' .. entries[i - 1][1]
+      end
       meter.entries = meter.entries + 1
       meter.bytes = meter.bytes + #entry[2][2]
       if not meter.sent[entry[1]] then
@@ -2561,7 +2577,7 @@ function CP.read_entries(key, start, stop, meter)
         out[#out + 1] = entry[2][2]
       end
     end
-    if #entries < count then return nil end
+    if #entries < count or entries[#entries][1] == stop then return nil end
     start = '(' .. entries[#entries][1]
   end
   return start
@@ -2571,7 +2587,7 @@ end
 -- (a run inside one read before is skipped; one that goes on past such a
 -- run is read from where it ended). Appends a continuation {start, b} to
 -- more when the budget ends first.
-function CP.read_run(key, run, meter, more)
+function CP.read_run(key, index, run, meter, more)
   local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
   if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
   local reach
@@ -2582,7 +2598,7 @@ function CP.read_run(key, run, meter, more)
     end
   end
   if reach and not CP.id_before(reach, b) then return end
-  local rest = CP.read_entries(key, reach and '(' .. reach or a, b, meter)
+  local rest = CP.read_entries(key, index, reach and '(' .. reach or a, b, meter)
   if rest then
     meter.partial[run] = true
     more[#more + 1] = rest
@@ -2592,35 +2608,29 @@ function CP.read_run(key, run, meter, more)
   end
 end
 
--- Reads a checkpoint's writes from the k-th on while the meter has budget;
--- each is replied as five netstrings. Returns the writes, the runs their
--- values hold, and the k to go on from (0 when all are read).
+-- Reads a checkpoint's writes from the k-th on while the meter has budget,
+-- one at a time (a write's name and value may be long, and no bound of
+-- their length is kept), so a call reads at most READ_BYTES and one write
+-- more; each is replied as five netstrings. Returns the writes, the runs
+-- their values hold, and the k to go on from (0 when all are read).
 function CP.read_writes(key, member, k, meter)
   local n = tonumber(redis.call('HGET', key, member) or nil) or 0
   local writes, runs = {}, {}
   while k <= n do
     if CP.spent(meter) then return writes, runs, k end
-    local last = math.min(n, k + CP.READ_STEP - 1, k + CP.READ_ENTRIES - meter.entries - 1)
-    local slots = {}
-    for i = k, last do slots[#slots + 1] = CP.write_slot(member, i) end
-    local names = redis.call('HMGET', key, unpack(slots))
-    local fields = {}
-    for i, name in ipairs(names) do fields[i] = CP.write_field(member, name or '') end
-    local values = redis.call('HMGET', key, unpack(fields))
-    for i, name in ipairs(names) do
-      local value = values[i]
-      local task, index = string.match(name or '', '^(.*)%z([^%z]*)$')
-      local parts = value and task and CP.read_netstrings(value)
-      if parts and #parts == 3 then
-        writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
-        if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
-          runs[#runs + 1] = string.sub(parts[3], 3)
-        end
-        meter.bytes = meter.bytes + #value
+    local name = redis.call('HGET', key, CP.write_slot(member, k))
+    local value = name and redis.call('HGET', key, CP.write_field(member, name))
+    local task, index = string.match(name or '', '^(.*)%z([^%z]*)$')
+    local parts = value and task and CP.read_netstrings(value)
+    if parts and #parts == 3 then
+      writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
+      if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
+        runs[#runs + 1] = string.sub(parts[3], 3)
       end
-      meter.entries = meter.entries + 1
     end
-    k = last + 1
+    meter.bytes = meter.bytes + (name and #name or 0) + (value and #value or 0)
+    meter.entries = meter.entries + 1
+    k = k + 1
   end
   return writes, runs, 0
 end
@@ -2654,7 +2664,9 @@ function CP.checkpoint_reply(keys, member, record, meter, out)
   meter.entries_out = {}
   local more = {}
   for _, text in ipairs(runs) do
-    for item in string.gmatch(text .. ' ', '([^ ]+) ') do CP.read_run(keys[1], item, meter, more) end
+    for item in string.gmatch(text .. ' ', '([^ ]+) ') do
+      CP.read_run(keys[1], keys[2], item, meter, more)
+    end
   end
   out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more}
 end
@@ -3353,7 +3365,7 @@ function CP.cp_more(keys, args)
     if not parse_full_id(string.match(start, '^%(?(.*)$')) or not parse_full_id(stop) then
       return fail('BADARG', 'RUN needs a start "<id>" or "(<id>" and a stop id')
     end
-    local rest = CP.read_entries(keys[1], start, stop, meter)
+    local rest = CP.read_entries(keys[1], keys[2], start, stop, meter)
     local out = {rest or ''}
     for _, item in ipairs(meter.entries_out) do out[#out + 1] = item end
     return CP.counted(meter, out)
