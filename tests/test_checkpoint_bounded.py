@@ -6,7 +6,10 @@ Raw FCALLs on a library with its work counter on (``COUNT_WORK``): a read's repl
 writes is read, listed and dropped to the end through continuations, and every call is checked
 against the shipped budgets. Then RedisChatSaver runs on a library whose budgets are tiny, so
 that every get and list goes through chathist_cp_more, and must give what it gives with the
-shipped budgets.
+shipped budgets. Last, a thread of 200 KB messages and pending writes: every read takes at most
+its byte budget and one message or write more (entries are read as many at once as the budget
+has room for at the session's longest message, "\0M"), and the saver sees the same checkpoints
+whatever the budgets.
 """
 
 from __future__ import annotations
@@ -100,8 +103,8 @@ def big(redis_server: Any) -> Iterator[tuple[Thread, list[bytes], list[bytes]]]:
 def assert_read_bounded(work: str) -> None:
     entries, read = map(int, work.split())
     assert entries <= READ_ENTRIES, work
-    # bytes are checked between steps: one step (64 entries of about 60 bytes here) past
-    assert read <= READ_BYTES + READ_STEP * 100, work
+    # bytes are checked after each entry and write: one (of about 60 bytes here) past
+    assert read <= READ_BYTES + 100, work
 
 
 def follow(thread_calls: Thread, item: list[Any], pool: cp.Entries) -> tuple[cp.RawCheckpoint, int]:
@@ -235,3 +238,201 @@ def test_saver_on_tiny_budgets_sees_what_it_sees_on_the_shipped_ones(
     saver.prune(["tiny"])
     assert len(list(saver.list(thread("tiny")))) == 1
     assert client.hlen(cp.thread_keys("chat:", "tiny")[4]) <= 3 * 4  # the latest's writes
+
+
+# -- long messages: a read takes at most its byte budget and one message more ---------------
+
+LONG = 200_000  # bytes of text in each long message and long pending write
+LONG_MESSAGES = 36
+LONG_CHECKPOINTS = 12
+LONG_KEYS = cp.thread_keys("l:", "long")
+HUGE = {"READ_ENTRIES": 1 << 20, "READ_BYTES": 1 << 40, "READ_STEP": 1 << 20}
+
+
+def long_message(i: int) -> bytes:
+    return json.dumps({"type": "human", "data": {"content": f"long {i} " + "z" * LONG}}).encode()
+
+
+def netstring(text: bytes) -> bytes:
+    return str(len(text)).encode() + b":" + text
+
+
+class LongThread:
+    """Raw calls on the thread of long messages; every read's work is checked against
+    READ_BYTES and the longest item it can read past the budget (a message or a write)."""
+
+    def __init__(self, client: redis.Redis, ids: list[bytes], longest: int) -> None:
+        self.client = client
+        self.ids = ids
+        self.longest = longest
+        self.reads: list[int] = []
+
+    def call(self, function: str, *args: Any) -> Any:
+        work, reply = self.client.execute_command(
+            "FCALL_RO", function, len(LONG_KEYS), *LONG_KEYS, *args
+        )
+        entries, read = map(int, work.decode().split())
+        assert entries <= READ_ENTRIES, work
+        assert read <= READ_BYTES + self.longest, (function, args[:1], read)
+        self.reads.append(read)
+        return reply
+
+    def follow(self, item: list[Any], pool: cp.Entries) -> cp.RawCheckpoint:
+        raw = cp.decode_checkpoint(item, pool)
+        assert raw is not None
+        while (call := cp.pending_call(LONG_KEYS, raw)) is not None:
+            cp.apply_more(raw, self.call(cp.CP_MORE, *call.args))
+        return raw
+
+
+def long_writes() -> list[list[Any]]:
+    """The newest checkpoint's pending writes: long values between short ones, and one
+    whose value is a run of the last six messages."""
+    writes: list[list[Any]] = []
+    for i in range(12):
+        value = f"value {i} " + ("w" * LONG if i % 2 else "short")
+        writes.append([f"task{i}", i, "", "ch", value])
+    return writes
+
+
+@pytest.fixture
+def long_thread(client: redis.Redis) -> LongThread:
+    """36 messages of 200 KB, 12 checkpoints (each a run from the first message, three
+    messages longer than the one before) and 13 pending writes on the newest."""
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    ids: list[bytes] = []
+    for first in range(0, LONG_MESSAGES, 4):
+        batch = [long_message(i) for i in range(first, first + 4)]
+        ids += client.execute_command(
+            "FCALL", "chathist_append", 3, *LONG_KEYS[:3], "MESSAGES", *batch
+        )
+    members = []
+    for n in range(LONG_CHECKPOINTS):
+        end = ids[(n + 1) * LONG_MESSAGES // LONG_CHECKPOINTS - 1].decode()
+        header = f"Mmessages\t{ids[0].decode()}..{end}\n"
+        record = f"{len(header)}\n{header}payload {n}"
+        name = cp.member("", f"c{n:03d}")
+        client.execute_command(
+            "FCALL", "chathist_cp_put", 6, *LONG_KEYS, "CHECKPOINT", name, record
+        )
+        members.append(name)
+    writes = long_writes()
+    refs = b"\1M" + ids[-6] + b".." + ids[-1]
+    writes.append(["task-refs", 0, "", "messages", refs])
+    args = [part for write in writes for part in write]
+    reply = client.execute_command(
+        "FCALL", "chathist_cp_writes", 6, *LONG_KEYS, "WRITES", members[-1], len(writes), *args
+    )
+    assert reply[1] == len(writes)
+    longest_write = max(
+        len(f"{w[0]}\0{w[1]}")
+        + len(
+            b"".join(
+                netstring(str(part).encode() if not isinstance(part, bytes) else part)
+                for part in w[2:]
+            )
+        )
+        for w in writes
+    )
+    longest = max(max(len(long_message(i)) for i in range(LONG_MESSAGES)), longest_write)
+    assert longest_write > LONG and longest < READ_BYTES  # the budget has room for one of each
+    return LongThread(client, ids, longest)
+
+
+def complete_latest(thread_calls: LongThread) -> cp.RawCheckpoint:
+    return thread_calls.follow(thread_calls.call("chathist_cp_get", "LATEST", ""), cp.Entries())
+
+
+def assert_latest_is_whole(thread_calls: LongThread, raw: cp.RawCheckpoint) -> None:
+    items = cp.view_of(raw.record.runs["messages"], raw.entries)
+    assert [item[0].encode() for item in items] == thread_calls.ids
+    assert [item[1] for item in items] == [long_message(i) for i in range(LONG_MESSAGES)]
+    assert [(w.task_id, w.channel) for w in raw.writes] == [
+        *((f"task{i}", "ch") for i in range(12)),
+        ("task-refs", "messages"),
+    ]
+    assert [w.value for w in raw.writes[:12]] == [str(w[4]).encode() for w in long_writes()]
+    refs = raw.writes[12].runs
+    assert refs is not None
+    assert [item[1] for item in cp.view_of(refs, raw.entries)] == [
+        long_message(i) for i in range(LONG_MESSAGES - 6, LONG_MESSAGES)
+    ]
+
+
+def test_get_of_long_messages_reads_one_past_the_budget_at_most(long_thread: LongThread) -> None:
+    raw = complete_latest(long_thread)
+    assert_latest_is_whole(long_thread, raw)
+    # every call read something, and about as much as its budget lets it (2 items or so)
+    total = LONG_MESSAGES * LONG + 6 * LONG
+    assert len(long_thread.reads) >= total // (READ_BYTES + long_thread.longest)
+    assert all(read > 0 for read in long_thread.reads), long_thread.reads
+
+    # the same checkpoint, read in one call by a library whose budget has room for it all
+    client = long_thread.client
+    client.function_load(checkpoint_library(count_work=True, **HUGE), replace=True)
+    work, whole = client.execute_command(
+        "FCALL_RO", "chathist_cp_get", len(LONG_KEYS), *LONG_KEYS, "LATEST", ""
+    )
+    assert int(work.split()[1]) > LONG_MESSAGES * LONG  # all of it, in this one call
+    unbounded = cp.decode_checkpoint(whole)
+    assert unbounded is not None and unbounded.complete
+    assert unbounded.writes == raw.writes
+    assert cp.view_of(unbounded.record.runs["messages"], unbounded.entries) == cp.view_of(
+        raw.record.runs["messages"], raw.entries
+    )
+
+
+def test_a_session_without_its_longest_length_is_read_one_entry_at_a_time(
+    long_thread: LongThread,
+) -> None:
+    """Without "\\0M" (a session of library 1.2, or a rebuild measuring it again) entries
+    are read one at a time: still one message past the budget at most."""
+    client = long_thread.client
+    assert client.hdel(LONG_KEYS[1], "\0M") == 1
+    assert_latest_is_whole(long_thread, complete_latest(long_thread))
+
+
+def test_list_of_long_messages_reads_one_past_the_budget_at_most(long_thread: LongThread) -> None:
+    before = b""
+    seen = 0
+    while True:
+        reply = long_thread.call("chathist_cp_list", "ALL", before, 64)
+        pool = cp.Entries()
+        for item in reply[1:]:
+            raw = long_thread.follow(item, pool)
+            n = int(raw.checkpoint_id[1:])
+            items = cp.view_of(raw.record.runs["messages"], raw.entries)
+            assert [item[0].encode() for item in items] == long_thread.ids[
+                : (n + 1) * LONG_MESSAGES // LONG_CHECKPOINTS
+            ]
+            assert n == LONG_CHECKPOINTS - 1 - seen
+            seen += 1
+        before = reply[0]
+        if not before:
+            break
+    assert seen == LONG_CHECKPOINTS
+
+
+def long_agent_snapshot(redis_url: str, name: str) -> list[Any]:
+    return snapshot(RedisChatSaver(redis_url), name)
+
+
+def test_saver_on_long_messages_sees_the_same_on_every_budget(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Agent turns of 200 KB questions and answers: the shipped budgets read them a message or
+    two per call; a library that reads everything at once and one that reads one item per
+    call give the saver the same checkpoints."""
+    client.function_load(library_source(), replace=True)
+    saver = RedisChatSaver(redis_url)
+    graph = agent(saver, 5, size=LONG)
+    for turn in range(5):
+        question = f"q{turn} " + "q" * LONG
+        graph.invoke({"messages": [{"role": "user", "content": question}]}, thread("long"))
+    shipped = long_agent_snapshot(redis_url, "long")
+    state = agent(RedisChatSaver(redis_url), 0).get_state(thread("long")).values
+    assert len(state["messages"]) == 20
+    for budgets in (HUGE, TINY):
+        client.function_load(checkpoint_library(**budgets), replace=True)
+        assert long_agent_snapshot(redis_url, "long") == shipped
+        assert agent(RedisChatSaver(redis_url), 0).get_state(thread("long")).values == state
