@@ -2527,9 +2527,11 @@ end
 
 -- A read's meter: what one call has read so far, against the budgets.
 -- With COUNT_WORK (tests), a read's reply is {"<entries> <bytes>", reply}:
--- entries counts stream entries and pending writes read, bytes their bytes.
+-- entries counts stream entries and pending writes read, bytes their bytes;
+-- runs counts the runs looked at (each 1, and 1 more per 8 runs read before).
 function CP.meter()
-  return {entries = 0, bytes = 0, covered = {}, partial = {}, sent = {}, entries_out = {}}
+  return {entries = 0, bytes = 0, runs = 0, covered = {}, partial = {}, sent = {},
+    entries_out = {}}
 end
 
 function CP.counted(meter, reply)
@@ -2539,6 +2541,7 @@ end
 
 function CP.spent(meter)
   return meter.entries >= CP.READ_ENTRIES or meter.bytes >= CP.READ_BYTES
+    or meter.runs >= CP.READ_ENTRIES
 end
 
 -- True if stream id x is before id y.
@@ -2590,6 +2593,9 @@ end
 function CP.read_run(key, index, run, meter, more)
   local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
   if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
+  -- A run costs a read, and its check against the runs read before: many
+  -- short runs (a fragmented conversation) spend the budget too.
+  meter.runs = meter.runs + 1 + math.floor(#meter.covered / 8)
   local reach
   for _, span in ipairs(meter.covered) do
     if not CP.id_before(a, span[1]) and not CP.id_before(span[2], a)
