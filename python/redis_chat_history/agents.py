@@ -8,9 +8,10 @@ every agent conversation in Redis, in the same sessions as :class:`RedisChatMess
   the new input: the model sees the conversation so far, in a fresh process, with no
   checkpointer. The input is appended right away.
 - **During the run** every message is appended as soon as it exists: each AI message
-  (``after_model``), each tool result (``wrap_tool_call``), and anything else a step put
-  in the state (artificial tool messages of human-in-the-loop, structured-output tool
-  messages; ``before_model`` / ``after_agent``). A stream the caller stops, or a crash,
+  (``wrap_model_call``, before the model step ends), each tool result (``wrap_tool_call``),
+  and anything else a step put in the state (artificial tool messages of
+  human-in-the-loop, a tool error made outside the tool wrapper; ``before_model`` /
+  ``after_agent``). A stream the caller stops, or a crash,
   keeps everything produced up to then.
 - **Exactly once.** Every append carries a ``TOKEN`` (a retry after a lost reply is
   replayed, not stored again) and the messages' LangChain ids (a step that LangGraph runs
@@ -46,6 +47,9 @@ from typing import Annotated, Any, Literal
 from langchain.agents.middleware.types import (
     AgentMiddleware,
     AgentState,
+    ExtendedModelResponse,
+    ModelRequest,
+    ModelResponse,
     PrivateStateAttr,
 )
 from langchain_core.messages import AIMessage, BaseMessage, RemoveMessage, ToolMessage
@@ -155,6 +159,18 @@ def _messages_of(result: Any) -> list[BaseMessage]:
         found = result.update.get("messages") or []
         return [message for message in found if isinstance(message, BaseMessage)]
     return []
+
+
+def _response_messages(response: Any) -> list[BaseMessage]:
+    """The messages a model call produced, each given an id if it has none (the one the
+    state will hold, so that the message is known to be stored)."""
+    if isinstance(response, ExtendedModelResponse):
+        response = response.model_response
+    messages = [response] if isinstance(response, BaseMessage) else list(response.result)
+    for message in messages:
+        if message.id is None:
+            message.id = str(uuid.uuid4())
+    return messages
 
 
 def _name_tool_results(request: ToolCallRequest, messages: Sequence[BaseMessage]) -> None:
@@ -435,9 +451,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any]):
 
     # -- hooks ---------------------------------------------------------------------------
 
-    def before_agent(
-        self, state: ChatHistoryState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
+    def before_agent(self, state: ChatHistoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Load the session's window (one read, tool-call safe) before the new input, and
         append the input (one append)."""
         tail, read = self._start(state, runtime)
@@ -476,9 +490,7 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any]):
         await self._awrite(tail, messages)
         return {**update, "chat_history": tail.snapshot([*update.get("messages", messages)])}
 
-    def before_model(
-        self, state: ChatHistoryState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
+    def before_model(self, state: ChatHistoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Append what a step put in the state without passing here (usually nothing: no call)."""
         return self._flush(state)
 
@@ -488,21 +500,34 @@ class ChatHistoryMiddleware(AgentMiddleware[ChatHistoryState, Any]):
         """Async twin of :meth:`before_model`."""
         return await self._aflush(state)
 
-    def after_model(
-        self, state: ChatHistoryState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
-        """Append the AI message the model just gave (one append)."""
-        return self._flush(state)
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
+        """Call the model, then append its AI message as soon as it exists (one append),
+        before the step ends: a stream stopped right after it keeps it."""
+        response = handler(request)
+        tail = self._tail(request.state)
+        produced = _response_messages(response)
+        if tail is not None and produced:
+            self._write(tail, produced)
+        return response
 
-    async def aafter_model(
-        self, state: ChatHistoryState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
-        """Async twin of :meth:`after_model`."""
-        return await self._aflush(state)
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ModelResponse[Any] | AIMessage | ExtendedModelResponse[Any]:
+        """Async twin of :meth:`wrap_model_call`."""
+        response = await handler(request)
+        tail = self._tail(request.state)
+        produced = _response_messages(response)
+        if tail is not None and produced:
+            await self._awrite(tail, produced)
+        return response
 
-    def after_agent(
-        self, state: ChatHistoryState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
+    def after_agent(self, state: ChatHistoryState, runtime: Runtime[Any]) -> dict[str, Any] | None:
         """Append anything left (a tool's error result made outside ``wrap_tool_call``), and
         forget the run."""
         return self._flush(state, close=True)
