@@ -245,12 +245,12 @@ def test_agent_windows_of_every_size_never_start_with_orphan_tool_results(
         assert prompt[-1].content == "Hello"
         assert_tool_safe(prompt)
         assert not isinstance(prompt[0], ToolMessage)
-        RedisChatMessageHistory("agent-windows", redis_url=redis_url).delete_messages(
-            message_ids=[str(m.id) for m in prompt[-1:]]
-        )
+        # The window is the latest messages: it ends where the conversation ends.
+        assert prompt[-2].content == conversation[-1].content
         history = RedisChatMessageHistory("agent-windows", redis_url=redis_url)
-        extra = history.messages[len(conversation) :]
-        history.delete_messages(message_ids=[str(m.id) for m in extra])
+        added = history.messages[len(conversation) :]  # this run's input and answer
+        assert [m.type for m in added] == ["human", "ai"]
+        history.delete_messages(message_ids=[str(m.id) for m in added])
 
 
 def test_a_stored_window_trims_tool_results_with_their_call(redis_url: str) -> None:
