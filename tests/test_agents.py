@@ -456,3 +456,32 @@ async def test_async_runs_and_streams(redis_url: str) -> None:
     assert_once_each(transcript)
     assert_tool_safe(transcript)
     assert transcript[-2].content == "What's my name?"
+
+
+# -- the demo --------------------------------------------------------------------------------
+
+
+def test_the_demo_leads_with_an_agent_turn_with_tool_calls(
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis_chat_history.demo import run_demo
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run_demo(redis_url)
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index("== An agent that remembers: create_agent with ChatHistoryMiddleware ==")
+    assert lines[start + 1 : start + 13] == [
+        "User: Hi, my name is Alice.",
+        "AI: Hello Alice! How can I assist you today?",
+        "User: What is 2 + 3 and 4 * 5?",
+        "AI calls: add({'a': 2, 'b': 3}), multiply({'a': 4, 'b': 5})",
+        "Tool add: 5",
+        "Tool multiply: 20",
+        "AI: 2 + 3 = 5 and 4 * 5 = 20.",
+        "A new agent object (no checkpointer, nothing in memory), same thread_id:",
+        "User: What's my name?",
+        "AI: Your name is Alice.",
+        "Stored in Redis: 9 messages (human, ai, human, ai, tool, tool, ai, human, ai)",
+        "",
+    ]
+    assert start < lines.index("== Basic usage of RedisChatMessageHistory ==")
