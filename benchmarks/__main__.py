@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from .bounded import BoundedSettings, run_bounded_bench
 from .compare import run_comparison
 from .search_index import SearchSettings, run_search_bench
 from .workloads import Settings
@@ -79,6 +80,13 @@ def _sizes(text: str) -> tuple[int, ...]:
     help="Directory for bench.json, bench.txt and bench.png.",
 )
 @click.option("--no-chart", is_flag=True, help="Do not draw the PNG chart.")
+@click.option(
+    "--peers",
+    is_flag=True,
+    help="Also langchain-redis and langgraph-checkpoint-redis (their own virtualenv, "
+    ".venv-peers), every store on Valkey with RediSearch and RedisJSON (scripts/bench "
+    "installs them).",
+)
 def compare_command(
     url: str | None,
     full: bool,
@@ -92,6 +100,7 @@ def compare_command(
     no_load: bool,
     out: Path,
     no_chart: bool,
+    peers: bool,
 ) -> None:
     """Benchmark redis-chat-history against langchain-community and the raw redis-py floor.
 
@@ -107,7 +116,9 @@ def compare_command(
         load_seconds=load_seconds or (3.0 if full else 1.0),
         window=384 if full else 192,
     )
-    run_comparison(url, settings, out, chart=not no_chart, load=not no_load, echo=click.echo)
+    run_comparison(
+        url, settings, out, chart=not no_chart, load=not no_load, echo=click.echo, peers=peers
+    )
 
 
 @click.command(name="bench search")
@@ -165,11 +176,46 @@ def search_command(
     run_search_bench(url, settings, out, echo=click.echo)
 
 
+@click.command(name="bench bounded")
+@click.option("--url", default=None, help=_URL_HELP)
+@click.option("--full", is_flag=True, help="Sizes up to 1,000,000 messages, more repeats.")
+@click.option("--sizes", default=None, help="Session sizes (default 1000,10000,100000).")
+@click.option(
+    "--neighbour-seconds",
+    type=click.FloatRange(0, 600),
+    default=None,
+    help="Seconds of the neighbour load per store (0 skips it; default 3, 10 with --full).",
+)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path),
+    default=Path("bench-results"),
+    show_default=True,
+    help="Directory for bounded.json and bounded.txt.",
+)
+def bounded_command(
+    url: str | None, full: bool, sizes: str | None, neighbour_seconds: float | None, out: Path
+) -> None:
+    """The worst call of every function, a neighbour's latency, append and read costs."""
+    default_sizes = "1000,10000,100000,1000000" if full else "1000,10000,100000"
+    settings = BoundedSettings(
+        sizes=_sizes(sizes or default_sizes),
+        repeats=5 if full else 3,
+        neighbour_seconds=neighbour_seconds
+        if neighbour_seconds is not None
+        else (10.0 if full else 3.0),
+    )
+    run_bounded_bench(url, settings, out, echo=click.echo)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Dispatch to the comparison, or to the search benchmark when the first word is ``search``."""
+    """Dispatch to the comparison, or to the benchmark the first word names (``search``,
+    ``bounded``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["search"]:
         search_command.main(args[1:], prog_name="bench search")
+    elif args[:1] == ["bounded"]:
+        bounded_command.main(args[1:], prog_name="bench bounded")
     else:
         compare_command.main(args, prog_name="bench")
 

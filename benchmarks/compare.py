@@ -17,11 +17,13 @@ import redis
 
 from redis_chat_history._protocol import version_tuple
 from redis_chat_history._transport import SyncTransport
+from redis_chat_history.local_server import start_redis
 
 from .corpus import DISTINCT, Corpus, rare_and_common
 from .goals import check_goals
 from .load import LoadPlan, run_load
-from .measure import library_version, load_gc_helper
+from .measure import ServerCost, Timing, library_version, load_gc_helper
+from .peers import PEER_PREFIX, peer_setup, run_peer_worker, start_stack_server
 from .report import extra_tables, goals_table, row_dict, timing_table, write_chart, write_json
 from .server import bench_server, describe_environment
 from .stores import (
@@ -50,10 +52,57 @@ from .workloads import (
 
 PREFIX = "bench:"
 NOINDEX_VERSION = (1, 1, 0)
+#: Seconds the peers' process may take (a quick run takes about a minute).
+PEER_TIMEOUT = 1800.0
 
 
-def make_stores(url: str, client: redis.Redis, ttl: int, notes: list[str]) -> list[Store]:
-    """The stores this server and environment can run, with a note for each one left out."""
+def row_from_json(item: dict[str, Any]) -> Row:
+    """A row of the peers' process (benchmarks.peer_worker) as a :class:`Row`."""
+    timing, server = item.get("timing"), item.get("server")
+    return Row(
+        item["workload"],
+        item["store"],
+        Timing(**timing) if timing else None,
+        ServerCost(**server) if server else None,
+        item.get("extra", {}),
+    )
+
+
+def merge_rows(rows: list[Row], extra: list[Row]) -> list[Row]:
+    """``rows`` with ``extra`` placed in their workloads' groups, before the floor."""
+    merged: list[Row] = []
+    for workload in dict.fromkeys(row.workload for row in rows):
+        group = [row for row in rows if row.workload == workload]
+        merged += [row for row in group if row.store != "floor"]
+        merged += [row for row in extra if row.workload == workload]
+        merged += [row for row in group if row.store == "floor"]
+    return merged
+
+
+def peer_notes(reply: dict[str, Any]) -> list[str]:
+    """What the peers' run says beyond its rows: its failures and how it measured."""
+    if "error" in reply:
+        return [f"peers: {reply['error']}"]
+    notes = [
+        f"{error['store']} failed at {error['workload']}: {error['error']}"
+        for error in reply.get("errors", [])
+    ]
+    versions = ", ".join(f"{name} {version}" for name, version in reply["versions"].items())
+    notes.append(
+        f"peers ({versions}) ran in their own process after the other stores' rounds, on the "
+        "same server: seed workloads only (no latest-20 read, append cost by size or load); "
+        "langgraph-checkpoint-redis is a one-node MessagesState graph's thread "
+        "(update_state to append, get_state to read; search reads the thread and filters "
+        "in Python); langchain-redis's memory leaves out its RediSearch index (not a key)"
+    )
+    return notes
+
+
+def make_stores(
+    url: str, client: redis.Redis, ttl: int, notes: list[str], peers: bool = False
+) -> list[Store]:
+    """The stores this server and environment can run, with a note for each one left out
+    (with ``peers``, langchain-redis runs in the peers' process instead)."""
 
     def prefix(name: str) -> str:
         return f"{PREFIX}{name}:"
@@ -72,10 +121,10 @@ def make_stores(url: str, client: redis.Redis, ttl: int, notes: list[str]) -> li
         notes.append(missing)
     else:
         stores.append(LangchainCommunityStore(url, prefix("lcc"), ttl))
-    missing = langchain_redis_unavailable(client)
+    missing = None if peers else langchain_redis_unavailable(client)
     if missing:
         notes.append(missing)
-    else:
+    elif not peers:
         stores.append(LangchainRedisStore(url, prefix("lcr"), ttl))
     stores.append(FloorStore(url, prefix("floor"), ttl))
     return stores
@@ -88,16 +137,29 @@ def run_comparison(
     chart: bool,
     load: bool,
     echo: Callable[[str], None],
+    peers: bool = False,
 ) -> dict[str, Any]:
-    """Run every workload for every store; print the tables; write JSON (and PNG)."""
+    """Run every workload for every store; print the tables; write JSON (and PNG).
+
+    With ``peers``, langchain-redis and langgraph-checkpoint-redis are measured too, in
+    their own virtualenv's process (:mod:`benchmarks.peers`), on the same server: without
+    ``url``, a throwaway Valkey with RediSearch and RedisJSON for every store.
+    """
     started = time.time()
     notes: list[str] = []
-    with bench_server(url, (PREFIX,)) as server_url:
+    setup = peer_setup() if peers else None
+    if isinstance(setup, str):
+        notes.append(f"langchain-redis and langgraph-checkpoint-redis not run: {setup}")
+        setup = None
+    start = functools.partial(start_stack_server, setup) if setup else start_redis
+    peer_labels: dict[str, str] = {}
+    peer_reply: dict[str, Any] = {}
+    with bench_server(url, (PREFIX, PEER_PREFIX), start) as server_url:
         client = redis.Redis.from_url(server_url)
         SyncTransport(client).ensure_library()
         load_gc_helper(client)
         library = library_version(client)
-        stores = make_stores(server_url, client, settings.ttl, notes)
+        stores = make_stores(server_url, client, settings.ttl, notes, peers=setup is not None)
         corpus = Corpus()
         bench = Bench(client, corpus, settings)
         rows: list[Row] = []
@@ -122,10 +184,23 @@ def run_comparison(
         for name, step in steps:
             echo(f"... {name}")
             for store in stores:
-                row = step(store)
+                try:
+                    row = step(store)
+                except Exception as error:  # a store's failure is a result, not the run's end
+                    notes.append(f"{store.name} failed at {name}: {type(error).__name__}: {error}")
+                    bench.pending = [(r, job) for r, job in bench.pending if job.store is not store]
+                    continue
                 if row is not None:
                     rows.append(row)
             bench.measure_pending()
+        if setup is not None:
+            echo("... langchain-redis and langgraph-checkpoint-redis (their own process)")
+            peer_reply = run_peer_worker(
+                setup, server_url, {"settings": asdict(settings)}, PEER_TIMEOUT
+            )
+            rows = merge_rows(rows, [row_from_json(item) for item in peer_reply.get("rows", [])])
+            peer_labels = peer_reply.get("labels", {})
+            notes.extend(peer_notes(peer_reply))
         load_results: dict[str, dict[str, Any]] = {}
         if load:
             echo(
@@ -177,7 +252,8 @@ def run_comparison(
         "kind": "comparison",
         "settings": asdict(settings),
         "environment": environment,
-        "stores": {store.name: store.label for store in stores},
+        "stores": {**{store.name: store.label for store in stores}, **peer_labels},
+        "peers": peer_reply,
         "rows": [row_dict(rows, row) for row in rows],
         "load": load_results,
         "goals": [v.as_dict() for v in verdicts],
@@ -187,7 +263,7 @@ def run_comparison(
     write_json(out / "bench.json", document)
     echo(f"\nJSON: {out / 'bench.json'}")
     if chart:
-        why = write_chart(out / "bench.png", rows, [store.name for store in stores])
+        why = write_chart(out / "bench.png", rows, [*(s.name for s in stores), *peer_labels])
         echo(why or f"chart: {out / 'bench.png'}")
     (out / "bench.txt").write_text(text + "\n", encoding="utf-8")
     return document

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from importlib import metadata
 from typing import Any
 
 import redis
 
-from redis_chat_history.local_server import start_redis, stop_redis
+from redis_chat_history.local_server import LocalRedis, start_redis, stop_redis
 
 from .measure import GC_LIBRARY
 
 
 @contextmanager
-def bench_server(url: str | None, prefixes: tuple[str, ...]) -> Iterator[str]:
-    """Yield a server URL: ``url`` (keys under ``prefixes`` deleted after), or a throwaway one.
+def bench_server(
+    url: str | None, prefixes: tuple[str, ...], start: Callable[[], LocalRedis] = start_redis
+) -> Iterator[str]:
+    """Yield a server URL: ``url`` (keys under ``prefixes`` deleted after), or a throwaway one
+    (made by ``start``: by default a plain redis-server).
 
     The throwaway server runs with no persistence and is stopped (and its directory
     removed) at the end, whatever happens.
@@ -35,7 +38,7 @@ def bench_server(url: str | None, prefixes: tuple[str, ...]) -> Iterator[str]:
                     client.unlink(key)
             client.close()
         return
-    server = start_redis()
+    server = start()
     try:
         yield server.url
     finally:
@@ -54,6 +57,7 @@ def describe_environment(client: redis.Redis, library: str | None) -> dict[str, 
     info: dict[str, Any] = client.info("server")
     return {
         "redis_server": info.get("redis_version"),
+        "valkey_server": info.get("valkey_version"),  # Valkey says redis_version 7.2.4
         "chathist_library": library,
         "python": platform.python_version(),
         "machine": platform.machine(),
@@ -67,6 +71,7 @@ def describe_environment(client: redis.Redis, library: str | None) -> dict[str, 
                 "langchain-core",
                 "langchain-community",
                 "langchain-redis",
+                "langgraph-checkpoint-redis",
                 "matplotlib",
             )
         },

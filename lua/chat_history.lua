@@ -97,9 +97,10 @@ local META_RECORDS = '\0n'        -- pending records: "<count> <first id>"
 local META_FOLDED = '\0f'         -- the JSON byte total ("\0b") at the last fold
 local META_CURSOR = '\0c'         -- rebuilding: "<last id indexed> <messages indexed>"
 local META_COUNTED = '\0B'        -- rebuilding with "\0b" unknown: bytes up to the cursor
-local META_TOKENS = '\0t'         -- the newest writes' TOKENs and the ids they replied
-local TOKEN_MS = 60000            -- a write's TOKEN is kept this long for its retries
-local TOKEN_BYTES = 16384         -- ... or less: the oldest go first (the newest stays)
+local META_WRITES = '\0k'         -- writes named by a TOKEN so far
+local TOKEN_MARK = '\0T'          -- "\0T" <g> <token>: the ids that write replied
+local SLOT_MARK = '\0S'           -- "\0S" <g> "." <i>: the token of generation g's write i
+local TOKEN_WRITES = 64           -- writes per generation: a token lives 64 to 128 writes
 local RECORD_MARK = '\0r'         -- pending record k is the field "\0r" <k>
 local PENDING_RECORDS = 64         -- pending records this many are folded into the index
 local PENDING_BYTES = 32768        -- ... or fewer, once their messages' JSON is this long
@@ -1050,55 +1051,70 @@ local function build_step(keys, state, n)
   state.folded = state.total
 end
 
--- The ids a write named token replied, if it is still kept. tokens is the
--- "\0t" value: a line "<ms> <token> <id>,<id>..." per write, oldest first;
--- a token is the only field between two spaces, so one plain find tells.
-local function replayed(tokens, token)
-  if not tokens or not token then return nil end
-  local at = string.find(tokens, ' ' .. token .. ' ', 1, true)
-  if not at then return nil end
-  local stop = string.find(tokens, '\n', at, true) or #tokens + 1
+-- Tokens: a write named by a TOKEN stores the ids it replied in the field
+-- "\0T" <g> <token>, where g is its generation (0 or 1, taking turns every
+-- TOKEN_WRITES writes), and its token in the slot "\0S" <g> "." <i>. A
+-- generation's first write deletes what that generation held two
+-- generations ago (TOKEN_WRITES fields, read by one HMGET), so a token is
+-- kept for the next TOKEN_WRITES to 2 * TOKEN_WRITES writes, long enough for
+-- a retry, and a write finds a retry of itself with two fields of the
+-- HMGET it does anyway.
+
+-- The two fields that may hold a token's ids.
+local function token_fields(token)
+  return TOKEN_MARK .. '0' .. token, TOKEN_MARK .. '1' .. token
+end
+
+-- The ids a write named token replied (the value of one of its fields), as a list.
+local function replayed(value)
+  if not value then return nil end
   local list = {}
-  for id in string.gmatch(string.sub(tokens, at + #token + 2, stop - 1), '[^,]+') do
-    list[#list + 1] = id
-  end
+  for id in string.gmatch(value, '[^,]+') do list[#list + 1] = id end
   return list
 end
 
--- The "\0t" value once a write named token replied ids: its line last; the
--- oldest lines go once older than TOKEN_MS or beyond TOKEN_BYTES (a write
--- drops a line or two, each with one find). The time is the newest id's.
-local function remember_token(tokens, token, ids)
-  local now = 0
-  for _, id in ipairs(ids) do now = math.max(now, tonumber(string.match(id, '^%d+'))) end
-  local line = string.format('%.0f', now) .. ' ' .. token .. ' ' .. table.concat(ids, ',')
-  if not tokens then return line end
-  local kept = tokens .. '\n' .. line
-  while #kept > #line do
-    local oldest = tonumber(string.match(kept, '^%d+'))
-    if #kept <= TOKEN_BYTES and oldest and oldest >= now - TOKEN_MS then break end
-    kept = string.sub(kept, string.find(kept, '\n', 1, true) + 1)
+-- Adds the fields that remember state.token (and its reply) to writes, and
+-- deletes the oldest generation's when one starts.
+local function remember_token(keys, state, writes)
+  local count = state.writes
+  local generation, slot = math.floor(count / TOKEN_WRITES) % 2, count % TOKEN_WRITES
+  if slot == 0 and count >= 2 * TOKEN_WRITES then
+    local slots = {}
+    for i = 0, TOKEN_WRITES - 1 do slots[#slots + 1] = SLOT_MARK .. generation .. '.' .. i end
+    local old = redis.call('HMGET', keys[2], unpack(slots))
+    local gone = {}
+    for i, name in ipairs(old) do
+      if name then gone[#gone + 1] = TOKEN_MARK .. generation .. name end
+      gone[#gone + 1] = slots[i]
+    end
+    redis.call('HDEL', keys[2], unpack(gone))
   end
-  return kept
+  local n = #writes
+  writes[n + 1], writes[n + 2] = TOKEN_MARK .. generation .. state.token,
+    table.concat(state.replied, ',')
+  writes[n + 3], writes[n + 4] = SLOT_MARK .. generation .. '.' .. slot, state.token
+  writes[n + 5], writes[n + 6] = META_WRITES, count + 1
 end
 
 -- Before a write: the session's state (see "Writer state" above). A session
 -- without messages starts over (clearing what an evicted stream left
 -- behind) and is indexed unless noindex; one with messages keeps its state.
 -- An index of library 1.1, or a lost index hash, starts a rebuild.
-local function prepare_write(keys, noindex, exists)
+local function prepare_write(keys, noindex, exists, token)
   local state = {total = 0, count = 0, first = nil, fresh = {}, removed = {}, changed = false,
-    folded = 0, indexed = false, building = false, counting = false}
+    folded = 0, indexed = false, building = false, counting = false, writes = 0}
   if not exists then
     redis.call('UNLINK', keys[2], keys[3])
     redis.call('HSET', keys[2], META_INDEXED, noindex and NOINDEX_FORMAT or INDEX_FORMAT)
     state.indexed = not noindex
     return state
   end
+  local first, second = token_fields(token or '')
   local meta = redis.call('HMGET', keys[2], META_INDEXED, META_BYTES, META_RECORDS, META_SWEEP,
-    META_FOLDED, META_CURSOR, META_COUNTED, META_TOKENS)
+    META_FOLDED, META_CURSOR, META_COUNTED, META_WRITES, first, second)
   local format, total = meta[1], tonumber(meta[2] or nil)
-  state.sweep, state.tokens = meta[4] or nil, meta[8] or nil
+  state.sweep, state.writes = meta[4] or nil, tonumber(meta[8] or nil) or 0
+  state.again = token and (meta[9] or meta[10]) or nil
   if format == INDEX_FORMAT and total then
     state.indexed, state.total = true, total
     state.count, state.first = parse_records_meta(meta[3] or nil)
@@ -1211,9 +1227,7 @@ end
 -- sweep (one step per fold) once messages of folded pages have been dropped.
 local function finish_write(keys, state)
   local writes = {state.counting and META_COUNTED or META_BYTES, state.total}
-  if state.token then
-    writes[3], writes[4] = META_TOKENS, remember_token(state.tokens, state.token, state.replied)
-  end
+  if state.token then remember_token(keys, state, writes) end
   local sweep = state.sweep
   if (state.indexed or state.building) and state.dropped and not sweep then sweep = '0' end
   if state.indexed and state.changed then
@@ -1995,8 +2009,8 @@ chathist_append: store a batch of messages, atomically.
     at most n remain / their JSON takes at most n bytes (the newest stays).
     NOINDEX: a session with no index yet is not given one.
     TOKEN t: the write's name for retries (1.3): a call whose token names
-    a write of the session's last minute stores nothing and replies what
-    that write replied.
+    one of the session's latest 64 to 128 writes with a token stores
+    nothing and replies what that write replied.
     IFLAST id (1.3): write only if the session's newest message is id
     (0-0: the session is empty); else reply CONFLICT and write nothing.
     TOOLSAFE (1.3): a trim also removes the tool results of the AI
@@ -2032,9 +2046,10 @@ local function append(keys, args)
   if options.IFLAST then
     -- A conditional write: a retry of it is replayed, another writer's
     -- message in between is a conflict, and either way nothing is written.
-    local again = exists and token and replayed(redis.call('HGET', keys[2], META_TOKENS) or nil,
-      token)
-    if again then return again end
+    if exists and token then
+      local again = redis.call('HMGET', keys[2], token_fields(token))
+      if again[1] or again[2] then return replayed(again[1] or again[2]) end
+    end
     local last = exists and redis.call('XREVRANGE', keys[1], '+', '-', 'COUNT', 1)[1]
     local last_id = last and last[1] or '0-0'
     if last_id ~= options.IFLAST then
@@ -2043,9 +2058,8 @@ local function append(keys, args)
     end
   end
 
-  local state = prepare_write(keys, options.NOINDEX, exists)
-  local again = replayed(state.tokens, token)
-  if again then return again end
+  local state = prepare_write(keys, options.NOINDEX, exists, token)
+  if state.again then return replayed(state.again) end
   local stream_ids = store_messages(keys, jsons, messages, nil, state)
   state.token, state.replied = token, stream_ids
   trim(keys, state, max_count, max_bytes, options.TOOLSAFE)
@@ -2080,8 +2094,10 @@ local function import(keys, args)
   if err then return err end
   -- A retry of an import that was stored replies what it replied (its ids
   -- are no longer after the session's last one).
-  local again = exists and token and replayed(redis.call('HGET', keys[2], META_TOKENS) or nil, token)
-  if again then return again end
+  if exists and token then
+    local again = redis.call('HMGET', keys[2], token_fields(token))
+    if again[1] or again[2] then return replayed(again[1] or again[2]) end
+  end
   local ids = {}
   local last_ms, last_seq = 0, 0
   if exists then
@@ -2106,7 +2122,7 @@ local function import(keys, args)
   local messages, jsons = decode_batch(args, at + 2, #args, 2)
   if not messages then return jsons end
 
-  local state = prepare_write(keys, options.NOINDEX, exists)
+  local state = prepare_write(keys, options.NOINDEX, exists, token)
   local stream_ids = store_messages(keys, jsons, messages, ids, state)
   state.token, state.replied = token, stream_ids
   if state.building then build_step(keys, state, WRITE_BUILD_STEP) end

@@ -17,6 +17,7 @@ import redis
 from benchmarks.__main__ import main
 from benchmarks.compare import run_comparison
 from benchmarks.corpus import Corpus, rare_and_common, word_tokens
+from benchmarks.peers import peer_setup
 from benchmarks.search_index import SearchSettings, run_search_bench
 from benchmarks.workloads import Settings
 
@@ -110,3 +111,47 @@ def test_command_line_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> N
         main(["--sizes", "10,x"])
     assert stopped.value.code == 2
     assert re.search(r"not a comma-separated list", capsys.readouterr().err)
+
+
+def test_comparison_with_peers_reports_them_on_the_same_server(tmp_path: Path) -> None:
+    setup = peer_setup()
+    if isinstance(setup, str):
+        pytest.skip(f"langchain-redis peers not available: {setup}")
+    document = run_comparison(
+        None, TINY, tmp_path, chart=False, load=False, echo=lambda _: None, peers=True
+    )
+    assert "error" not in document["peers"], document["peers"]
+    assert document["environment"]["valkey_server"].startswith("8.")
+    rows = {(row["workload"], row["store"]): row for row in document["rows"]}
+    for peer in ("langchain-redis", "langgraph-checkpoint-redis"):
+        assert peer in document["stores"]
+        for workload in ("append_1", "append_turn", "runnable_turn", "read_30", "search"):
+            assert rows[workload, peer]["median_us"] > 0
+        assert rows["memory", peer]["bytes_per_message"] > 0
+    assert ("runnable_turn", "ours") in rows and ("read_30", "floor") in rows
+
+
+def test_bounded_bench_measures_every_function_and_goal(redis_url: str, tmp_path: Path) -> None:
+    from benchmarks.bounded import QUERIES, BoundedSettings, run_bounded_bench
+
+    settings = BoundedSettings(
+        sizes=(300,),
+        repeats=1,
+        neighbour_seconds=0.5,
+        neighbour_size=200,
+        append_calls=50,
+        retry_state_messages=400,
+    )
+    lines: list[str] = []
+    run_bounded_bench(redis_url, settings, tmp_path, echo=lines.append)
+    written = json.loads((tmp_path / "bounded.json").read_text())
+    functions = {row["function"] for row in written["worst"]}
+    assert {label for label, _, _ in QUERIES} <= functions
+    assert {"append a turn", "reindex (each step)", "trim to 10 (each write)"} <= functions
+    assert all(row["worst_ms"] > 0 and row["calls"] > 0 for row in written["worst"])
+    assert {"ours", "floor"} <= set(written["neighbour"])
+    assert written["append"]["floor_us"] > 0 and written["append"]["retry_state_ratio"] >= 0
+    assert written["read"]["ours_ms"] > 0
+    text = (tmp_path / "bounded.txt").read_text()
+    assert "Worst call per function" in text and "goal" in text
+    assert not redis.Redis.from_url(redis_url).keys("bounded:*")

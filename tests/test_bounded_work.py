@@ -237,12 +237,15 @@ def test_a_window_made_much_smaller_shrinks_a_bounded_step_per_write(redis_serve
     session = Session(client, "window", [f"old {i}" for i in range(2000)])
     step = budget("TRIM_STEP")
     length = 2000
+    writes = 0
     while length > 10:
         session.raw.call("append", "MAXLEN", 10, "MESSAGES", stored("new"))
+        writes += 1
         new_length = session.raw.call("len", read_only=True)
-        assert new_length >= min(length + 1 - step, 10)
+        removed = length + 1 - new_length
+        assert removed == min(step, length + 1 - 10)  # a bounded step, and progress
         length = new_length
-    assert length == 10
+    assert length == 10 and writes == -(-(2000 - 10) // (step - 1))
 
 
 def test_clear_and_delete_work_at_maxmemory(redis_server: Any) -> None:

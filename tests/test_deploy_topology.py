@@ -24,6 +24,7 @@ import pytest
 import redis
 from click.testing import CliRunner
 from langchain_core.messages import HumanMessage
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.crc import key_slot
 
 from local_cluster import (
@@ -34,7 +35,7 @@ from local_cluster import (
     start_node,
     wait_for,
 )
-from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory
+from redis_chat_history import LIBRARY_VERSION, RedisChatMessageHistory, RetryPolicy
 from redis_chat_history.cli import main
 from redis_chat_history.local_server import stop_redis
 
@@ -121,8 +122,13 @@ def load(cluster: LocalCluster, way: str, via: ClusterNode | None = None) -> str
         )
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout + done.stderr
+    # An app's first use while the new cluster still says CLUSTERDOWN: patient retries (a
+    # busy machine can take seconds to agree on the slots).
+    patient = RetryPolicy(retries=20, backoff=ExponentialWithJitterBackoff(cap=1.0, base=0.1))
     history = RedisChatMessageHistory(
-        f"t-{uuid.uuid4().hex[:8]}", redis_url=f"{url}/0?client_name=d{uuid.uuid4().hex[:8]}"
+        f"t-{uuid.uuid4().hex[:8]}",
+        redis_url=f"{url}/0?client_name=d{uuid.uuid4().hex[:8]}",
+        retry=patient,
     )
     history.add_messages([HumanMessage("hello")])
     assert [m.content for m in history.messages] == ["hello"]

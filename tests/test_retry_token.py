@@ -4,13 +4,11 @@ stays small however long the session grows (raw FCALL)."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 import redis
 
 from conftest import RawSession
-from redis_chat_history import library_source
 
 
 def stored(text: str) -> str:
@@ -35,35 +33,21 @@ def test_a_retried_import_replies_its_ids(raw: RawSession) -> None:
     assert raw.call("len", read_only=True) == 2
 
 
-def test_a_write_of_the_last_minute_can_be_retried_and_the_state_stays_small(
+def test_a_token_is_kept_for_the_next_64_to_128_writes_and_the_state_stays_small(
     raw: RawSession,
 ) -> None:
     replies = {}
-    for i in range(600):
+    for i in range(300):
         replies[i] = raw.call("append", "TOKEN", f"t{i}", "MESSAGES", stored(f"m{i}"))
-    kept = raw.client.hget(raw.keys[1], "\0t")
-    assert len(kept) <= 16384  # the oldest went first
-    lines = kept.split(b"\n")
-    assert lines[-1].split()[1] == b"t599"
-    oldest = int(lines[0].split()[1][1:])
-    assert 0 < oldest < 400
-    for i in (599, 500, oldest):
+    fields = raw.client.hkeys(raw.keys[1])
+    tokens = [field for field in fields if field.startswith(b"\0T")]
+    assert 64 <= len(tokens) <= 128
+    for i in range(299, 299 - 64, -1):  # the latest 64 are always kept
         assert raw.call("append", "TOKEN", f"t{i}", "MESSAGES", stored(f"m{i}")) == replies[i]
-    assert raw.call("len", read_only=True) == 600
+    assert raw.call("len", read_only=True) == 300
+    raw.call("append", "TOKEN", "t0", "MESSAGES", stored("m0"))  # long gone: a new write
+    assert raw.call("len", read_only=True) == 301
     assert not raw.client.exists(raw.keys[2])  # no per-message map for messages without ids
-
-
-def test_tokens_older_than_their_time_are_dropped(client: redis.Redis) -> None:
-    source = library_source().replace("local TOKEN_MS = 60000", "local TOKEN_MS = 50")
-    client.function_load(source, replace=True)
-    raw = RawSession(client, "chat:", "timed")
-    first = raw.call("append", "TOKEN", "early", "MESSAGES", stored("a"))
-    assert raw.call("append", "TOKEN", "early", "MESSAGES", stored("a")) == first
-    time.sleep(0.1)
-    raw.call("append", "TOKEN", "later", "MESSAGES", stored("b"))
-    assert raw.client.hget(raw.keys[1], "\0t").split()[1] == b"later"
-    raw.call("append", "TOKEN", "early", "MESSAGES", stored("a"))  # a new write now
-    assert raw.call("len", read_only=True) == 3
 
 
 @pytest.mark.parametrize("token", ["", "a b", "x" * 65, "semi;colon", "new\nline"])

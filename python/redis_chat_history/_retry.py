@@ -9,8 +9,8 @@ the address leads to the new primary). Everything else (bad input, ``OOM``,
 ``NOPERM``, wrong password, an untrusted TLS certificate) fails at once.
 
 Retrying an append is safe because every append carries a token (``TOKEN``) and the
-library replays the reply of a write whose token it has seen (those of the last
-minute, per session), so an append whose first attempt was stored but whose reply was lost is not
+library replays the reply of a write whose token it has seen (the latest 64 or
+more per session), so an append whose first attempt was stored but whose reply was lost is not
 stored twice. Messages that carry a client id (``data.id``) are also stored at most once
 per session.
 """

@@ -79,9 +79,19 @@ def describe(client: Any) -> str:
     return "the configured Redis"
 
 
+#: How servers word an ACL refusal of a command run inside a function (redis-py maps the
+#: ``NOPERM`` prefix to NoPermissionError only when the reply starts with it). Redis 7.0:
+#: "The user executing the script can't run this command or subcommand script: ...";
+#: Valkey 8: "ACL failure in script: User app has no permissions to run the 'xadd' command".
+_ACL_REFUSALS = ("user executing the script can't run", "acl failure in script")
+
+
 def _is_acl_refusal(error: Exception) -> bool:
     """True when a command run inside a function was refused by the caller's ACL."""
-    return isinstance(error, ResponseError) and "user executing the script can't run" in str(error)
+    if not isinstance(error, ResponseError):
+        return False
+    text = str(error).lower()
+    return any(wording in text for wording in _ACL_REFUSALS)
 
 
 def final_error(error: Exception, where: str, attempts: int) -> ChatHistoryError:

@@ -47,8 +47,8 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         retry: How transient failures (connection lost, timeout, ``LOADING``, ``BUSY``,
             ``READONLY``) are retried: a :class:`RetryPolicy`, by default 3 retries with
             exponential backoff; None for a single attempt. Appends are safe to retry:
-            a message without an ``id`` is sent as a copy given a uuid4 ``id``, and the
-            library stores each id once per session.
+            each call carries a token, and the library stores a retried call's
+            messages once.
         max_message_bytes: The largest stored-message JSON this history sends (at most,
             and by default, the library's 1 MiB); a larger message raises
             :class:`InvalidInputError` before anything is sent.

@@ -1,7 +1,13 @@
-"""A throwaway redis-server on a free loopback port, for the demo, tests and benchmarks."""
+"""A throwaway redis-server on a free loopback port, for the demo, tests and benchmarks.
+
+The executable is ``redis-server`` on PATH, or the one ``$RCH_REDIS_SERVER`` names (a path,
+or a name looked up on PATH): a ``valkey-server`` for example. ``scripts/test`` sets it from
+``RCH_SERVER`` (``redis``, ``valkey`` or ``redis8``).
+"""
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -34,10 +40,21 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+#: The environment variable naming the server executable to start instead of redis-server.
+SERVER_VARIABLE = "RCH_REDIS_SERVER"
+
+
 def redis_server_path() -> str:
-    """The redis-server executable on PATH, or a clear error saying how to get one."""
-    path = shutil.which("redis-server")
+    """The server executable to start ($RCH_REDIS_SERVER, else redis-server on PATH), or a
+    clear error saying how to get one."""
+    wanted = os.environ.get(SERVER_VARIABLE) or "redis-server"
+    path = shutil.which(wanted)
     if path is None:
+        if wanted != "redis-server":
+            raise RedisUnavailableError(
+                f"{SERVER_VARIABLE}={wanted} is not an executable: point it at a redis-server "
+                "or valkey-server (7.0 or newer), or unset it"
+            )
         raise RedisUnavailableError(
             "redis-server is not on PATH: install Redis 7 or newer "
             "(for example `sudo apt-get install -y redis-server`) or set REDIS_URL"
@@ -50,16 +67,18 @@ def start_redis(
     port: int | None = None,
     directory: Path | None = None,
     config_file: Path | None = None,
+    executable: str | None = None,
 ) -> LocalRedis:
     """Start redis-server on loopback in a temp dir (no persistence unless asked).
 
     ``config_file`` goes first on the command line, as redis-server requires (a
-    Sentinel's config, which it rewrites, for example).
+    Sentinel's config, which it rewrites, for example). ``executable`` starts another
+    server binary than :func:`redis_server_path`'s.
     """
     port = port or free_port()
     directory = directory or Path(tempfile.mkdtemp(prefix="redis-chat-history-"))
     command = [
-        redis_server_path(),
+        executable or redis_server_path(),
         *([str(config_file)] if config_file is not None else []),
         "--port", str(port),
         "--bind", "127.0.0.1",
