@@ -409,7 +409,7 @@ def read_costs(url: str, repeats: int) -> dict[str, float]:
     timings: dict[str, list[float]] = {"ours": []}
     readers: dict[str, Callable[[], Any]] = {"ours": lambda: ours.messages}
     if langchain_community_unavailable() is None:
-        from langchain_community.chat_message_histories import (  # type: ignore[import-not-found]
+        from langchain_community.chat_message_histories import (  # type: ignore[import-not-found,unused-ignore]
             RedisChatMessageHistory as Community,
         )
 

@@ -31,6 +31,7 @@ WHEEL_PACKAGE_FILES = {
     "redis_chat_history/_retry.py",
     "redis_chat_history/_transport.py",
     "redis_chat_history/_langchain.py",
+    "redis_chat_history/agents.py",
     "redis_chat_history/cli/__init__.py",
     "redis_chat_history/cli/__main__.py",
     "redis_chat_history/cli/_connect.py",

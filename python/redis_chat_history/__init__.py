@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import (
     ChatHistoryError,
+    ConflictError,
     InvalidInputError,
     LibraryError,
     LibraryIncompatibleError,
@@ -45,6 +46,7 @@ __all__ = [
     "LIBRARY_VERSION",
     "MAX_MESSAGE_BYTES",
     "ChatHistoryError",
+    "ConflictError",
     "InvalidInputError",
     "LibraryError",
     "LibraryIncompatibleError",

@@ -34,6 +34,20 @@ class InvalidInputError(ChatHistoryError, ValueError):
         self.code = code
 
 
+class ConflictError(InvalidInputError):
+    """A conditional append (``IFLAST``) found another message at the session's end than
+    the one it expected: another writer got there first. Nothing was written.
+
+    ``last_id`` is the stream id of the session's newest message at that moment
+    (``"0-0"``: the session is empty); read what came after the id you expected, then
+    append again after ``last_id``.
+    """
+
+    def __init__(self, message: str, last_id: str | None = None) -> None:
+        super().__init__(message, "CONFLICT")
+        self.last_id = last_id
+
+
 class ServerError(ChatHistoryError):
     """Redis replied with an error that is not about the call's input."""
 

@@ -438,6 +438,15 @@ def error_code(text: str) -> tuple[str, str] | None:
     return (match.group(1), match.group(2)) if match else None
 
 
+_CONFLICT_LAST = re.compile(r"last message is (\d+-\d+),")
+
+
+def conflict_last_id(text: str) -> str | None:
+    """The session's newest stream id named by a ``CONFLICT`` error's text, or None."""
+    match = _CONFLICT_LAST.search(text)
+    return match.group(1) if match else None
+
+
 def version_tuple(version: str) -> tuple[int, ...]:
     """``"1.2.3"`` as ``(1, 2, 3)`` for comparison."""
     return tuple(int(part) for part in version.split("."))
@@ -561,11 +570,13 @@ def page_call(
     )
 
 
-def latest_call(keys: tuple[str, ...], count: int) -> Call:
-    """The latest ``count`` messages of a session (oldest first in the reply)."""
+def latest_call(keys: tuple[str, ...], count: int, *, tool_safe: bool = False) -> Call:
+    """The latest ``count`` messages of a session (oldest first in the reply); with
+    ``tool_safe``, a window that never starts with tool results whose AI message it left
+    out (a window of tool results only reaches back to their AI message)."""
     if _limit(count) is None:
         raise InvalidInputError("latest needs a count")
-    return range_call(keys, count=count)
+    return range_call(keys, count=count, tool_safe=tool_safe)
 
 
 def export_page_call(keys: tuple[str, ...], after: str | None, count: int) -> Call:

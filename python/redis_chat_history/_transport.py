@@ -27,6 +27,7 @@ from redis.exceptions import (
 from . import _cluster as cluster
 from ._errors import (
     ChatHistoryError,
+    ConflictError,
     InvalidInputError,
     LibraryError,
     LibraryIncompatibleError,
@@ -39,7 +40,15 @@ from ._errors import (
     ServerOutOfMemoryError,
 )
 from ._library import library_source
-from ._protocol import LIBRARY_VERSION, Call, as_text, check_compatible, error_code, version_call
+from ._protocol import (
+    LIBRARY_VERSION,
+    Call,
+    as_text,
+    check_compatible,
+    conflict_last_id,
+    error_code,
+    version_call,
+)
 from ._retry import NO_RETRY, RetryPolicy, is_busy, is_transient, needs_new_connection
 
 _FUNCTION_MISSING = "function not found"
@@ -142,6 +151,8 @@ def translate(error: Exception, where: str) -> ChatHistoryError:
         )
     if isinstance(error, ResponseError):
         coded = error_code(str(error))
+        if coded and coded[0] == "CONFLICT":
+            return ConflictError(coded[1], conflict_last_id(coded[1]))
         if coded:
             return InvalidInputError(coded[1], coded[0])
         return ServerError(f"Redis at {where} replied with an error: {error}")

@@ -1,10 +1,14 @@
-"""The seed notebook's flow (langchain-redis's "Redis Chat Message History"), run on this package.
+"""The demo: an agent that remembers, then the seed notebook's flow (langchain-redis's
+"Redis Chat Message History") run on this package.
 
-:func:`run_demo` prints what the notebook prints: basic usage, a chain with
-``RunnableWithMessageHistory``, a custom configuration, search and clear. The chain
-uses ``ChatOpenAI`` when ``OPENAI_API_KEY`` is set and ``langchain-openai`` is
-installed, otherwise :class:`~redis_chat_history.offline_model.OfflineChatModel`,
-which answers deterministically from the history it is given.
+:func:`run_demo` first runs ``create_agent`` with :class:`ChatHistoryMiddleware`: two turns,
+the second with tool calls, then a new agent object (nothing in memory, no checkpointer)
+that answers from the conversation kept in Redis. Then it prints what the notebook prints:
+basic usage, a chain with ``RunnableWithMessageHistory`` (LangChain's older API), a custom
+configuration, search and clear. The model is ``ChatOpenAI`` when ``OPENAI_API_KEY`` is set
+and ``langchain-openai`` is installed, otherwise
+:class:`~redis_chat_history.offline_model.OfflineChatModel`, which answers
+deterministically from the history it is given and calls the demo's tools.
 
 Every run uses session ids of its own and deletes them at the end, so a rerun
 against a persistent Redis prints the same and leaves nothing behind.
@@ -21,6 +25,7 @@ from typing import Any, cast
 
 from langchain_core.chat_history import BaseChatMessageHistory
 from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, BaseMessage, ToolMessage
 from langchain_core.prompts import ChatPromptTemplate, MessagesPlaceholder
 from langchain_core.runnables.history import RunnableWithMessageHistory
 
@@ -28,7 +33,7 @@ from ._clients import redact_url, sync_client
 from ._errors import ChatHistoryError
 from .history import RedisChatMessageHistory
 from .local_server import local_redis
-from .offline_model import OfflineChatModel
+from .offline_model import TOOLS, OfflineChatModel
 
 
 def choose_model() -> tuple[BaseChatModel, str]:
@@ -74,6 +79,45 @@ def _section(title: str) -> None:
     print(f"\n== {title} ==")
 
 
+def _show(message: BaseMessage) -> str:
+    """One line of the agent's transcript: who said what, or which tools were called."""
+    if isinstance(message, AIMessage) and message.tool_calls:
+        calls = ", ".join(f"{call['name']}({call['args']})" for call in message.tool_calls)
+        return f"AI calls: {calls}"
+    if isinstance(message, ToolMessage):
+        return f"Tool {message.name}: {message.content}"
+    who = {"human": "User", "ai": "AI"}.get(message.type, message.type)
+    return f"{who}: {message.content}"
+
+
+def _run_agent(redis_url: str, llm: BaseChatModel, session: str) -> None:
+    """Two agent turns (the second with tool calls), then a new agent on the same thread."""
+    _section("An agent that remembers: create_agent with ChatHistoryMiddleware")
+    try:
+        from langchain.agents import create_agent
+
+        from .agents import ChatHistoryMiddleware
+    except ImportError:
+        print("Skipped: needs the agents extra (pip install 'redis-chat-history[agents]').")
+        return
+    tools = list(TOOLS.values())
+    config: Any = {"configurable": {"thread_id": session}}
+    agent = create_agent(llm, tools, middleware=[ChatHistoryMiddleware(redis_url)])
+    for text in ("Hi, my name is Alice.", "What is 2 + 3 and 4 * 5?"):
+        result = agent.invoke({"messages": [{"role": "user", "content": text}]}, config)
+        turn = result["messages"]
+        start = max(i for i, m in enumerate(turn) if m.type == "human")
+        for message in turn[start:]:
+            print(_show(message))
+    print("A new agent object (no checkpointer, nothing in memory), same thread_id:")
+    fresh = create_agent(llm, tools, middleware=[ChatHistoryMiddleware(redis_url)])
+    result = fresh.invoke({"messages": [{"role": "user", "content": "What's my name?"}]}, config)
+    for message in result["messages"][-2:]:
+        print(_show(message))
+    stored = RedisChatMessageHistory(session, redis_url=redis_url).messages
+    print(f"Stored in Redis: {len(stored)} messages ({', '.join(m.type for m in stored)})")
+
+
 def _run_flow(redis_url: str) -> None:
     run = uuid.uuid4().hex[:12]
     # The notebook's session ids, made unique to this run.
@@ -82,7 +126,6 @@ def _run_flow(redis_url: str) -> None:
     )
     print(f"Connecting to Redis at: {redact_url(redis_url)}")
 
-    _section("Basic usage of RedisChatMessageHistory")
     history = RedisChatMessageHistory(session_id=user_session, redis_url=redis_url)
     custom_history = RedisChatMessageHistory(
         custom_session,
@@ -92,20 +135,24 @@ def _run_flow(redis_url: str) -> None:
         index_name="custom_index",
     )
     alice_history = RedisChatMessageHistory(alice_session, redis_url=redis_url)
+    agent_history = RedisChatMessageHistory(f"agent-{run}", redis_url=redis_url)
 
     def delete_sessions() -> None:
-        for session in (history, alice_history, custom_history):
+        for session in (history, alice_history, custom_history, agent_history):
             session.clear()
 
     try:
+        llm, description = choose_model()
+        _run_agent(redis_url, llm, agent_history.session_id)
+
+        _section("Basic usage of RedisChatMessageHistory")
         history.add_user_message("Hello, AI assistant!")
         history.add_ai_message("Hello! How can I assist you today?")
         print("Chat History:")
         for message in history.messages:
             print(f"{type(message).__name__}: {message.content}")
 
-        _section("RedisChatMessageHistory with a language model")
-        llm, description = choose_model()
+        _section("RedisChatMessageHistory with a language model (RunnableWithMessageHistory)")
         print(f"Language model: {description}")
         prompt = ChatPromptTemplate.from_messages(
             [

@@ -354,20 +354,31 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
         )
         return lc.decode_stored(await self._aread(call))
 
-    def latest(self, n: int) -> list[StoredMessage]:
-        """The latest ``n`` messages, oldest first, with their ids and times (one call)."""
-        return lc.decode_stored(self._read(protocol.latest_call(self._keys, n)))
+    def latest(self, n: int, *, tool_safe: bool = False) -> list[StoredMessage]:
+        """The latest ``n`` messages, oldest first, with their ids and times (one call).
 
-    async def alatest(self, n: int) -> list[StoredMessage]:
+        ``tool_safe=True`` reads the window to give a model: it never starts with tool
+        results whose AI message falls outside it (they are left out; a window of tool
+        results only reaches back to their AI message instead), so OpenAI and Anthropic
+        accept it. It may then hold a few messages fewer, or more, than ``n``.
+        """
+        call = protocol.latest_call(self._keys, n, tool_safe=tool_safe)
+        return lc.decode_stored(self._read(call))
+
+    async def alatest(self, n: int, *, tool_safe: bool = False) -> list[StoredMessage]:
         """Async twin of :meth:`latest`."""
-        return lc.decode_stored(await self._aread(protocol.latest_call(self._keys, n)))
+        call = protocol.latest_call(self._keys, n, tool_safe=tool_safe)
+        return lc.decode_stored(await self._aread(call))
 
     # -- writing ---------------------------------------------------------------
 
-    def _append_call(self, messages: Sequence[BaseMessage]) -> protocol.Call:
+    def _append_call(
+        self, messages: Sequence[BaseMessage], *, if_last: str | None = None
+    ) -> protocol.Call:
         """The append of ``messages`` under a fresh token (a retry of the call is stored
         once), checked against ``max_message_bytes``. A window never starts with tool
-        results whose call it dropped."""
+        results whose call it dropped. ``if_last``: only if the session's newest stream id
+        is that one (``"0-0"``: empty), else :class:`ConflictError` and nothing written."""
         call = protocol.append_call(
             self._keys,
             lc.to_stored(messages),
@@ -376,6 +387,7 @@ class RedisChatMessageHistory(BaseChatMessageHistory):
             max_messages=self.max_messages,
             max_bytes=self.max_bytes,
             token=protocol.new_token(),
+            if_last=if_last,
             tool_safe=self.max_messages is not None or self.max_bytes is not None,
         )
         protocol.check_message_sizes(call, self.max_message_bytes)

@@ -5,18 +5,26 @@
 shows whether a chat history really reached the model: told "my name is Alice", it
 greets Alice; asked "What's my name?", it answers from the earlier human messages
 of the same prompt, and says it does not know when the history lacks them.
+
+It also calls tools, so an agent (``create_agent``) can run on it: with the tools
+:func:`add` and :func:`multiply` bound, a question such as "What is 2 + 3 and 4 * 5?"
+gets one AI message calling ``add`` and ``multiply`` (in parallel), and the tool
+results get the answer "2 + 3 = 5 and 4 * 5 = 20.".
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolCall, ToolMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.tools import BaseTool, tool
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 # "my name is" in any case, then the name: one word, plus any capitalised words after it
 # ("my name is Alice Smith." gives "Alice Smith"; "my name is bob and ..." gives "bob").
@@ -70,6 +78,67 @@ def remembered_name(messages: Sequence[BaseMessage]) -> str | None:
     return None
 
 
+@tool
+def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+@tool
+def multiply(a: int, b: int) -> int:
+    """Multiply two integers."""
+    return a * b
+
+
+#: The demo's tools, by the operator the model calls each for.
+TOOLS: dict[str, BaseTool] = {"+": add, "*": multiply}
+_ARITHMETIC = re.compile(r"(-?\d+)\s*([+*])\s*(-?\d+)")
+
+
+def tool_calls_for(messages: Sequence[BaseMessage], tools: Sequence[str]) -> list[ToolCall]:
+    """The tool calls the model makes: one per "a + b" / "a * b" in the last message when it
+    is a human one and the tool (``add`` / ``multiply``) is bound; ids unique to the prompt."""
+    if not messages or not isinstance(messages[-1], HumanMessage):
+        return []
+    calls: list[ToolCall] = []
+    for left, operator, right in _ARITHMETIC.findall(message_text(messages[-1])):
+        name = TOOLS[operator].name
+        if name in tools:
+            calls.append(
+                ToolCall(
+                    name=name,
+                    args={"a": int(left), "b": int(right)},
+                    id=f"call_{len(messages)}_{len(calls)}",
+                    type="tool_call",
+                )
+            )
+    return calls
+
+
+def answer_from_tools(messages: Sequence[BaseMessage]) -> str | None:
+    """The answer to tool results that end the prompt, from their AI message's calls
+    ("2 + 3 = 5 and 4 * 5 = 20."), or None when the prompt does not end with them."""
+    results: dict[str, str] = {}
+    index = len(messages) - 1
+    while index >= 0 and isinstance(messages[index], ToolMessage):
+        message = messages[index]
+        assert isinstance(message, ToolMessage)
+        results[message.tool_call_id] = message_text(message)
+        index -= 1
+    if not results or index < 0 or not isinstance(messages[index], AIMessage):
+        return None
+    ai = messages[index]
+    assert isinstance(ai, AIMessage)
+    symbols = {tool.name: operator for operator, tool in TOOLS.items()}
+    parts = [
+        f"{call['args'].get('a')} {symbols.get(call['name'], call['name'])} "
+        f"{call['args'].get('b')} = {results[str(call['id'])]}"
+        for call in ai.tool_calls
+        if call["id"] in results
+    ]
+    return " and ".join(parts) + "." if parts else None
+
+
 def reply_to(messages: Sequence[BaseMessage]) -> str:
     """The model's answer to a prompt, a function of the prompt's messages alone.
 
@@ -119,6 +188,17 @@ class OfflineChatModel(BaseChatModel):
     def _llm_type(self) -> str:
         return "offline-demo"
 
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Callable[..., Any] | BaseTool],
+        *,
+        tool_choice: str | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """The model with ``tools`` it may call (it calls ``add`` and ``multiply``)."""
+        names = [convert_to_openai_tool(item)["function"]["name"] for item in tools]
+        return self.bind(tool_names=names, **kwargs)
+
     @property
     def _identifying_params(self) -> dict[str, Any]:
         return {"model_name": "offline-demo"}
@@ -130,9 +210,12 @@ class OfflineChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = reply_to(messages)
+        calls = tool_calls_for(messages, kwargs.get("tool_names") or ())
+        text = "" if calls else answer_from_tools(messages) or reply_to(messages)
         for token in stop or ():
             if token and token in text:
                 text = text[: text.index(token)]
-        message = AIMessage(content=text, response_metadata={"model_name": "offline-demo"})
+        message = AIMessage(
+            content=text, tool_calls=calls, response_metadata={"model_name": "offline-demo"}
+        )
         return ChatResult(generations=[ChatGeneration(message=message)])
