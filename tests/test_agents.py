@@ -519,3 +519,24 @@ def test_the_demo_leads_with_an_agent_turn_with_tool_calls(
         "",
     ]
     assert start < lines.index("== Basic usage of RedisChatMessageHistory ==")
+
+
+def test_the_demo_pauses_a_checkpointed_agent_and_resumes_it(
+    redis_url: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis_chat_history.demo import run_demo
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    run_demo(redis_url)
+    lines = capsys.readouterr().out.splitlines()
+    start = lines.index(
+        "== A LangGraph checkpointer: create_agent with RedisChatSaver, paused and resumed =="
+    )
+    assert lines[start + 1 : start + 7] == [
+        "Paused: multiply({'a': 6, 'b': 7}) waits for approval",
+        "A new agent object and saver (as another process would), resumed with an approval:",
+        "Tool multiply: 42",
+        "AI: 6 * 7 = 42.",
+        "The thread is a chat session: 4 messages, each stored once",
+        "",
+    ]

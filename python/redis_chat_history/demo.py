@@ -3,7 +3,9 @@
 
 :func:`run_demo` first runs ``create_agent`` with :class:`ChatHistoryMiddleware`: two turns,
 the second with tool calls, then a new agent object (nothing in memory, no checkpointer)
-that answers from the conversation kept in Redis. Then it prints what the notebook prints:
+that answers from the conversation kept in Redis; then an agent with the LangGraph checkpointer
+:class:`~redis_chat_history.checkpoint.RedisChatSaver` that pauses for approval of a tool call
+and is resumed by a new agent object. Then it prints what the notebook prints:
 basic usage, a chain with ``RunnableWithMessageHistory`` (LangChain's older API), a custom
 configuration, search and clear. The model is ``ChatOpenAI`` when ``OPENAI_API_KEY`` is set
 and ``langchain-openai`` is installed, otherwise
@@ -118,6 +120,49 @@ def _run_agent(redis_url: str, llm: BaseChatModel, session: str) -> None:
     print(f"Stored in Redis: {len(stored)} messages ({', '.join(m.type for m in stored)})")
 
 
+def _run_checkpointer(redis_url: str, llm: BaseChatModel, thread: str) -> None:
+    """An agent with RedisChatSaver that pauses for approval of a tool call, resumed by a
+    new agent object and saver (as another process would), then the thread read as a chat
+    session; the thread is deleted at the end."""
+    _section("A LangGraph checkpointer: create_agent with RedisChatSaver, paused and resumed")
+    try:
+        from langchain.agents import create_agent
+        from langchain.agents.middleware import HumanInTheLoopMiddleware
+        from langgraph.types import Command
+
+        from .checkpoint import RedisChatSaver
+    except ImportError:
+        print("Skipped: needs the agents extra (pip install 'redis-chat-history[agents]').")
+        return
+    config: Any = {"configurable": {"thread_id": thread}}
+
+    def new_agent() -> Any:
+        return create_agent(
+            llm,
+            list(TOOLS.values()),
+            checkpointer=RedisChatSaver(redis_url),
+            middleware=[HumanInTheLoopMiddleware(interrupt_on={"multiply": True})],
+        )
+
+    try:
+        first = new_agent().invoke(
+            {"messages": [{"role": "user", "content": "What is 6 * 7?"}]}, config
+        )
+        if not first.get("__interrupt__"):
+            print(_show(first["messages"][-1]), "(the model called no tool that needs approval)")
+            return
+        for action in first["__interrupt__"][0].value["action_requests"]:
+            print(f"Paused: {action['name']}({action['args']}) waits for approval")
+        print("A new agent object and saver (as another process would), resumed with an approval:")
+        done = new_agent().invoke(Command(resume={"decisions": [{"type": "approve"}]}), config)
+        for message in done["messages"][-2:]:
+            print(_show(message))
+        stored = RedisChatMessageHistory(thread, redis_url=redis_url).messages
+        print(f"The thread is a chat session: {len(stored)} messages, each stored once")
+    finally:
+        RedisChatSaver(redis_url).delete_thread(thread)
+
+
 def _run_flow(redis_url: str) -> None:
     run = uuid.uuid4().hex[:12]
     # The notebook's session ids, made unique to this run.
@@ -144,6 +189,7 @@ def _run_flow(redis_url: str) -> None:
     try:
         llm, description = choose_model()
         _run_agent(redis_url, llm, agent_history.session_id)
+        _run_checkpointer(redis_url, llm, f"checkpointed-{run}")
 
         _section("Basic usage of RedisChatMessageHistory")
         history.add_user_message("Hello, AI assistant!")
