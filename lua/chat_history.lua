@@ -2262,7 +2262,7 @@ CP.CP_SUFFIXES = {':c', ':w', ':k'}
 CP.CP_TYPES = {'hash', 'hash', 'zset'}
 CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
 CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
-CP.CP_SCAN = 64                 -- HSCAN COUNT of a dump call
+CP.CP_SCAN = 64                 -- fields of a dump page, at most (and READ_BYTES)
 CP.REFS_MARK = '\1M'
 -- Budgets of one call (tests shrink them; keep each on its own line). A
 -- read takes at most READ_STEP stream entries per XRANGE.
@@ -3448,6 +3448,12 @@ end
 chathist_cp_dump: a page of a thread's raw fields, for copying (read-only, 1.4).
   KEYS: the thread's 6 keys.  ARGV: C | W, <HSCAN cursor>
   Reply: {next cursor ("0" at the end), field, value, ...} of :c or :w.
+  The page is taken in HSCAN steps of COUNT 1 (one bucket of the hash table
+  each, usually one field) until it holds CP_SCAN fields or READ_BYTES of
+  fields and values, or after 4 * CP_SCAN steps (a sparse table), so a page
+  is at most its budget and one bucket more,
+  however long the stored values. (A hash small enough to be a listpack is
+  replied whole by one step: it is small by definition.)
 ]]
 function CP.cp_dump(keys, args)
   local bad = CP.check_thread_keys(keys)
@@ -3456,9 +3462,21 @@ function CP.cp_dump(keys, args)
   if #args ~= 2 or (which ~= 'C' and which ~= 'W') or not string.match(args[2], '^%d+$') then
     return fail('BADARG', 'expected C|W and an HSCAN cursor')
   end
-  local reply = redis.call('HSCAN', which == 'C' and keys[4] or keys[5], args[2], 'COUNT', CP.CP_SCAN)
-  local out = {reply[1]}
-  for _, item in ipairs(reply[2]) do out[#out + 1] = item end
+  local key = which == 'C' and keys[4] or keys[5]
+  local cursor, out, fields, bytes, steps = args[2], {false}, 0, 0, 0
+  repeat
+    steps = steps + 1
+    local reply = redis.call('HSCAN', key, cursor, 'COUNT', 1)
+    cursor = reply[1]
+    for _, item in ipairs(reply[2]) do
+      out[#out + 1] = item
+      bytes = bytes + #item
+    end
+    fields = fields + #reply[2] / 2
+  until cursor == '0' or fields >= CP.CP_SCAN or bytes >= CP.READ_BYTES
+    or steps >= 4 * CP.CP_SCAN
+  out[1] = cursor
+  if COUNT_WORK then return {fields .. ' ' .. bytes, out} end
   return out
 end
 

@@ -436,3 +436,35 @@ def test_saver_on_long_messages_sees_the_same_on_every_budget(
         client.function_load(checkpoint_library(**budgets), replace=True)
         assert long_agent_snapshot(redis_url, "long") == shipped
         assert agent(RedisChatSaver(redis_url), 0).get_state(thread("long")).values == state
+
+
+@pytest.mark.parametrize("which", ["C", "W"])
+def test_dump_pages_hold_their_byte_budget_and_one_step_more(
+    client: redis.Redis, which: str
+) -> None:
+    """cp_dump (copy_thread, prune, delete_for_runs) of a hash of long values: every page holds
+    at most READ_BYTES and one HSCAN step more (a bucket of the hash table: a field or a few),
+    and the pages together are the whole hash."""
+    budget_bytes = 20_000
+    client.function_load(checkpoint_library(count_work=True, READ_BYTES=budget_bytes), replace=True)
+    keys = cp.thread_keys("d:", "dump")
+    key = keys[3] if which == "C" else keys[4]
+    stored = {
+        f"b\0ch\0{i:04d}".encode(): bytes([65 + i % 26]) * (50 + i * 37 % 9000) for i in range(300)
+    }
+    client.hset(key, mapping=stored)  # type: ignore[arg-type]
+    longest = max(len(f) + len(v) for f, v in stored.items())
+    seen: dict[bytes, bytes] = {}
+    cursor: bytes | str = "0"
+    pages = 0
+    while True:
+        work, page = client.execute_command("FCALL_RO", cp.CP_DUMP, 6, *keys, which, cursor)
+        fields, read = map(int, work.split())
+        assert fields <= 64 + 4 and read <= budget_bytes + 4 * longest, work
+        cursor = page[0]
+        seen.update(zip(page[1::2], page[2::2], strict=True))
+        pages += 1
+        if cursor == b"0":
+            break
+    assert seen == stored
+    assert pages >= sum(len(f) + len(v) for f, v in stored.items()) // (budget_bytes + longest)
