@@ -12,6 +12,7 @@ import pytest
 import redis
 
 pytest.importorskip("langgraph")
+pytest.importorskip("langchain.agents", reason="the agents extra (langchain >= 1.5)")
 
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
