@@ -2251,8 +2251,10 @@ stream entries and pending writes, or fewer once READ_BYTES are read
 read with chathist_cp_more, a bounded call each. Stream entries are read as
 many at once as the bytes left have room for at the session's longest
 message ("\0M" of the index hash, one at a time when it is absent), pending
-writes one at a time (no bound of their length is kept), so a read takes
-at most READ_BYTES and one message or write more. A drop deletes at most
+writes and channel values one at a time (no bound of their length is
+kept), so a read takes at most READ_BYTES and one message, write or value
+more. A dump page holds CP_SCAN fields or READ_BYTES and one HSCAN step
+more. A drop deletes at most
 DROP_FIELDS write fields besides what it names, and says how many of its
 checkpoints are done; the client sends the others again.
 ]]
@@ -2641,30 +2643,49 @@ function CP.read_writes(key, member, k, meter)
   return writes, runs, 0
 end
 
--- Appends a checkpoint's reply to out: {member, record, writes, blobs,
--- entries, next write, more}: the blobs its "B" lines name (a flat channel,
--- value list), its writes from the first, the stream entries of the runs
--- it and those writes hold (a flat id, json list, each entry once per
--- reply), the k of the first write not replied (0: none), and a flat
--- start, stop list of the ranges of runs not read yet (for chathist_cp_more).
-function CP.checkpoint_reply(keys, member, record, meter, out)
+-- Reads the channel values a record's "B" lines name, from the from-th "B"
+-- line on, while the meter has budget (checked before each, and the first
+-- is always read), so a call reads at most READ_BYTES and one value more,
+-- however many and however long they are. Returns a flat channel, value
+-- list and the number of the first "B" line not read (0 when all are).
+function CP.read_blobs(key, member, lines, from, meter)
   local ns = string.match(member, '^([^%z]*)%z')
-  local blobs, runs = {}, {}
+  local blobs, number = {}, 0
+  for _, line in ipairs(lines) do
+    local channel, version = string.match(line, '^B([^\t]+)\t(.*)$')
+    if channel then
+      number = number + 1
+      if number >= from then
+        if number > from and CP.spent(meter) then return blobs, number end
+        local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
+        if value then
+          blobs[#blobs + 1] = channel
+          blobs[#blobs + 1] = value
+          meter.bytes = meter.bytes + #value
+        end
+      end
+    end
+  end
+  return blobs, 0
+end
+
+-- Appends a checkpoint's reply to out: {member, record, writes, blobs,
+-- entries, next write, more, next blob}: the blobs its "B" lines name (a
+-- flat channel, value list), its writes from the first, the stream entries
+-- of the runs it and those writes hold (a flat id, json list, each entry
+-- once per reply), the k of the first write not replied (0: none), a flat
+-- start, stop list of the ranges of runs not read yet, and the number of
+-- the first "B" line whose value is not replied (0: none), for
+-- chathist_cp_more.
+function CP.checkpoint_reply(keys, member, record, meter, out)
+  local runs = {}
   local lines = CP.record_header(record) or {}
   meter.bytes = meter.bytes + #record
   for _, line in ipairs(lines) do
-    local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
-    if kind == 'B' then
-      local value = redis.call('HGET', keys[4], 'b' .. ns .. '\0' .. channel .. '\0' .. rest)
-      if value then
-        blobs[#blobs + 1] = channel
-        blobs[#blobs + 1] = value
-        meter.bytes = meter.bytes + #value
-      end
-    elseif kind == 'M' then
-      runs[#runs + 1] = rest
-    end
+    local text = string.match(line, '^M[^\t]+\t(.*)$')
+    if text then runs[#runs + 1] = text end
   end
+  local blobs, next_blob = CP.read_blobs(keys[4], member, lines, 1, meter)
   local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter)
   for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
   meter.entries_out = {}
@@ -2674,7 +2695,7 @@ function CP.checkpoint_reply(keys, member, record, meter, out)
       CP.read_run(keys[1], keys[2], item, meter, more)
     end
   end
-  out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more}
+  out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more, next_blob}
 end
 
 ------------------------------------------------------------------------------
@@ -3357,9 +3378,13 @@ chathist_cp_more: the rest of a chathist_cp_get or _list reply, a bounded
   ARGV: RUN <start> <stop>      stream entries from start ("<id>", or
                                 "(<id>" for after id) to the id stop
         WRITES <ns "\0" id> <k> the checkpoint's writes from the k-th on
+        BLOBS <ns "\0" id> <n>  the values its record's "B" lines name,
+                                from the n-th on
   Reply: {next, item, ...}: for RUN, a flat id, json list and the start to
   go on from ("" at the end); for WRITES, writes as chathist_cp_get
-  replies them and the k to go on from (0 at the end).
+  replies them and the k to go on from (0 at the end); for BLOBS, a flat
+  channel, value list and the n to go on from (0 at the end, and when the
+  checkpoint is gone).
 ]]
 function CP.cp_more(keys, args)
   local bad = CP.check_thread_keys(keys)
@@ -3384,8 +3409,20 @@ function CP.cp_more(keys, args)
     local out = {next_write}
     for _, item in ipairs(writes) do out[#out + 1] = item end
     return CP.counted(meter, out)
+  elseif #args == 3 and form == 'BLOBS' then
+    local n = parse_count(args[3], 1e15, 1)
+    if not CP.is_member(args[2]) or not n then
+      return fail('BADARG', 'BLOBS needs "<ns>\\0<id>" and a value number from 1')
+    end
+    local record = redis.call('HGET', keys[4], 'c' .. args[2])
+    if not record then return CP.counted(meter, {0}) end
+    meter.bytes = meter.bytes + #record
+    local blobs, next_blob = CP.read_blobs(keys[4], args[2], CP.record_header(record) or {}, n, meter)
+    local out = {next_blob}
+    for _, item in ipairs(blobs) do out[#out + 1] = item end
+    return CP.counted(meter, out)
   end
-  return fail('BADARG', 'expected RUN <start> <stop> or WRITES "<ns>\\0<id>" <k>')
+  return fail('BADARG', 'expected RUN <start> <stop>, WRITES "<ns>\\0<id>" <k> or BLOBS "<ns>\\0<id>" <n>')
 end
 
 --[[

@@ -468,3 +468,42 @@ def test_dump_pages_hold_their_byte_budget_and_one_step_more(
             break
     assert seen == stored
     assert pages >= sum(len(f) + len(v) for f, v in stored.items()) // (budget_bytes + longest)
+
+
+def test_a_record_of_many_long_values_is_read_in_budgets(client: redis.Redis) -> None:
+    """A checkpoint whose record names 40 channel values of up to 120 KB (written by many
+    puts): chathist_cp_get and chathist_cp_more BLOBS each read at most their byte budget,
+    the record and one value more, and together reply every value. A list page too."""
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    keys = cp.thread_keys("v:", "values")
+    values = {f"ch{i:02d}": bytes([97 + i % 26]) * (1000 + i * 3001 % 120_000) for i in range(40)}
+    for channel, value in values.items():  # each value stored by a put of its own
+        member = cp.member("", f"a-{channel}")
+        record = cp.Record(blobs={channel: "1"}, payload=b"p").encode()
+        client.execute_command(
+            "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", member, record,
+            "BLOB", cp.blob_field("", channel, "1"), value,
+        )  # fmt: skip
+    record = cp.Record(blobs=dict.fromkeys(values, "1"), payload=b"all").encode()
+    name = cp.member("", "z-all")
+    client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", name, record)
+    longest = max(len(v) for v in values.values())
+    assert sum(len(v) for v in values.values()) > 4 * READ_BYTES
+
+    def call(*args: Any) -> Any:
+        work, reply = client.execute_command("FCALL_RO", *args[:1], 6, *keys, *args[1:])
+        read = int(work.decode().split()[1])
+        assert read <= READ_BYTES + len(record) + longest, (args[:2], read)
+        return reply
+
+    for first in (call(cp.CP_GET, "LATEST", ""), call(cp.CP_LIST, "", "", 64)[1]):
+        raw = cp.decode_checkpoint(first)
+        assert raw is not None and raw.next_blob > 1
+        calls = 0
+        while (more := cp.pending_call(keys, raw)) is not None:
+            cp.apply_more(raw, call(cp.CP_MORE, *more.args))
+            calls += 1
+        assert raw.blobs == values
+        assert calls >= 4
+    # a value deleted meanwhile is left out, and a checkpoint gone ends the read
+    assert client.execute_command("FCALL_RO", cp.CP_MORE, 6, *keys, "BLOBS", b"\0gone", 1)[1] == [0]

@@ -364,6 +364,11 @@ def more_writes_call(keys: Keys, name: bytes, first: int) -> Call:
     return Call(CP_MORE, keys, ("WRITES", name, first), read_only=True)
 
 
+def more_blobs_call(keys: Keys, name: bytes, first: int) -> Call:
+    """The channel values a checkpoint's record names, from the ``first``-th on."""
+    return Call(CP_MORE, keys, ("BLOBS", name, first), read_only=True)
+
+
 def drop_call(keys: Keys, members: Sequence[bytes], blobs: Sequence[bytes] = ()) -> Call:
     """Delete checkpoints (records, writes, order entries) and channel values. The reply
     is ``[records deleted, checkpoints done]``: send the checkpoints not done again."""
@@ -412,6 +417,7 @@ def touch_call(keys: Keys, seconds: int) -> Call:
 class RawCheckpoint:
     """A checkpoint as the library replies it, before the saver's serde reads it.
 
+    ``next_blob`` (the first of the record's values not replied, 0 for none),
     ``next_write`` (the first write not replied, 0 for none) and ``more`` (ranges of
     runs not read yet, as ``(start, stop)``) say what chathist_cp_more still has to
     read; :func:`pending_calls` makes the calls and :func:`apply_more` takes the replies.
@@ -426,10 +432,11 @@ class RawCheckpoint:
     entries: Entries
     next_write: int = 0
     more: list[tuple[bytes, bytes]] = field(default_factory=list)
+    next_blob: int = 0
 
     @property
     def complete(self) -> bool:
-        return not self.next_write and not self.more
+        return not self.next_blob and not self.next_write and not self.more
 
 
 def _raw(value: Any) -> bytes:
@@ -441,7 +448,7 @@ def decode_checkpoint(reply: Any, entries: Entries | None = None) -> RawCheckpoi
     None for no checkpoint."""
     if not reply:
         return None
-    name, record, writes, blobs, flat, next_write, more = reply
+    name, record, writes, blobs, flat, next_write, more, next_blob = reply
     ns, checkpoint_id = split_member(_raw(name))
     pool = Entries() if entries is None else entries
     for i in range(0, len(flat), 2):
@@ -456,6 +463,7 @@ def decode_checkpoint(reply: Any, entries: Entries | None = None) -> RawCheckpoi
         pool,
         int(next_write),
         [(_raw(more[i]), _raw(more[i + 1])) for i in range(0, len(more), 2)],
+        int(next_blob),
     )
 
 
@@ -473,6 +481,8 @@ def decode_page(reply: Any) -> tuple[bytes | None, list[RawCheckpoint]]:
 
 def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:
     """The next chathist_cp_more call a checkpoint needs, or None once it is complete."""
+    if raw.next_blob:
+        return more_blobs_call(keys, raw.name, raw.next_blob)
     if raw.next_write:
         return more_writes_call(keys, raw.name, raw.next_write)
     if raw.more:
@@ -484,6 +494,11 @@ def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:
 def apply_more(raw: RawCheckpoint, reply: Any) -> None:
     """Takes the reply of the call :func:`pending_call` made."""
     following = _raw(reply[0])
+    if raw.next_blob:
+        for i in range(1, len(reply), 2):
+            raw.blobs[as_text(reply[i])] = _raw(reply[i + 1])
+        raw.next_blob = int(following)
+        return
     if raw.next_write:
         fresh = [decode_write(_raw(item)) for item in reply[1:]]
         raw.writes += fresh
