@@ -55,6 +55,32 @@ def _untyped(serde: Any, raw: bytes) -> Any:
     return serde.loads_typed((kind.decode(), data))
 
 
+def _compact(body: dict[str, Any], blobs: dict[str, str]) -> dict[str, Any]:
+    """A checkpoint without what its record's header already says: its id (the record's
+    name) and the versions of the channels stored as values (their ``B`` lines), left as
+    None in ``channel_versions`` so that the names and their order stay. About 90 bytes of
+    a 490-byte record in an agent's conversation."""
+    versions = {
+        name: None if isinstance(version, str) and blobs.get(name) == version else version
+        for name, version in body["channel_versions"].items()
+    }
+    return {
+        **{key: value for key, value in body.items() if key != "id"},
+        "channel_versions": versions,
+    }
+
+
+def _expanded(stored: dict[str, Any], blobs: dict[str, str], checkpoint_id: str) -> dict[str, Any]:
+    """The checkpoint :func:`_compact` stored (a record written in full reads as it is)."""
+    checkpoint = dict(stored)
+    checkpoint.setdefault("id", checkpoint_id)
+    checkpoint["channel_versions"] = {
+        name: blobs[name] if version is None else version
+        for name, version in stored["channel_versions"].items()
+    }
+    return checkpoint
+
+
 def _message_list(value: Any) -> list[bytes] | None:
     """The stored-message JSON of each item if ``value`` is a non-empty list of LangChain
     messages that survive the round trip through stored-message JSON; else None."""
@@ -228,7 +254,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
 
     def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
         body = _untyped(self.serde, raw.record.payload)
-        checkpoint = dict(body["c"])
+        checkpoint = _expanded(body["c"], raw.record.blobs, raw.checkpoint_id)
         values: dict[str, Any] = {}
         for channel, blob in raw.blobs.items():
             if not blob.startswith(b"empty\0"):
@@ -369,7 +395,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         ]
         record.payload = _typed(
             self.serde,
-            {"c": body, "m": get_checkpoint_metadata(config, metadata), "p": parent},
+            {
+                "c": _compact(body, record.blobs),
+                "m": get_checkpoint_metadata(config, metadata),
+                "p": parent,
+            },
         )
         settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
         reply = yield cp.put_call(
