@@ -333,9 +333,12 @@ local function decode_stored(json)
   return nil
 end
 
--- True if a stored JSON is a tool message (a tool call's result).
+-- True if a stored JSON is a tool message (a tool call's result). A JSON
+-- with \u escapes (which may spell "tool") is decoded to know.
 local function is_tool(json)
-  if not string.find(json, '"type"%s*:%s*"tool"') then return false end
+  if not string.find(json, '"type"%s*:%s*"tool"') and not string.find(json, '\\u', 1, true) then
+    return false
+  end
   local message = decode_stored(json)
   return message ~= nil and message.type == 'tool'
 end
@@ -1430,8 +1433,9 @@ local function forget_entries(keys, entries, state)
     if not state.counting or not id_after(ms, seq, cursor_ms, cursor_seq) then
       freed = freed + #json
     end
-    -- Only a JSON that names an id is decoded to find it.
-    local message = string.find(json, '"id"', 1, true) and decode_stored(json)
+    -- Only a JSON that names an id (or may, with escapes) is decoded to find it.
+    local message = (string.find(json, '"id"', 1, true) or string.find(json, '\\u', 1, true))
+      and decode_stored(json)
     local id = message and client_id(message)
     if id and redis.call('HGET', keys[3], id) == entry[1] then
       redis.call('HDEL', keys[3], id)

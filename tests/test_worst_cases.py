@@ -285,3 +285,27 @@ def test_a_rebuild_restarted_while_it_measures_the_longest_message_measures_it_a
     assert int(client.hget(raw.keys[1], "\0M")) == len(stored(words(3000)))
     client.function_load(library_source(), replace=True)
     client.close()
+
+
+def test_a_json_that_spells_id_or_tool_with_escapes_is_read_as_it_decodes(
+    redis_server: Any,
+) -> None:
+    """Keys and values written with \\u escapes: a trimmed message's client id goes with it,
+    and a tool-safe window does not start with a tool result spelled that way."""
+    client = redis.Redis.from_url(redis_server.url)
+    client.function_load(library_source(), replace=True)
+    raw = RawSession(client, "w:", "escapes")
+    escaped_id = '{"type":"human","data":{"content":"first","\\u0069d":"c1"}}'
+    raw.call("append", "MESSAGES", escaped_id)
+    assert client.hget(raw.keys[2], "c1") is not None
+    raw.call("append", "MAXLEN", 1, "MESSAGES", stored("second"))
+    assert client.hlen(raw.keys[2]) == 0  # the id went with its message
+
+    call = {"name": "f", "args": {}, "id": "t1", "type": "tool_call"}
+    ai = json.dumps({"type": "ai", "data": {"content": "", "tool_calls": [call]}})
+    tool = '{"type":"\\u0074ool","data":{"content":"r","tool_call_id":"t1"}}'
+    raw.call("append", "MESSAGES", ai, tool, stored("after"))
+    raw.call("append", "MAXLEN", 3, "TOOLSAFE", "MESSAGES", stored("last"))
+    window = [json.loads(fields[b"m"]) for _, fields in client.xrange(raw.keys[0])]
+    assert window[0]["type"] != "tool"
+    client.close()
