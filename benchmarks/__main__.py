@@ -1,7 +1,9 @@
-"""``python -m benchmarks [search] [options]`` (what scripts/bench runs, from the repository root).
+"""``python -m benchmarks [search|bounded|checkpoint] [options]`` (what scripts/bench runs,
+from the repository root).
 
 Without a mode: the comparison with langchain-community and the raw redis-py floor.
 ``search``: the search index benchmark (server time, append cost, memory).
+``checkpoint``: LangGraph checkpointers per agent turn (:mod:`benchmarks.checkpoint_memory`).
 """
 
 from __future__ import annotations
@@ -210,12 +212,17 @@ def bounded_command(
 
 def main(argv: list[str] | None = None) -> None:
     """Dispatch to the comparison, or to the benchmark the first word names (``search``,
-    ``bounded``)."""
+    ``bounded``, ``checkpoint``)."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["search"]:
         search_command.main(args[1:], prog_name="bench search")
     elif args[:1] == ["bounded"]:
         bounded_command.main(args[1:], prog_name="bench bounded")
+    elif args[:1] == ["checkpoint"]:
+        # Imported here: it needs langchain and langgraph, which the other modes do not.
+        from .checkpoint_memory import main as checkpoint_main
+
+        checkpoint_main(args[1:])
     else:
         compare_command.main(args, prog_name="bench")
 

@@ -93,6 +93,20 @@ ensure_peers() {
   export RCH_STACK_SERVER RCH_STACK_MODULES RCH_PEERS_PYTHON
 }
 
+# langgraph-checkpoint-plainredis (a LangGraph checkpointer on plain Redis, no modules) in
+# .venv, for `scripts/bench checkpoint`. Its requirements (langgraph-checkpoint<5, redis>=5)
+# fit this package's, so it joins .venv with every installed version held as it is (a
+# constraint file made by pip freeze): if it ever needs another version, pip refuses, this
+# warns and the benchmark reports the saver as not measured instead of changing .venv.
+PLAINREDIS_PACKAGE="langgraph-checkpoint-plainredis==0.1.0"
+ensure_plainredis() {
+  if "$VENV/bin/python" -m pip show -q "${PLAINREDIS_PACKAGE%%==*}" >/dev/null 2>&1; then return; fi
+  echo "installing $PLAINREDIS_PACKAGE into $VENV" >&2
+  "$VENV/bin/python" -m pip freeze --exclude-editable | grep -v ' @ ' >"$VENV/held.txt" || true
+  "$VENV/bin/python" -m pip install -q -c "$VENV/held.txt" "$PLAINREDIS_PACKAGE" >&2 \
+    || echo "could not install $PLAINREDIS_PACKAGE beside .venv's versions" >&2
+}
+
 # The runtime dependencies pinned to their floors: `name>=X` in pyproject.toml becomes `name==X`.
 floor_constraints() {
   sed -n '/^dependencies = \[/,/^\]/p' "$ROOT/pyproject.toml" \
