@@ -2276,6 +2276,7 @@ CP.READ_ENTRIES = 512
 CP.READ_BYTES = 262144
 CP.READ_STEP = 64
 CP.DROP_FIELDS = 1024
+CP.SEGMENTS = 4096
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2336,15 +2337,18 @@ function CP.record_header(record)
   return lines, at + size
 end
 
--- True if runs text is well formed: "<a>..<b>" items separated by spaces,
--- each end a full stream id, or "#k" with k from 1 to placeholders.
+-- If runs text is well formed ("<a>..<b>" items separated by spaces, each
+-- end a full stream id, or "#k" with k from 1 to placeholders), the number
+-- of segments it resolves through (an item 1, "#i..#j" j - i + 1); else false.
 function CP.check_runs(runs, placeholders)
-  if runs == '' then return true end
+  if runs == '' then return 0 end
+  local segments = 0
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
     local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
     if not a or (string.sub(a, 1, 1) == '#') ~= (string.sub(b, 1, 1) == '#') then return false end
     local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
     if i and j and tonumber(i) > tonumber(j) then return false end
+    segments = segments + (i and tonumber(j) - tonumber(i) + 1 or 1)
     for _, part in ipairs({a, b}) do
       local k = string.match(part, '^#(%d+)$')
       if k then
@@ -2354,25 +2358,36 @@ function CP.check_runs(runs, placeholders)
       end
     end
   end
-  return true
+  return segments
 end
 
 -- Checks a record sent by a client: its header lines are "M" runs with
--- placeholders up to placeholders, or "B" versions. Returns an error text or nil.
+-- placeholders up to placeholders, or "B" versions, at most CP_MAX_FIELDS.
+-- Returns an error text or nil, and the segments its runs resolve through.
 function CP.check_record(record, placeholders)
   local lines = CP.record_header(record)
   if not lines then return 'has no header "<bytes>\\n<lines>"' end
+  if #lines > CP.CP_MAX_FIELDS then return 'has more than ' .. CP.CP_MAX_FIELDS .. ' header lines' end
+  local segments = 0
   for _, line in ipairs(lines) do
     local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
     if not kind then return 'has a header line that is not M<channel>\\t... or B<channel>\\t...' end
-    if kind == 'M' and not CP.check_runs(rest, placeholders) then
+    local found = kind == 'M' and CP.check_runs(rest, placeholders)
+    if kind == 'M' and not found then
       return 'has malformed runs for channel ' .. string.sub(channel, 1, 64)
     end
+    segments = segments + (found or 0)
     if kind == 'B' and (rest == '' or #rest > 128) then
       return 'has a version of 1 to 128 bytes missing for channel ' .. string.sub(channel, 1, 64)
     end
   end
-  return nil
+  return nil, segments
+end
+
+-- The most run segments one write call may resolve (each a read of the
+-- stream): CP.SEGMENTS and two per message the call carries.
+function CP.segments_allowed(messages)
+  return CP.SEGMENTS + 2 * messages
 end
 
 -- The id of the stream entry right after id, or nil.
@@ -2498,9 +2513,25 @@ function CP.known_messages(keys, messages, jsons, exists)
   return found
 end
 
+-- The bytes of JSON a call carries.
+function CP.carried_bytes(jsons)
+  local bytes = 0
+  for _, json in ipairs(jsons) do bytes = bytes + #json end
+  return bytes
+end
+
 -- SETTLE: the write field settle[1], if its value's SHA-1 is settle[2],
 -- takes the runs settle[3] of the call's messages instead of its bytes.
-function CP.settle(keys, settle, stored)
+-- A settled value holds the messages the call carries: the values a call
+-- reads and hashes take at most room.bytes (twice the JSON it carries and
+-- READ_BYTES), each field once; a longer one keeps its bytes (memory, never
+-- correctness).
+function CP.settle(keys, settle, stored, room)
+  if room.done[settle[1]] then return end
+  room.done[settle[1]] = true
+  local size = redis.call('HSTRLEN', keys[5], settle[1])
+  if size == 0 or size > room.bytes then return end
+  room.bytes = room.bytes - size
   local entry = redis.call('HGET', keys[5], settle[1])
   local parts = entry and CP.read_netstrings(entry)
   if not parts or #parts ~= 3 or redis.sha1hex(parts[3]) ~= settle[2] then return end
@@ -2599,6 +2630,13 @@ end
 function CP.read_run(key, index, run, meter, more)
   local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
   if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
+  if CP.spent(meter) then
+    -- The budget is spent: the run is left for chathist_cp_more whole.
+    meter.partial[run] = true
+    more[#more + 1] = a
+    more[#more + 1] = b
+    return
+  end
   -- A run costs a read, and its check against the runs read before: many
   -- short runs (a fragmented conversation) spend the budget too.
   meter.runs = meter.runs + 1 + math.floor(#meter.covered / 8)
@@ -2637,7 +2675,10 @@ function CP.read_writes(key, member, k, meter)
     if parts and #parts == 3 then
       writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
       if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
-        runs[#runs + 1] = string.sub(parts[3], 3)
+        local text = string.sub(parts[3], 3)
+        runs[#runs + 1] = text
+        -- its runs spend the budget as they will be looked at
+        meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
       end
     end
     meter.bytes = meter.bytes + (name and #name or 0) + (value and #value or 0)
@@ -2661,6 +2702,7 @@ function CP.read_blobs(key, member, lines, from, meter)
       number = number + 1
       if number >= from then
         if number > from and CP.spent(meter) then return blobs, number end
+        meter.entries = meter.entries + 1
         local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
         if value then
           blobs[#blobs + 1] = channel
@@ -3152,7 +3194,7 @@ function CP.cp_put(keys, args)
         args[i + 4]}
       i = i + 5
     else
-      if word ~= 'BLOB' or i + 2 >= stop + 1 or not args[i + 2] then
+      if word ~= 'BLOB' or i + 2 >= stop then
         return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
       end
       local field = args[i + 1]
@@ -3172,12 +3214,18 @@ function CP.cp_put(keys, args)
   end
   local messages, jsons = CP.thread_messages(args, stop)
   if not messages then return jsons end
-  local problem = CP.check_record(record, #jsons)
+  local problem, segments = CP.check_record(record, #jsons)
   if problem then return fail('BADARG', 'the record ' .. problem) end
   for k, settle in ipairs(settles) do
-    if not CP.check_runs(settle[3], #jsons) then
+    local found = CP.check_runs(settle[3], #jsons)
+    if not found then
       return fail('BADARG', 'SETTLE ' .. k .. ' has malformed runs')
     end
+    segments = segments + found
+  end
+  if segments > CP.segments_allowed(#jsons) then
+    return fail('TOOBIG', 'runs of more than ' .. CP.segments_allowed(#jsons)
+      .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
 
   local stored = CP.store_thread_messages(keys, messages, jsons, exists)
@@ -3185,7 +3233,8 @@ function CP.cp_put(keys, args)
   redis.call('HSET', keys[4], 'c' .. member, record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   redis.call('ZADD', keys[6], 0, member)
-  for _, settle in ipairs(settles) do CP.settle(keys, settle, stored) end
+  local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, done = {}}
+  for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
   CP.thread_ttl(keys, ttl)
   collect_garbage()
   local reply = {record}
@@ -3222,6 +3271,9 @@ function CP.cp_writes(keys, args)
     return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a count of writes')
   end
   local first = at + 3
+  if first + count * 5 - 1 > #args then
+    return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
+  end
   local stop, alternatives = first + count * 5, {}
   while args[stop] and string.upper(args[stop]) == 'IFKNOWN' do
     local w = parse_count(args[stop + 1], count, 1)
@@ -3239,10 +3291,12 @@ function CP.cp_writes(keys, args)
   end
   local messages, jsons = CP.thread_messages(args, stop)
   if not messages then return jsons end
+  local segments = 0
   for _, span in pairs(alternatives) do
     if not lookup or span[2] > #jsons then
       return fail('BADARG', 'IFKNOWN names messages that KNOWN does not carry')
     end
+    segments = segments + span[2] - span[1] + 1
   end
   for w = 0, count - 1 do
     local index = args[first + w * 5 + 1]
@@ -3250,9 +3304,15 @@ function CP.cp_writes(keys, args)
       return fail('BADARG', 'write ' .. (w + 1) .. ' index is not an integer')
     end
     local value = args[first + w * 5 + 4]
-    if string.sub(value, 1, 2) == CP.REFS_MARK and not CP.check_runs(string.sub(value, 3), #jsons) then
-      return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs')
+    if string.sub(value, 1, 2) == CP.REFS_MARK then
+      local found = CP.check_runs(string.sub(value, 3), #jsons)
+      if not found then return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs') end
+      segments = segments + found
     end
+  end
+  if segments > CP.segments_allowed(#jsons) then
+    return fail('TOOBIG', 'runs of more than ' .. CP.segments_allowed(#jsons)
+      .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
   local n = redis.call('HGET', keys[5], member)
   if n and not string.match(n, '^%d+$') then
@@ -3420,7 +3480,6 @@ function CP.cp_more(keys, args)
     end
     local record = redis.call('HGET', keys[4], 'c' .. args[2])
     if not record then return CP.counted(meter, {0}) end
-    meter.bytes = meter.bytes + #record
     local blobs, next_blob = CP.read_blobs(keys[4], args[2], CP.record_header(record) or {}, n, meter)
     local out = {next_blob}
     for _, item in ipairs(blobs) do out[#out + 1] = item end

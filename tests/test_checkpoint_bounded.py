@@ -507,3 +507,108 @@ def test_a_record_of_many_long_values_is_read_in_budgets(client: redis.Redis) ->
         assert calls >= 4
     # a value deleted meanwhile is left out, and a checkpoint gone ends the read
     assert client.execute_command("FCALL_RO", cp.CP_MORE, 6, *keys, "BLOBS", b"\0gone", 1)[1] == [0]
+
+
+def test_a_record_of_many_runs_leaves_those_past_the_budget_for_more(
+    client: redis.Redis,
+) -> None:
+    """3000 runs that do not meet (every other message): a get looks at runs until its
+    budget is spent and names the others as ranges for chathist_cp_more, unread."""
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    keys = cp.thread_keys("r:", "runs")
+    ids: list[bytes] = []
+    for first in range(0, 6000, 1000):
+        batch = [stored(i) for i in range(first, first + 1000)]
+        ids += client.execute_command("FCALL", "chathist_append", 3, *keys[:3], "MESSAGES", *batch)
+    runs = " ".join(f"{i.decode()}..{i.decode()}" for i in ids[::2])
+    header = f"Mmessages\t{runs}\n"
+    name = cp.member("", "many")
+    client.execute_command(
+        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", name, f"{len(header)}\n{header}p"
+    )
+    work, reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, "LATEST", "")
+    assert_read_bounded(work.decode())
+    raw = cp.decode_checkpoint(reply)
+    assert raw is not None
+    assert len(raw.entries) <= READ_ENTRIES and len(raw.more) >= 3000 - READ_ENTRIES
+    while (call := cp.pending_call(keys, raw)) is not None:
+        work, more = client.execute_command("FCALL_RO", cp.CP_MORE, 6, *keys, *call.args)
+        assert_read_bounded(work.decode())
+        cp.apply_more(raw, more)
+    assert [
+        item[0].encode() for item in cp.view_of(raw.record.runs["messages"], raw.entries)
+    ] == ids[::2]
+
+
+def test_a_record_of_many_absent_values_counts_each_it_looks_at(client: redis.Redis) -> None:
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    keys = cp.thread_keys("r:", "absent")
+    record = cp.Record(blobs={f"c{i}": "1" for i in range(1000)}, payload=b"p").encode()
+    client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", "a"), record)
+    work, reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, "LATEST", "")
+    assert int(work.split()[0]) <= READ_ENTRIES
+    raw = cp.decode_checkpoint(reply)
+    assert raw is not None and raw.next_blob == READ_ENTRIES + 1
+
+
+def test_writes_past_their_placeholders_or_arguments_are_refused_before_writing(
+    client: redis.Redis,
+) -> None:
+    client.function_load(library_source(), replace=True)
+    keys = cp.thread_keys("r:", "refused")
+    name = cp.member("", "c1")
+    one = json.dumps({"type": "human", "data": {"content": "hi"}})
+    # runs that resolve through more segments than the call may read
+    runs = " ".join(["#1..#1"] * 5000)
+    header = f"Mmessages\t{runs}\n"
+    with pytest.raises(redis.ResponseError, match="CHATHIST_TOOBIG runs of more than 4098"):
+        client.execute_command(
+            "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", name, f"{len(header)}\n{header}p",
+            "MESSAGES", one,
+        )  # fmt: skip
+    with pytest.raises(redis.ResponseError, match="CHATHIST_TOOBIG runs of more than 4098"):
+        client.execute_command(
+            "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", name, 1,
+            "t", 0, "", "messages", b"\1M" + runs.encode(), "MESSAGES", one,
+        )  # fmt: skip
+    # a count of writes the arguments do not hold
+    for args in (["t", 0, "", "ch", "v"], ["t", 0, "", "ch"]):
+        with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG expected 2 writes"):
+            client.execute_command("FCALL", cp.CP_WRITES, 6, *keys, "WRITES", name, 2, *args)
+    # a BLOB without its value before MESSAGES
+    with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG expected BLOB"):
+        client.execute_command(
+            "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", name, "0\np",
+            "BLOB", "b\0ch\0" + "1", "MESSAGES", one,
+        )  # fmt: skip
+    assert client.exists(*keys) == 0
+
+
+def test_a_settle_of_a_write_longer_than_the_call_can_hash_keeps_the_write(
+    client: redis.Redis,
+) -> None:
+    """SETTLE hashes at most twice the JSON the put carries and the read budget: a pending
+    write far longer keeps its bytes (memory, never correctness), each named once."""
+    import hashlib
+
+    client.function_load(library_source(), replace=True)
+    keys = cp.thread_keys("r:", "settle")
+    parent = cp.member("", "p")
+    client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", parent, "0\np")
+    value = b"v" * (3 * READ_BYTES)
+    client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", parent, 1, "t", 0, "", "messages", value
+    )
+    one = json.dumps({"type": "human", "data": {"content": "hi", "id": "h1"}})
+    sha1 = hashlib.sha1(value).hexdigest()
+    settles = ["SETTLE", parent, "t\x000", sha1, "#1..#1"] * 3
+    client.execute_command(
+        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", "c"), "0\np", *settles,
+        "MESSAGES", one,
+    )  # fmt: skip
+    entry = client.hget(keys[4], cp.member("", "p") + b"\0=t\x000")
+    assert entry is not None and entry.endswith(value)
+
+
+def test_the_saver_knows_the_segments_a_call_may_resolve() -> None:
+    assert budget("SEGMENTS") == cp.SEGMENTS

@@ -80,3 +80,33 @@ def test_a_record_written_in_full_reads_as_it_is(redis_url: str, client: redis.R
     assert found.checkpoint["id"] == CHECKPOINT_ID
     assert found.checkpoint["channel_versions"] == {"zeta": "00000002.1"}
     assert found.checkpoint["channel_values"] == {"zeta": 7}
+
+
+def test_a_list_too_fragmented_for_runs_is_stored_as_a_value(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A checkpoint keeping every other message of 10,000 (5,000 runs, more than a call may
+    resolve) stores its list as a value; it reads back the same, and the session keeps
+    every message once."""
+    saver = RedisChatSaver(redis_url)
+    messages = [HumanMessage(f"m{i}", id=f"id{i}") for i in range(10_000)]
+    first = empty_checkpoint()
+    first["id"] = "1ef00001-0000-6000-8000-000000000001"
+    first["channel_values"] = {"messages": messages}
+    first["channel_versions"] = {"messages": "00000001.0"}
+    parent = saver.put(config(), first, {"step": 0}, {"messages": "00000001.0"})
+    second = empty_checkpoint()
+    second["id"] = "1ef00001-0000-6000-8000-000000000002"
+    second["channel_values"] = {"messages": messages[::2]}
+    second["channel_versions"] = {"messages": "00000002.0"}
+    stored = saver.put(parent, second, {"step": 1}, {"messages": "00000002.0"})
+
+    found = saver.get_tuple(stored)
+
+    assert found is not None
+    assert [m.id for m in found.checkpoint["channel_values"]["messages"]] == [
+        m.id for m in messages[::2]
+    ]
+    record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", second["id"]))
+    assert record is not None and cp.Record.decode(record).blobs == {"messages": "00000002.0"}
+    assert client.xlen(cp.thread_keys("chat:", "records")[0]) == 10_000

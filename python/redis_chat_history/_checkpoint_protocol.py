@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -167,6 +167,29 @@ def plan_list(
                 runs.append([number, number])
             previous = None
     return ListPlan(" ".join(f"{a}..{b}" for a, b in runs), new, digests, ids)
+
+
+#: Run segments one write call may resolve: SEGMENTS and two per message it carries
+#: (the library's CP.SEGMENTS; more is refused with TOOBIG).
+SEGMENTS = 4096
+
+
+def segments_allowed(messages: int) -> int:
+    """The most run segments a call carrying ``messages`` messages may resolve."""
+    return SEGMENTS + 2 * messages
+
+
+def segments(texts: Iterable[str]) -> int:
+    """The segments runs texts resolve through: a run 1, ``#i..#j`` j - i + 1."""
+    total = 0
+    for text in texts:
+        for run in split_runs(text):
+            first, _, last = run.partition("..")
+            if first.startswith("#"):
+                total += int(last[1:]) - int(first[1:]) + 1
+            else:
+                total += 1
+    return total
 
 
 def numbered(ids: Sequence[str], runs: str) -> list[int]:

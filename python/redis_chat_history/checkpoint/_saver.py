@@ -393,6 +393,18 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             for name, version in new_versions.items()
             if name not in lists
         ]
+        if plans and cp.segments(plan.runs for plan in plans.values()) > cp.segments_allowed(
+            len(messages)
+        ):
+            # Runs too fragmented for one call to resolve (many edits or removals in a long
+            # list): the lists are stored as values this time; their new messages still go
+            # to the session.
+            for name in plans:
+                version = body["channel_versions"][name]
+                del record.runs[name]
+                record.blobs[name] = str(version)
+                blobs.append((cp.blob_field(ns, name, version), _typed(self.serde, values[name])))
+            plans = {}
         record.payload = _typed(
             self.serde,
             {
