@@ -460,14 +460,16 @@ def test_dump_pages_hold_their_byte_budget_and_one_step_more(
     while True:
         work, page = client.execute_command("FCALL_RO", cp.CP_DUMP, 6, *keys, which, cursor)
         fields, read = map(int, work.split())
-        assert fields <= 64 + 4 and read <= budget_bytes + 4 * longest, work
+        # one step past the budget: a bucket of the hash, one field or a few (Valkey 8.1's
+        # hashtable keeps up to 7 per bucket, and a step may visit a bucket of each table)
+        assert fields <= 64 + 16 and read <= budget_bytes + 16 * longest, work
         cursor = page[0]
         seen.update(zip(page[1::2], page[2::2], strict=True))
         pages += 1
         if cursor == b"0":
             break
     assert seen == stored
-    assert pages >= sum(len(f) + len(v) for f, v in stored.items()) // (budget_bytes + longest)
+    assert pages >= sum(len(f) + len(v) for f, v in stored.items()) // (budget_bytes + 16 * longest)
 
 
 def test_a_record_of_many_long_values_is_read_in_budgets(client: redis.Redis) -> None:
