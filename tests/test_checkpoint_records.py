@@ -1,5 +1,6 @@
 """A checkpoint record leaves out what its header says (its id, the versions of the channels
-stored as values) and reads back as the checkpoint that was put, versions in their order; a
+stored as values), holds small channel values itself, is deflated with the payload's
+dictionary, and reads back as the checkpoint that was put, versions in their order; a
 record written in full (before this) reads as it is."""
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from langgraph.checkpoint.base import empty_checkpoint
 
 from redis_chat_history import _checkpoint_protocol as cp
 from redis_chat_history import library_source
-from redis_chat_history.checkpoint import RedisChatSaver
+from redis_chat_history.checkpoint import RedisChatSaver, _payload
+from redis_chat_history.checkpoint._saver import INLINE_BYTES
 
 CHECKPOINT_ID = "1ef00001-0000-6000-8000-000000000000"
 
@@ -24,7 +26,11 @@ CHECKPOINT_ID = "1ef00001-0000-6000-8000-000000000000"
 def checkpoint() -> Any:
     body = empty_checkpoint()
     body["id"] = CHECKPOINT_ID
-    body["channel_values"] = {"zeta": 1, "messages": [HumanMessage("hi", id="h1")], "alpha": "a"}
+    body["channel_values"] = {
+        "zeta": "z" * (2 * INLINE_BYTES),
+        "messages": [HumanMessage("hi", id="h1")],
+        "alpha": "a",
+    }
     body["channel_versions"] = {"zeta": "00000002.1", "messages": "00000001.0", "alpha": 3}
     body["versions_seen"] = {"node": {"zeta": "00000002.1"}}
     return body
@@ -49,13 +55,68 @@ def test_a_compact_record_reads_back_as_the_checkpoint_put(
     assert got["id"] == CHECKPOINT_ID
     assert list(got["channel_versions"].items()) == list(body["channel_versions"].items())
     assert got["versions_seen"] == body["versions_seen"]
-    assert got["channel_values"]["zeta"] == 1 and got["channel_values"]["alpha"] == "a"
+    assert got["channel_values"] == body["channel_values"]
     # the record holds neither the id nor the string versions its header holds
     record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", CHECKPOINT_ID))
     assert record is not None
-    payload = cp.Record.decode(record).payload
+    stored = cp.Record.decode(record)
+    assert stored.blobs == {"zeta": "00000002.1"}  # alpha, small, is in the payload
+    assert stored.payload.startswith(_payload.MARK)
+    payload = _payload.unpack(stored.payload)
     assert CHECKPOINT_ID.encode() not in payload and b"00000002.1" in payload  # versions_seen
     assert payload.count(b"00000002.1") == 1
+
+
+def test_small_values_live_in_records_and_large_ones_once_per_version(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A small value is held by every record of its version (no field of its own); a large
+    one is stored once, and a child whose parent names it names it too, without sending it
+    again; a channel with a version and no value has neither."""
+    saver = RedisChatSaver(redis_url)
+    thread = {"configurable": {"thread_id": "inline", "checkpoint_ns": ""}}
+    first = empty_checkpoint()
+    first["id"] = "1ef00001-0000-6000-8000-00000000000a"
+    first["channel_values"] = {"big": "b" * 1000, "flag": None, "small": [1, 2]}
+    first["channel_versions"] = {"big": "1", "flag": "1", "small": "1", "gone": "1"}
+    parent = saver.put(thread, first, {"step": 0}, dict(first["channel_versions"]))
+    second = empty_checkpoint()
+    second["id"] = "1ef00001-0000-6000-8000-00000000000b"
+    second["channel_values"] = {"big": "b" * 1000, "flag": True, "small": [1, 2]}
+    second["channel_versions"] = {"big": "1", "flag": "2", "small": "1", "gone": "1"}
+    child = saver.put(parent, second, {"step": 1}, {"flag": "2"})
+
+    fields = client.hkeys(cp.thread_keys("chat:", "inline")[3])
+    assert sorted(f for f in fields if f.startswith(b"b")) == [cp.blob_field("", "big", "1")]
+    for config, body in ((parent, first), (child, second)):
+        found = saver.get_tuple(config)
+        assert found is not None
+        assert found.checkpoint["channel_values"] == body["channel_values"]
+        assert found.checkpoint["channel_versions"] == body["channel_versions"]
+    record = client.hget(cp.thread_keys("chat:", "inline")[3], b"c" + cp.member("", second["id"]))
+    assert record is not None and cp.Record.decode(record).blobs == {"big": "1"}
+
+    # a saver that never saw the parent stores the large value again rather than guess
+    fresh = RedisChatSaver(redis_url)
+    third = {**second, "id": "1ef00001-0000-6000-8000-00000000000c"}
+    third["channel_versions"] = {**second["channel_versions"], "flag": "3"}
+    last = fresh.put(child, third, {"step": 2}, {"flag": "3"})
+    found = fresh.get_tuple(last)
+    assert found is not None and found.checkpoint["channel_values"]["big"] == "b" * 1000
+
+
+def test_the_payload_dictionary_never_changes() -> None:
+    """Records deflated with MARK's dictionary need exactly these bytes to be read: a new
+    dictionary needs a new mark, and the old pair stays readable."""
+    import hashlib
+
+    assert _payload.MARK == b"\x01z1\0"
+    assert hashlib.sha1(_payload.DICTIONARY).hexdigest() == (
+        "1a77ac694b937e2e0b046ac8908fb72ad7941bb2"
+    )
+    sample = b"msgpack\0" + b"x" * 300
+    assert _payload.unpack(_payload.pack(sample)) == sample
+    assert _payload.pack(b"ab") == b"ab"  # too short to shrink: kept as it is
 
 
 def test_a_record_written_in_full_reads_as_it_is(redis_url: str, client: redis.Redis) -> None:

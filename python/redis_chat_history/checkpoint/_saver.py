@@ -37,10 +37,19 @@ from .._errors import InvalidInputError
 from .._protocol import DEFAULT_KEY_PREFIX, Call, as_text, encode_stored, range_call
 from .._retry import DEFAULT_RETRY, RetryPolicy
 from .._transport import AsyncTransport, SyncTransport
+from . import _payload
 
 Plan = Generator[Call | list[Call], Any, Any]
+#: A checkpoint's lists of messages: by channel, each message's (stream id, digest, run).
+View = dict[str, list[tuple[str, bytes, str]]]
 #: Lists of message views remembered per checkpoint, so a put sends only new messages.
 VIEWS_KEPT = 512
+#: Channel values of at most this many serialized bytes are kept in the record that
+#: holds their version (each record holds them again while the version stands); larger
+#: ones are stored once per version as a value of their own, which a record names.
+#: An agent's small channels (branch flags, pending sends) change at nearly every step,
+#: and a value of its own costs a hash field (name and overhead) besides its bytes.
+INLINE_BYTES = 128
 COPY_PAGE = 500
 _TAG = re.compile(rb"\{([^{}]+)\}:k$")
 
@@ -53,6 +62,14 @@ def _typed(serde: Any, value: Any) -> bytes:
 def _untyped(serde: Any, raw: bytes) -> Any:
     kind, _, data = raw.partition(b"\0")
     return serde.loads_typed((kind.decode(), data))
+
+
+def _body(serde: Any, payload: bytes) -> dict[str, Any]:
+    """The body a record's payload holds: ``c`` the checkpoint (see :func:`_compact`),
+    ``m`` its metadata, ``p`` its parent's id, ``v`` the channel values it holds itself
+    (serialized, by channel)."""
+    body: dict[str, Any] = _untyped(serde, _payload.unpack(payload))
+    return body
 
 
 def _compact(body: dict[str, Any], blobs: dict[str, str]) -> dict[str, Any]:
@@ -145,7 +162,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         self.redis_options = kwargs
         self._redis_client = redis_client
         self._async_redis_client = async_redis_client
-        self._views: OrderedDict[tuple[str, str, str], dict[str, list[tuple[str, bytes, str]]]]
+        #: Per checkpoint: its message view and the values its record names (channel ->
+        #: version), so that a put of its child sends only what is new.
+        self._views: OrderedDict[tuple[str, str, str], tuple[View, dict[str, str]]]
         self._views = OrderedDict()
         #: Writes whose value is a list of messages, per checkpoint: (task id, index, SHA-1
         #: of the value sent, digest of each message), so the next put can settle them.
@@ -211,11 +230,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         thread_id: str,
         ns: str,
         checkpoint_id: str,
-        view: dict[str, list[tuple[str, bytes, str]]],
+        view: View,
+        blobs: dict[str, str],
     ) -> None:
         key = (thread_id, ns, checkpoint_id)
         with self._lock:
-            self._views[key] = view
+            self._views[key] = (view, blobs)
             self._views.move_to_end(key)
             while len(self._views) > VIEWS_KEPT:
                 self._views.popitem(last=False)
@@ -241,7 +261,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 settles.append(cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs))
         return settles
 
-    def _view_of(self, raw: cp.RawCheckpoint) -> dict[str, list[tuple[str, bytes, str]]]:
+    def _view_of(self, raw: cp.RawCheckpoint) -> View:
         view = {}
         for channel, runs in raw.record.runs.items():
             view[channel] = [
@@ -253,9 +273,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
     # -- decoding ------------------------------------------------------------------------
 
     def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
-        body = _untyped(self.serde, raw.record.payload)
+        body = _body(self.serde, raw.record.payload)
         checkpoint = _expanded(body["c"], raw.record.blobs, raw.checkpoint_id)
-        values: dict[str, Any] = {}
+        values: dict[str, Any] = {
+            channel: _untyped(self.serde, blob) for channel, blob in body.get("v", {}).items()
+        }
         for channel, blob in raw.blobs.items():
             if not blob.startswith(b"empty\0"):
                 values[channel] = _untyped(self.serde, blob)
@@ -273,7 +295,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             pending.append((write.task_id, write.channel, value))
         parent = body.get("p")
         ns = raw.checkpoint_ns
-        self._remember(thread_id, ns, raw.checkpoint_id, self._view_of(raw))
+        self._remember(thread_id, ns, raw.checkpoint_id, self._view_of(raw), raw.record.blobs)
         return CheckpointTuple(
             config={
                 "configurable": {
@@ -336,7 +358,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             cursor, page = cp.decode_page(reply)
             for raw in page:
                 if filter:
-                    metadata = _untyped(self.serde, raw.record.payload)["m"]
+                    metadata = _body(self.serde, raw.record.payload)["m"]
                     if any(metadata.get(k) != v for k, v in filter.items()):
                         continue
                 yield from self._complete(keys, raw)
@@ -363,14 +385,19 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         values: dict[str, Any] = body.pop("channel_values")
         lists = {name: jsons for name, value in values.items() if (jsons := _message_list(value))}
         known: dict[bytes, list[tuple[str, str, int]]] = {}
-        if lists and parent:
-            view = self._views.get((thread_id, ns, parent))
-            if view is None:
+        view: View = {}
+        parent_blobs: dict[str, str] = {}
+        if parent:
+            cached = self._views.get((thread_id, ns, parent))
+            if cached is not None:
+                view, parent_blobs = cached
+            elif lists:
                 reply = yield cp.get_call(keys, ns, parent)
                 raw = cp.decode_checkpoint(reply)
                 if raw is not None:
                     yield from self._complete(keys, raw)
-                view = self._view_of(raw) if raw else {}
+                    view, parent_blobs = self._view_of(raw), raw.record.blobs
+        if lists:
             for items in view.values():
                 for position, (stream_id, key, run) in enumerate(items):
                     known.setdefault(key, []).append((stream_id, run, position))
@@ -382,17 +409,20 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             plans[name] = plan
             record.runs[name] = plan.runs
             messages += plan.new
+        inline: dict[str, bytes] = {}
+        blobs: list[tuple[bytes, bytes]] = []
         for name, version in body["channel_versions"].items():
-            if name not in lists:
-                record.blobs[name] = str(version)
-        blobs = [
-            (
-                cp.blob_field(ns, name, version),
-                _typed(self.serde, values[name]) if name in values else b"empty\0",
-            )
-            for name, version in new_versions.items()
-            if name not in lists
-        ]
+            if name in lists:
+                continue
+            if name not in new_versions and parent_blobs.get(name) == str(version):
+                record.blobs[name] = str(version)  # stored by an ancestor, named by the parent
+            elif name in values:
+                typed = _typed(self.serde, values[name])
+                if len(typed) <= INLINE_BYTES:
+                    inline[name] = typed
+                else:
+                    record.blobs[name] = str(version)
+                    blobs.append((cp.blob_field(ns, name, version), typed))
         if plans and cp.segments(plan.runs for plan in plans.values()) > cp.segments_allowed(
             len(messages)
         ):
@@ -405,14 +435,14 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 record.blobs[name] = str(version)
                 blobs.append((cp.blob_field(ns, name, version), _typed(self.serde, values[name])))
             plans = {}
-        record.payload = _typed(
-            self.serde,
-            {
-                "c": _compact(body, record.blobs),
-                "m": get_checkpoint_metadata(config, metadata),
-                "p": parent,
-            },
-        )
+        stored_body: dict[str, Any] = {
+            "c": _compact(body, record.blobs),
+            "m": get_checkpoint_metadata(config, metadata),
+            "p": parent,
+        }
+        if inline:
+            stored_body["v"] = inline
+        record.payload = _payload.pack(_typed(self.serde, stored_body))
         settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
         reply = yield cp.put_call(
             keys,
@@ -427,7 +457,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         stored_record = cp.Record.decode(
             reply[0] if isinstance(reply[0], bytes) else reply[0].encode()
         )
-        stored_view: dict[str, list[tuple[str, bytes, str]]] = {}
+        stored_view: View = {}
         for channel, plan in plans.items():
             ids = [stored[int(i[1:]) - 1] if i.startswith("#") else i for i in plan.ids]
             numbers = cp.numbered(ids, stored_record.runs[channel])
@@ -435,7 +465,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 (stream_id, key, f"{channel}:{number}")
                 for stream_id, key, number in zip(ids, plan.digests, numbers, strict=True)
             ]
-        self._remember(thread_id, ns, checkpoint["id"], stored_view)
+        self._remember(thread_id, ns, checkpoint["id"], stored_view, stored_record.blobs)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -586,7 +616,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                     name = items[i] if isinstance(items[i], bytes) else items[i].encode()
                     if not name.startswith(b"c"):
                         continue
-                    body = _untyped(self.serde, cp.Record.decode(items[i + 1]).payload)
+                    body = _body(self.serde, cp.Record.decode(items[i + 1]).payload)
                     if body["m"].get("run_id") in wanted:
                         doomed.append(name[1:])
                 if as_text(cursor) == "0":
