@@ -84,7 +84,7 @@ Contents (sections in this order):
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.4.0'
+local LIBRARY_VERSION = '1.5.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
@@ -2223,14 +2223,24 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
   KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record;
                                "b" <ns> "\0" <channel> "\0" <version> -> a
                                channel value (one per version)
-  KEYS[5]  <prefix>{<tag>}:w   hash: a checkpoint's pending writes, a few
-                               fields per write (m is <ns> "\0" <id>):
-                                 m                      -> n, writes stored
-                                 m "\0" <k>             -> <task id> "\0" <index>
-                                                           of the k-th (1..n)
-                                 m "\0=" <task id> "\0" <index>
-                                                        -> netstrings: task
-                                                           path, channel, value
+  KEYS[5]  <prefix>{<tag>}:w   hash: a checkpoint's pending writes in groups,
+                               a group the writes of one task that one call
+                               stored (m is <ns> "\0" <id>):
+                                 m              -> n "\0" <the first group's
+                                                   name>: n groups stored
+                                 m "\0" <k>     -> the k-th group's name (2..n):
+                                                   <task id> "\0" <index of its
+                                                   first write> [ "\0" <k> ]
+                                 m "\0=" <name> -> netstrings: task path, then
+                                                   the first write's channel
+                                                   and value, then index,
+                                                   channel and value of each
+                                                   other write
+                               (1.4 stored one write per group, and m -> n with
+                               the first name at m "\0" 1: such fields read the
+                               same, and its checkpoints go on so.) A call merges its writes into the
+                               group of the same name, if that is at most
+                               GROUP_BYTES long, else starts a group "\0" <k>.
   KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
                                every checkpoint, so that ZRANGEBYLEX pages
                                them in id order (ids sort as they were made)
@@ -2277,6 +2287,8 @@ CP.READ_BYTES = 262144
 CP.READ_STEP = 64
 CP.DROP_FIELDS = 1024
 CP.SEGMENTS = 4096
+-- A write call merges into a stored group of its task up to this long.
+CP.GROUP_BYTES = 65536
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2470,6 +2482,57 @@ function CP.write_field(member, name)
   return member .. '\0=' .. name
 end
 
+-- A checkpoint's count of write groups "<n>[\0<first group's name>]":
+-- n, and the first group's name when the count holds it (since 1.5; a 1.4
+-- count is n alone, the name in slot 1). nil if it is malformed.
+function CP.write_count(key, member)
+  local count = redis.call('HGET', key, member)
+  if not count then return 0 end
+  local n, first = string.match(count, '^(%d+)%z(.+)$')
+  if n then return tonumber(n), first end
+  return tonumber(string.match(count, '^(%d+)$') or nil)
+end
+
+-- The name of a checkpoint's k-th write group.
+function CP.group_at(key, member, k, first)
+  if k == 1 and first then return first end
+  return redis.call('HGET', key, CP.write_slot(member, k))
+end
+
+-- A count to store: n, with the first group's name unless slot 1 holds it.
+function CP.count_value(n, first)
+  if first then return n .. '\0' .. first end
+  return n
+end
+
+-- A group's name "<task>\0<first index>[\0<k>]": its task and first index
+-- (nil if it is not a name).
+function CP.group_name(name)
+  return string.match(name, '^([^%z]*)%z(%-?%d+)')
+end
+
+-- A stored group: its task path and writes {{index, channel, value}, ...}
+-- (the first write's index is the name's); nil if it is malformed.
+function CP.parse_group(first, value)
+  local parts = value and CP.read_netstrings(value)
+  if not parts or #parts < 3 or #parts % 3 ~= 0 then return nil end
+  local writes = {{first, parts[2], parts[3]}}
+  for i = 4, #parts, 3 do
+    if not string.match(parts[i], '^%-?%d+$') then return nil end
+    writes[#writes + 1] = {parts[i], parts[i + 1], parts[i + 2]}
+  end
+  return parts[1], writes
+end
+
+function CP.group_value(path, writes)
+  local out = {CP.netstring(path), CP.netstring(writes[1][2]), CP.netstring(writes[1][3])}
+  for i = 2, #writes do
+    out[#out + 1] = CP.netstring(writes[i][1]) .. CP.netstring(writes[i][2])
+      .. CP.netstring(writes[i][3])
+  end
+  return table.concat(out)
+end
+
 -- Stores the messages args[first..] of a checkpoint call in the session:
 -- one whose client id is stored with the same JSON is not stored again; one
 -- whose id is stored with other JSON (an edited message) is stored anew and
@@ -2520,24 +2583,45 @@ function CP.carried_bytes(jsons)
   return bytes
 end
 
--- SETTLE: the write field settle[1], if its value's SHA-1 is settle[2],
--- takes the runs settle[3] of the call's messages instead of its bytes.
--- A settled value holds the messages the call carries: the values a call
--- reads and hashes take at most room.bytes (twice the JSON it carries and
--- READ_BYTES), each field once; a longer one keeps its bytes (memory, never
--- correctness).
+-- SETTLE: the write of settle.index in the group "<task>\0<first>" of a
+-- parent's writes, if its value's SHA-1 is settle.sha1, takes the runs
+-- settle.runs of the call's messages instead of its bytes. A settled value
+-- holds the messages the call carries: the groups a call reads take at most
+-- room.bytes (twice the JSON it carries and READ_BYTES), each group once,
+-- and each value is hashed at most once; a longer group keeps its bytes
+-- (memory, never correctness). CP.settled stores the groups changed.
 function CP.settle(keys, settle, stored, room)
-  if room.done[settle[1]] then return end
-  room.done[settle[1]] = true
-  local size = redis.call('HSTRLEN', keys[5], settle[1])
-  if size == 0 or size > room.bytes then return end
-  room.bytes = room.bytes - size
-  local entry = redis.call('HGET', keys[5], settle[1])
-  local parts = entry and CP.read_netstrings(entry)
-  if not parts or #parts ~= 3 or redis.sha1hex(parts[3]) ~= settle[2] then return end
-  local runs = CP.resolve_runs(keys[1], settle[3], stored)
-  redis.call('HSET', keys[5], settle[1], CP.netstring(parts[1]) .. CP.netstring(parts[2])
-    .. CP.netstring(CP.REFS_MARK .. runs))
+  local field = CP.write_field(settle.member, settle.task .. '\0' .. settle.first)
+  local group = room.groups[field]
+  if group == nil then
+    group = false
+    local size = redis.call('HSTRLEN', keys[5], field)
+    if size > 0 and size <= room.bytes then
+      room.bytes = room.bytes - size
+      local path, writes = CP.parse_group(settle.first, redis.call('HGET', keys[5], field))
+      if path then group = {path = path, writes = writes, field = field} end
+    end
+    room.groups[field] = group
+  end
+  if not group then return end
+  for _, write in ipairs(group.writes) do
+    if write[1] == settle.index and string.sub(write[3], 1, 2) ~= CP.REFS_MARK then
+      if redis.sha1hex(write[3]) == settle.sha1 then
+        write[3] = CP.REFS_MARK .. CP.resolve_runs(keys[1], settle.runs, stored)
+        if not group.changed then
+          group.changed = true
+          room.changed[#room.changed + 1] = group
+        end
+      end
+      return
+    end
+  end
+end
+
+function CP.settled(keys, room)
+  for _, group in ipairs(room.changed) do
+    redis.call('HSET', keys[5], group.field, CP.group_value(group.path, group.writes))
+  end
 end
 
 -- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
@@ -2658,31 +2742,36 @@ function CP.read_run(key, index, run, meter, more)
   end
 end
 
--- Reads a checkpoint's writes from the k-th on while the meter has budget,
--- one at a time (a write's name and value may be long, and no bound of
--- their length is kept), so a call reads at most READ_BYTES and one write
--- more; each is replied as five netstrings. Returns the writes, the runs
+-- Reads a checkpoint's writes from the k-th group on while the meter has
+-- budget, a group at a time (a group's name and value may be long, and no
+-- bound of their length is kept), so a call reads at most READ_BYTES and
+-- READ_ENTRIES writes and one group more (what one write call stored);
+-- each write is replied as five netstrings. Returns the writes, the runs
 -- their values hold, and the k to go on from (0 when all are read).
 function CP.read_writes(key, member, k, meter)
-  local n = tonumber(redis.call('HGET', key, member) or nil) or 0
+  local n, first = CP.write_count(key, member)
+  n = n or 0
   local writes, runs = {}, {}
   while k <= n do
     if CP.spent(meter) then return writes, runs, k end
-    local name = redis.call('HGET', key, CP.write_slot(member, k))
+    local name = CP.group_at(key, member, k, first)
     local value = name and redis.call('HGET', key, CP.write_field(member, name))
-    local task, index = string.match(name or '', '^(.*)%z([^%z]*)$')
-    local parts = value and task and CP.read_netstrings(value)
-    if parts and #parts == 3 then
-      writes[#writes + 1] = CP.netstring(task) .. CP.netstring(index) .. value
-      if string.sub(parts[3], 1, 2) == CP.REFS_MARK then
-        local text = string.sub(parts[3], 3)
+    local task, first = CP.group_name(name or '')
+    local path, group = nil, {}
+    if task and value then path, group = CP.parse_group(first, value) end
+    for _, write in ipairs(path and group or {}) do
+      writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
+        .. CP.netstring(write[2]) .. CP.netstring(write[3])
+      if string.sub(write[3], 1, 2) == CP.REFS_MARK then
+        local text = string.sub(write[3], 3)
         runs[#runs + 1] = text
         -- its runs spend the budget as they will be looked at
         meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
       end
+      meter.entries = meter.entries + 1
     end
+    if not path then meter.entries = meter.entries + 1 end
     meter.bytes = meter.bytes + (name and #name or 0) + (value and #value or 0)
-    meter.entries = meter.entries + 1
     k = k + 1
   end
   return writes, runs, 0
@@ -3150,11 +3239,15 @@ local function version(keys, args)
 end
 
 --[[
-chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
+chathist_cp_put: store one checkpoint of a thread, atomically (1.4;
+  SETTLE's write may name its group's first index since 1.5).
   KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
   ARGV: [TTL seconds] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
-        (SETTLE <parent "<ns>\0<id>"> <task id "\0" index> <sha1> <runs>)*
+        (SETTLE <parent "<ns>\0<id>"> <write> <sha1> <runs>)*
         [MESSAGES json...]
+    where a write is <task id> "\0" <index>, the first write of its group,
+    or <task id> "\0" <index> "\0" <first index>, a write of the group
+    "<task id>\0<first index>".
     The record's "M" runs may end in "#k", the k-th message of MESSAGES,
     which are stored in the session first (a message whose id is stored
     with the same JSON is not stored again). BLOB stores a channel value
@@ -3162,7 +3255,7 @@ chathist_cp_put: store one checkpoint of a thread, atomically (1.4).
     pending write (of the parent) whose value is a list of messages of this
     call: if its stored value's SHA-1 (hex) is sha1, the value becomes the
     runs (with "#k" resolved), so the messages are kept once. Work: what
-    the call carries (a SETTLE reads the one write it names).
+    the call carries (a SETTLE reads the one group it names).
   Reply: {the record as stored (its runs resolved), the stream id of each
   message of MESSAGES}.
 ]]
@@ -3185,13 +3278,18 @@ function CP.cp_put(keys, args)
   while i < stop do
     local word = string.upper(args[i])
     if word == 'SETTLE' and i + 4 < stop then
-      if not CP.is_member(args[i + 1]) or not string.match(args[i + 2], '^.*%z%-?%d+$')
+      local task, index = string.match(args[i + 2], '^([^%z]*)%z(%-?%d+)$')
+      local first = index
+      if not task then
+        task, index, first = string.match(args[i + 2], '^([^%z]*)%z(%-?%d+)%z(%-?%d+)$')
+      end
+      if not CP.is_member(args[i + 1]) or not task
           or not string.match(args[i + 3], '^' .. string.rep('%x', 40) .. '$') then
         return fail('BADARG', 'SETTLE needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
           .. 'a SHA-1 in hex and runs')
       end
-      settles[#settles + 1] = {CP.write_field(args[i + 1], args[i + 2]), string.lower(args[i + 3]),
-        args[i + 4]}
+      settles[#settles + 1] = {member = args[i + 1], task = task, index = index, first = first,
+        sha1 = string.lower(args[i + 3]), runs = args[i + 4]}
       i = i + 5
     else
       if word ~= 'BLOB' or i + 2 >= stop then
@@ -3217,7 +3315,7 @@ function CP.cp_put(keys, args)
   local problem, segments = CP.check_record(record, #jsons)
   if problem then return fail('BADARG', 'the record ' .. problem) end
   for k, settle in ipairs(settles) do
-    local found = CP.check_runs(settle[3], #jsons)
+    local found = CP.check_runs(settle.runs, #jsons)
     if not found then
       return fail('BADARG', 'SETTLE ' .. k .. ' has malformed runs')
     end
@@ -3233,8 +3331,10 @@ function CP.cp_put(keys, args)
   redis.call('HSET', keys[4], 'c' .. member, record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   redis.call('ZADD', keys[6], 0, member)
-  local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, done = {}}
+  local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
+    changed = {}}
   for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
+  CP.settled(keys, settle_room)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
   local reply = {record}
@@ -3243,14 +3343,20 @@ function CP.cp_put(keys, args)
 end
 
 --[[
-chathist_cp_writes: store a task's pending writes for a checkpoint (1.4).
+chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
+  in groups since 1.5).
   KEYS: the thread's 6 keys.
   ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
         <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
         [MESSAGES json... | KNOWN json...]
-    A write whose (task id, index) is stored already is kept as it was,
-    unless its index is negative (a special channel: error, interrupt...),
-    which replaces it. A value starting with "\1M" holds runs, whose "#k"
+    A task id holds no NUL byte. The call's writes of one task and path are
+    one group, merged into the stored group of the same name (see :w
+    above) when that is at most GROUP_BYTES long. A write whose (task id,
+    index) that group holds, or that is the first of another stored group,
+    is kept as it was, unless its index is negative (a special channel:
+    error, interrupt...), which replaces it; a reader keeps the first of a
+    (task id, index) stored twice (in groups a call did not read), or the
+    last for a negative index. A value starting with "\1M" holds runs, whose "#k"
     name messages of MESSAGES as in chathist_cp_put. KNOWN messages are
     not stored: each is looked up by its id; IFKNOWN w i j: if KNOWN
     messages i to j are all stored with the same JSON, write w (1-based)
@@ -3303,6 +3409,9 @@ function CP.cp_writes(keys, args)
     if not string.match(index, '^%-?%d+$') or #index > 12 then
       return fail('BADARG', 'write ' .. (w + 1) .. ' index is not an integer')
     end
+    if string.find(args[first + w * 5], '\0', 1, true) then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' task id holds a NUL byte')
+    end
     local value = args[first + w * 5 + 4]
     if string.sub(value, 1, 2) == CP.REFS_MARK then
       local found = CP.check_runs(string.sub(value, 3), #jsons)
@@ -3314,11 +3423,11 @@ function CP.cp_writes(keys, args)
     return fail('TOOBIG', 'runs of more than ' .. CP.segments_allowed(#jsons)
       .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
-  local n = redis.call('HGET', keys[5], member)
-  if n and not string.match(n, '^%d+$') then
+  local n, first_group = CP.write_count(keys[5], member)
+  if not n then
     return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
   end
-  n = tonumber(n) or 0
+  local inline_first = n == 0 or first_group ~= nil  -- the count holds group 1's name
 
   local stored
   if lookup then
@@ -3326,41 +3435,79 @@ function CP.cp_writes(keys, args)
   else
     stored = CP.store_thread_messages(keys, messages, jsons, exists)
   end
-  local fields, seen, added = {}, {}, 0
+  -- the call's writes by task and path, in the order they first come
+  local groups, order = {}, {}
   for w = 0, count - 1 do
     local at_w = first + w * 5
-    local name = args[at_w] .. '\0' .. args[at_w + 1]
-    local field = CP.write_field(member, name)
-    local present = seen[name] or redis.call('HEXISTS', keys[5], field) == 1
-    if not present or tonumber(args[at_w + 1]) < 0 then
-      local value = args[at_w + 4]
-      local span = alternatives[w + 1]
-      local found = span ~= nil
-      for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
-      if found then
-        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
-      elseif string.sub(value, 1, 2) == CP.REFS_MARK then
-        value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+    local key = args[at_w] .. '\0' .. args[at_w + 2]
+    if not groups[key] then
+      groups[key] = {task = args[at_w], path = args[at_w + 2], first = args[at_w + 1], items = {}}
+      order[#order + 1] = groups[key]
+    end
+    local items = groups[key].items
+    items[#items + 1] = w
+  end
+  local fields, added = {}, 0
+  for _, group in ipairs(order) do
+    local field = CP.write_field(member, group.task .. '\0' .. group.first)
+    local size = redis.call('HSTRLEN', keys[5], field)
+    local writes = {}
+    if size > 0 and size <= CP.GROUP_BYTES then
+      local path, parsed = CP.parse_group(group.first, redis.call('HGET', keys[5], field))
+      if path == group.path then writes = parsed else size = CP.GROUP_BYTES + 1 end
+    end
+    local at_index, changed = {}, false
+    for i, write in ipairs(writes) do at_index[write[1]] = i end
+    for _, w in ipairs(group.items) do
+      local at_w = first + w * 5
+      local index = args[at_w + 1]
+      local i = at_index[index]
+      local negative = tonumber(index) < 0
+      local present = i ~= nil or (not negative and redis.call('HEXISTS', keys[5],
+        CP.write_field(member, group.task .. '\0' .. index)) == 1)
+      if not present or negative then
+        local value = args[at_w + 4]
+        local span = alternatives[w + 1]
+        local found = span ~= nil
+        for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
+        if found then
+          value = CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
+        elseif string.sub(value, 1, 2) == CP.REFS_MARK then
+          value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+        end
+        if i then
+          writes[i] = {index, args[at_w + 3], value}
+        else
+          writes[#writes + 1] = {index, args[at_w + 3], value}
+          at_index[index] = #writes
+        end
+        changed, added = true, added + 1
       end
-      if not present then
+    end
+    if changed then
+      local name = group.task .. '\0' .. writes[1][1]
+      if size == 0 or size > CP.GROUP_BYTES then
         n = n + 1
-        fields[#fields + 1] = CP.write_slot(member, n)
-        fields[#fields + 1] = name
+        if size > 0 then name = name .. '\0' .. n end  -- the stored group is too long to read
+        if n == 1 and inline_first then
+          first_group = name
+        else
+          fields[#fields + 1] = CP.write_slot(member, n)
+          fields[#fields + 1] = name
+        end
       end
-      fields[#fields + 1] = field
-      fields[#fields + 1] = CP.netstring(args[at_w + 2]) .. CP.netstring(args[at_w + 3])
-        .. CP.netstring(value)
-      seen[name] = true
-      added = added + 1
+      fields[#fields + 1] = CP.write_field(member, name)
+      fields[#fields + 1] = CP.group_value(group.path, writes)
     end
   end
   fields[#fields + 1] = member
-  fields[#fields + 1] = n
+  fields[#fields + 1] = CP.count_value(n, first_group)
   hash_set_many(keys[5], fields)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
-  -- the :w fields this call looked at: the count, and one name per write
-  if COUNT_WORK then return {tostring(1 + count), added} end
+  -- the :w fields this call looked at: the count, the group of each task
+  -- and one name per write
+  if COUNT_WORK then return {tostring(1 + #order + count), added} end
   return added
 end
 
@@ -3522,16 +3669,16 @@ function CP.cp_drop(keys, args)
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
     redis.call('ZREM', keys[6], member)
-    local n = tonumber(redis.call('HGET', keys[5], member) or nil) or 0
+    local n, first = CP.write_count(keys[5], member)
+    n = n or 0
     while n > 0 and budget > 0 do
-      local slot = CP.write_slot(member, n)
-      local name = redis.call('HGET', keys[5], slot)
+      local name = CP.group_at(keys[5], member, n, first)
       if name then redis.call('HDEL', keys[5], CP.write_field(member, name)) end
-      redis.call('HDEL', keys[5], slot)
+      redis.call('HDEL', keys[5], CP.write_slot(member, n))
       n, budget = n - 1, budget - 2
     end
     if n > 0 then
-      redis.call('HSET', keys[5], member, n)
+      redis.call('HSET', keys[5], member, CP.count_value(n, first))
       break
     end
     redis.call('HDEL', keys[5], member)

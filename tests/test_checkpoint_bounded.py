@@ -93,7 +93,8 @@ def big(redis_server: Any) -> Iterator[tuple[Thread, list[bytes], list[bytes]]]:
             args += [f"task{i}", 0, "", "ch", f"value {i}"]
         work, added = thread_calls.call("chathist_cp_writes", "WRITES", members[-1], 500, *args)
         assert added == 500
-        assert int(work) == 501  # its own writes and the count, not the 1000 stored before
+        # the count, and each write's group and name: not the 1000 writes stored before
+        assert int(work) == 1001
     yield thread_calls, ids, members
     client.function_flush()
     client.flushall()

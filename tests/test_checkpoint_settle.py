@@ -43,9 +43,9 @@ def write_values(client: redis.Redis, thread_id: str) -> list[bytes]:
     values = []
     for field, entry in client.hscan_iter(cp.thread_keys("chat:", thread_id)[4]):
         if b"\0=" in field:
-            _path, channel, value = cp.netstrings(entry)
-            if channel == b"messages":
-                values.append(value)
+            for write in cp.decode_group(field.partition(b"\0=")[2], entry):
+                if write.channel == "messages":
+                    values.append(write.value)
     return values
 
 

@@ -1,8 +1,8 @@
-"""The chathist_cp_* calls of a LangGraph thread, without I/O (library 1.4).
+"""The chathist_cp_* calls of a LangGraph thread, without I/O (library 1.5).
 
 A thread is a chat session (``:m`` ``:x`` ``:i``) plus three keys of the same hash
-tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, a few
-fields per write) and ``:k`` (the checkpoints in id order). Records, writes and runs of
+tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, a group of
+fields per task and call) and ``:k`` (the checkpoints in id order). Records, writes and runs of
 messages are encoded and decoded here; docs/PROTOCOL.md ("Checkpoints") is the
 written form of the same contract.
 """
@@ -291,6 +291,32 @@ def decode_write(raw: bytes) -> StoredWrite:
     )
 
 
+def decode_group(name: bytes, value: bytes) -> list[StoredWrite]:
+    """The writes of a stored group: its ``:w`` field ``<ns>\\0<id>\\0=<name>``, where the
+    name is ``<task id>\\0<first index>[\\0<k>]`` and the value netstrings of the task path,
+    the first write's channel and value, then index, channel and value of each other write."""
+    task, first = name.split(b"\0")[:2]
+    path, *items = netstrings(value)
+    indexes = [first, *items[2::3]]
+    return [
+        StoredWrite(task.decode(), int(index), path.decode(), channel.decode(), data)
+        for index, channel, data in zip(indexes, items[0::3], items[1::3], strict=True)
+    ]
+
+
+def resolve_writes(writes: Iterable[StoredWrite]) -> list[StoredWrite]:
+    """A checkpoint's writes as LangGraph keeps them: one per (task id, index), the first
+    stored, or the last for a negative index (a special channel that replaces). The library
+    keeps them so within a group; two groups of a task that no call read together (a group
+    too long to merge into) may both hold one."""
+    kept: dict[tuple[str, int], StoredWrite] = {}
+    for write in writes:
+        key = (write.task_id, write.index)
+        if key not in kept or write.index < 0:
+            kept[key] = write
+    return list(kept.values())
+
+
 # -- calls --------------------------------------------------------------------------------
 
 
@@ -309,6 +335,7 @@ class Settle:
     index: int
     value_sha1: str
     runs: str  # "#k..#k" items naming messages of the put
+    first: int | None = None  # the index of the first write of its group, if another
 
 
 def put_call(
@@ -326,6 +353,8 @@ def put_call(
         args += ["BLOB", blob, value]
     for settle in settles:
         write = settle.task_id.encode() + b"\0" + str(settle.index).encode()
+        if settle.first is not None and settle.first != settle.index:
+            write += b"\0" + str(settle.first).encode()
         args += ["SETTLE", settle.parent, write, settle.value_sha1, settle.runs]
     if messages:
         args += ["MESSAGES", *messages]

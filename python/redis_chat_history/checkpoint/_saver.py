@@ -167,8 +167,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         self._views: OrderedDict[tuple[str, str, str], tuple[View, dict[str, str]]]
         self._views = OrderedDict()
         #: Writes whose value is a list of messages, per checkpoint: (task id, index, SHA-1
-        #: of the value sent, digest of each message), so the next put can settle them.
-        self._written: OrderedDict[tuple[str, str, str], list[tuple[str, int, str, list[bytes]]]]
+        #: of the value sent, digest of each message, index of the first write of its
+        #: call), so the next put can settle them.
+        self._written: OrderedDict[
+            tuple[str, str, str], list[tuple[str, int, str, list[bytes], int]]
+        ]
         self._written = OrderedDict()
         self._lock = threading.Lock()
         self.writes_in_session = False
@@ -255,10 +258,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 if ident.startswith("#"):
                     new.setdefault(key, ident)
         settles = []
-        for task_id, index, value_sha1, digests in written:
+        for task_id, index, value_sha1, digests, first in written:
             if all(key in new for key in digests):
                 runs = " ".join(f"{new[key]}..{new[key]}" for key in digests)
-                settles.append(cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs))
+                settles.append(
+                    cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs, first)
+                )
         return settles
 
     def _view_of(self, raw: cp.RawCheckpoint) -> View:
@@ -284,7 +289,10 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         for channel, runs in raw.record.runs.items():
             values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
         checkpoint["channel_values"] = values
-        writes = sorted(raw.writes, key=lambda w: writes_sort_key(w.task_path, w.task_id, w.index))
+        writes = sorted(
+            cp.resolve_writes(raw.writes),
+            key=lambda w: writes_sort_key(w.task_path, w.task_id, w.index),
+        )
         pending = []
         for write in writes:
             write_runs = write.runs
@@ -487,7 +495,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         name = cp.member(configurable.get("checkpoint_ns", ""), str(configurable["checkpoint_id"]))
         encoded: list[tuple[str, int, str, str, bytes]] = []
         messages: list[bytes] = []
-        lists: list[tuple[str, int, str, list[bytes]]] = []
+        lists: list[tuple[str, int, str, list[bytes], int]] = []
+        # the library keeps a call's writes in a group named by its first write's index
+        first_index = WRITES_IDX_MAP.get(writes[0][0], 0) if writes else 0
         known: list[bytes] = []
         if_known: list[tuple[int, int, int]] = []
         for idx, (channel, value) in enumerate(writes):
@@ -510,7 +520,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 if jsons and with_ids and not self.writes_in_session:
                     digests = [cp.digest(item) for item in jsons]
                     index = WRITES_IDX_MAP.get(channel, idx)
-                    lists.append((task_id, index, hashlib.sha1(data).hexdigest(), digests))
+                    sha1 = hashlib.sha1(data).hexdigest()
+                    lists.append((task_id, index, sha1, digests, first_index))
                     if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
                     known += jsons
             encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
