@@ -20,7 +20,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 
 from redis_chat_history import _clients
 from redis_chat_history.demo import choose_model, run_demo
-from redis_chat_history.local_server import start_redis, stop_redis
+from redis_chat_history.local_server import redis_server_path, start_redis, stop_redis
 from redis_chat_history.offline_model import (
     FALLBACK_REPLY,
     GREETING_REPLY,
@@ -124,8 +124,9 @@ def test_demo_rerun_prints_the_same_and_leaves_no_keys(
 @pytest.mark.usefixtures("no_openai_key")
 def test_demo_without_url_runs_on_a_throwaway_server(capsys: pytest.CaptureFixture[str]) -> None:
     lines = demo_lines(None, capsys)
+    name = os.path.basename(redis_server_path())  # redis-server, or valkey-server (RCH_SERVER)
 
-    (started,) = [line for line in lines if line.startswith("Started a throwaway redis-server")]
+    (started,) = [line for line in lines if line.startswith(f"Started a throwaway {name} at ")]
     url = started.split(" at ", 1)[1].split(" ", 1)[0]
     assert url.startswith("redis://127.0.0.1:")
     assert_in_order(
@@ -135,7 +136,7 @@ def test_demo_without_url_runs_on_a_throwaway_server(capsys: pytest.CaptureFixtu
             f"Connecting to Redis at: {url}",
             *SEED_LINES_AFTER_CONNECTING,
             *SEED_LINES_OF_CHAIN,
-            "Stopped the throwaway redis-server; its data is gone.",
+            f"Stopped the throwaway {name}; its data is gone.",
         ],
     )
     probe = redis.Redis.from_url(url, socket_connect_timeout=0.5)

@@ -34,7 +34,7 @@ from langchain_core.runnables.history import RunnableWithMessageHistory
 from ._clients import redact_url, sync_client
 from ._errors import ChatHistoryError
 from .history import RedisChatMessageHistory
-from .local_server import local_redis
+from .local_server import local_redis, redis_server_path
 from .offline_model import TOOLS, OfflineChatModel
 
 
@@ -60,21 +60,22 @@ def choose_model() -> tuple[BaseChatModel, str]:
 def run_demo(redis_url: str | None) -> None:
     """Run the seed notebook's flow against ``redis_url``, printing what it prints.
 
-    With ``redis_url`` None, a throwaway redis-server is started on a free loopback
-    port for the run and stopped afterwards. URLs are printed with any password
-    replaced by ``***``.
+    With ``redis_url`` None, a throwaway server is started on a free loopback port for
+    the run and stopped afterwards (redis-server, or the one ``$RCH_REDIS_SERVER``
+    names). URLs are printed with any password replaced by ``***``.
     """
     if redis_url is not None:
         _run_flow(redis_url)
         return
+    name = os.path.basename(redis_server_path())
     with local_redis() as server:
-        print(f"Started a throwaway redis-server at {server.url} (no Redis URL was given).")
+        print(f"Started a throwaway {name} at {server.url} (no Redis URL was given).")
         try:
             _run_flow(server.url)
         finally:
             # The shared client for this URL outlives the server: drop its connections.
             sync_client(server.url).close()
-    print("Stopped the throwaway redis-server; its data is gone.")
+    print(f"Stopped the throwaway {name}; its data is gone.")
 
 
 def _section(title: str) -> None:
