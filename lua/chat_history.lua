@@ -2227,7 +2227,10 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
                                a group the writes of one task that one call
                                stored (m is <ns> "\0" <id>):
                                  m              -> n "\0" <the first group's
-                                                   name>: n groups stored
+                                                   name>: n groups stored (n
+                                                   alone if the name is longer
+                                                   than NAME_BYTES: slot 1
+                                                   holds it)
                                  m "\0" <k>     -> the k-th group's name (2..n):
                                                    <task id> "\0" <index of its
                                                    first write> [ "\0" <k> ]
@@ -2238,9 +2241,13 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
                                                    other write
                                (1.4 stored one write per group, and m -> n with
                                the first name at m "\0" 1: such fields read the
-                               same, and its checkpoints go on so.) A call merges its writes into the
-                               group of the same name, if that is at most
-                               GROUP_BYTES long, else starts a group "\0" <k>.
+                               same, and its checkpoints go on so.) A group
+                               holds at most GROUP_WRITES writes and
+                               GROUP_BYTES (or one longer write). A call merges
+                               into the checkpoint's newest group if that is its
+                               task's, has the name it would give, and is short
+                               (MERGE_SLACK); else it starts groups, a name
+                               taken already getting "\0" <k>.
   KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
                                every checkpoint, so that ZRANGEBYLEX pages
                                them in id order (ids sort as they were made)
@@ -2287,8 +2294,14 @@ CP.READ_BYTES = 262144
 CP.READ_STEP = 64
 CP.DROP_FIELDS = 1024
 CP.SEGMENTS = 4096
--- A write call merges into a stored group of its task up to this long.
+-- A group of writes holds at most GROUP_WRITES writes and GROUP_BYTES of
+-- them (or one longer write); a call merges into its task's newest group if
+-- that is at most twice what it carries and MERGE_SLACK; a count names the
+-- first group if the name is at most NAME_BYTES long.
+CP.GROUP_WRITES = 64
 CP.GROUP_BYTES = 65536
+CP.MERGE_SLACK = 256
+CP.NAME_BYTES = 128
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2599,21 +2612,21 @@ function CP.settle(keys, settle, stored, room)
     if size > 0 and size <= room.bytes then
       room.bytes = room.bytes - size
       local path, writes = CP.parse_group(settle.first, redis.call('HGET', keys[5], field))
-      if path then group = {path = path, writes = writes, field = field} end
+      if path then
+        group = {path = path, writes = writes, field = field, at = {}}
+        for i, write in ipairs(writes) do group.at[write[1]] = i end
+      end
     end
     room.groups[field] = group
   end
-  if not group then return end
-  for _, write in ipairs(group.writes) do
-    if write[1] == settle.index and string.sub(write[3], 1, 2) ~= CP.REFS_MARK then
-      if redis.sha1hex(write[3]) == settle.sha1 then
-        write[3] = CP.REFS_MARK .. CP.resolve_runs(keys[1], settle.runs, stored)
-        if not group.changed then
-          group.changed = true
-          room.changed[#room.changed + 1] = group
-        end
-      end
-      return
+  local write = group and group.writes[group.at[settle.index] or 0]
+  if not write or write.hashed or string.sub(write[3], 1, 2) == CP.REFS_MARK then return end
+  write.hashed = true
+  if redis.sha1hex(write[3]) == settle.sha1 then
+    write[3] = CP.REFS_MARK .. CP.resolve_runs(keys[1], settle.runs, stored)
+    if not group.changed then
+      group.changed = true
+      room.changed[#room.changed + 1] = group
     end
   end
 end
@@ -3349,19 +3362,22 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
   ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
         <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
         [MESSAGES json... | KNOWN json...]
-    A task id holds no NUL byte. The call's writes of one task and path are
-    one group, merged into the stored group of the same name (see :w
-    above) when that is at most GROUP_BYTES long. A write whose (task id,
-    index) that group holds, or that is the first of another stored group,
-    is kept as it was, unless its index is negative (a special channel:
-    error, interrupt...), which replaces it; a reader keeps the first of a
-    (task id, index) stored twice (in groups a call did not read), or the
-    last for a negative index. A value starting with "\1M" holds runs, whose "#k"
-    name messages of MESSAGES as in chathist_cp_put. KNOWN messages are
-    not stored: each is looked up by its id; IFKNOWN w i j: if KNOWN
-    messages i to j are all stored with the same JSON, write w (1-based)
-    keeps runs of their entries instead of its value. Work: the call's
-    writes and messages (a write is a few fields of its own, found by name).
+    A task id holds no NUL byte. A (task id, index) twice in the call is
+    taken once: its first write, or its last for a negative index. The
+    call's writes of one task and path go to groups (see :w above), merged
+    into the newest stored group when that is the task's and short. A write
+    whose (task id, index) that group holds, or that is the first of another
+    stored group, is kept as it was, unless its index is negative (a special
+    channel: error, interrupt...), which replaces it; a reader keeps the
+    first of a (task id, index) stored twice (in groups no call read
+    together), or the last for a negative index. A value starting with
+    "\1M" holds runs, whose "#k" name messages of MESSAGES as in
+    chathist_cp_put. KNOWN messages are not stored: each is looked up by its
+    id; IFKNOWN w i j: if KNOWN messages i to j are all stored with the same
+    JSON, write w (1-based) keeps runs of their entries instead of its
+    value. Work: the call's writes and messages (each looked up by name),
+    and the group it merges into: at most twice what it carries for that
+    task, and MERGE_SLACK.
   Reply: the number of writes stored.
 ]]
 function CP.cp_writes(keys, args)
@@ -3435,33 +3451,57 @@ function CP.cp_writes(keys, args)
   else
     stored = CP.store_thread_messages(keys, messages, jsons, exists)
   end
-  -- the call's writes by task and path, in the order they first come
-  local groups, order = {}, {}
+  -- Each (task id, index) once in the call: the first write of an index,
+  -- the last of a negative one (a special channel, which replaces).
+  local last, seen, groups, order = {}, {}, {}, {}
   for w = 0, count - 1 do
     local at_w = first + w * 5
-    local key = args[at_w] .. '\0' .. args[at_w + 2]
-    if not groups[key] then
-      groups[key] = {task = args[at_w], path = args[at_w + 2], first = args[at_w + 1], items = {}}
-      order[#order + 1] = groups[key]
-    end
-    local items = groups[key].items
-    items[#items + 1] = w
+    if tonumber(args[at_w + 1]) < 0 then last[args[at_w] .. '\0' .. args[at_w + 1]] = w end
   end
-  local fields, added = {}, 0
-  for _, group in ipairs(order) do
-    local field = CP.write_field(member, group.task .. '\0' .. group.first)
-    local size = redis.call('HSTRLEN', keys[5], field)
-    local writes = {}
-    if size > 0 and size <= CP.GROUP_BYTES then
-      local path, parsed = CP.parse_group(group.first, redis.call('HGET', keys[5], field))
-      if path == group.path then writes = parsed else size = CP.GROUP_BYTES + 1 end
+  for w = 0, count - 1 do
+    local at_w = first + w * 5
+    local key = args[at_w] .. '\0' .. args[at_w + 1]
+    if not seen[key] then
+      seen[key] = true
+      w = last[key] or w
+      at_w = first + w * 5
+      -- then by task and path, in the order they first come
+      local group_key = args[at_w] .. '\0' .. args[at_w + 2]
+      if not groups[group_key] then
+        groups[group_key] = {task = args[at_w], path = args[at_w + 2], items = {}, carried = 0}
+        order[#order + 1] = groups[group_key]
+      end
+      local group = groups[group_key]
+      group.items[#group.items + 1] = w
+      group.carried = group.carried + #args[at_w + 1] + #args[at_w + 3] + #args[at_w + 4]
     end
-    local at_index, changed = {}, false
-    for i, write in ipairs(writes) do at_index[write[1]] = i end
+  end
+  local fields, added, looked, parsed_bytes, used = {}, 0, 1 + count, 0, {}
+  for _, group in ipairs(order) do
+    -- A call merges into the task's group only if that is the checkpoint's
+    -- newest (so later writes stay later) and no longer than twice what the
+    -- call carries for it (a retry, a resume): else its writes start groups.
+    local target
+    local candidate = group.task .. '\0' .. args[first + group.items[1] * 5 + 1]
+    looked = looked + 1
+    if n > 0 and CP.group_at(keys[5], member, n, first_group) == candidate then
+      local field = CP.write_field(member, candidate)
+      local size = redis.call('HSTRLEN', keys[5], field)
+      if size > 0 and size <= 2 * group.carried + CP.MERGE_SLACK then
+        parsed_bytes = parsed_bytes + size
+        local path, writes = CP.parse_group(string.match(candidate, '%z(.*)$'),
+          redis.call('HGET', keys[5], field))
+        if path == group.path then
+          target = {name = candidate, writes = writes, bytes = size, at = {}}
+          for i, write in ipairs(writes) do target.at[write[1]] = i end
+        end
+      end
+    end
+    local chunks, current = {}, target
     for _, w in ipairs(group.items) do
       local at_w = first + w * 5
       local index = args[at_w + 1]
-      local i = at_index[index]
+      local i = target and target.at[index]
       local negative = tonumber(index) < 0
       local present = i ~= nil or (not negative and redis.call('HEXISTS', keys[5],
         CP.write_field(member, group.task .. '\0' .. index)) == 1)
@@ -3475,29 +3515,46 @@ function CP.cp_writes(keys, args)
         elseif string.sub(value, 1, 2) == CP.REFS_MARK then
           value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
         end
+        local write = {index, args[at_w + 3], value}
         if i then
-          writes[i] = {index, args[at_w + 3], value}
+          target.writes[i] = write
+          target.changed = true
         else
-          writes[#writes + 1] = {index, args[at_w + 3], value}
-          at_index[index] = #writes
+          -- a group holds at most GROUP_WRITES writes and GROUP_BYTES (or one
+          -- longer write), so a read takes at most one group past its budget
+          if not current or #current.writes >= CP.GROUP_WRITES or current.bytes >= CP.GROUP_BYTES then
+            current = {writes = {}, bytes = 0, new = true}
+            chunks[#chunks + 1] = current
+          end
+          current.writes[#current.writes + 1] = write
+          current.bytes = current.bytes + #index + #write[2] + #value
+          current.changed = true
         end
-        changed, added = true, added + 1
+        added = added + 1
       end
     end
-    if changed then
-      local name = group.task .. '\0' .. writes[1][1]
-      if size == 0 or size > CP.GROUP_BYTES then
+    if target then table.insert(chunks, 1, target) end
+    for _, chunk in ipairs(chunks) do
+      if chunk.new then
         n = n + 1
-        if size > 0 then name = name .. '\0' .. n end  -- the stored group is too long to read
-        if n == 1 and inline_first then
+        local name = group.task .. '\0' .. chunk.writes[1][1]
+        looked = looked + 1
+        if used[name] or redis.call('HEXISTS', keys[5], CP.write_field(member, name)) == 1 then
+          name = name .. '\0' .. n
+        end
+        used[name] = true
+        chunk.name = name
+        if n == 1 and inline_first and #name <= CP.NAME_BYTES then
           first_group = name
         else
           fields[#fields + 1] = CP.write_slot(member, n)
           fields[#fields + 1] = name
         end
       end
-      fields[#fields + 1] = CP.write_field(member, name)
-      fields[#fields + 1] = CP.group_value(group.path, writes)
+      if chunk.changed then
+        fields[#fields + 1] = CP.write_field(member, chunk.name)
+        fields[#fields + 1] = CP.group_value(group.path, chunk.writes)
+      end
     end
   end
   fields[#fields + 1] = member
@@ -3505,9 +3562,10 @@ function CP.cp_writes(keys, args)
   hash_set_many(keys[5], fields)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
-  -- the :w fields this call looked at: the count, the group of each task
-  -- and one name per write
-  if COUNT_WORK then return {tostring(1 + #order + count), added} end
+  -- the :w fields this call looked at (the count, one name per write, and
+  -- per task the newest group and each group it starts), and the bytes of
+  -- stored groups it read
+  if COUNT_WORK then return {looked .. ' ' .. parsed_bytes, added} end
   return added
 end
 

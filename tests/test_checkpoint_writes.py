@@ -55,20 +55,34 @@ def test_a_checkpoint_whose_writes_14_stored_reads_the_same_and_takes_groups(
         MEMBER + b"\x00=t\x00-1": b"1:p9:__error__2:e1",
     })  # fmt: skip
 
-    # a 1.4 write is a group of one: (t, 0) is kept, (t, 1) joins its group, (t, -1) is
-    # replaced in its own; task u starts a group, named in a slot as 1.4 named them
+    # a 1.4 write is a group of one: (t, 0) is kept; (t, 1) and the new (t, -1) start
+    # groups (neither is the newest group's task and index); u's second call merges
     assert writes(client, keys, ("t", 0, "p", "ch", b"X"), ("t", 1, "p", "ch", b"v1")) == 1
     assert writes(client, keys, ("t", -1, "p", "__error__", b"e2")) == 1
     assert writes(client, keys, ("u", 0, "p", "ch", b"w0")) == 1
+    assert writes(client, keys, ("u", 0, "p", "ch", b"Z"), ("u", 1, "p", "ch", b"w1")) == 1
 
-    assert client.hget(w, MEMBER) == b"3"  # a 1.4 count goes on without a name
-    assert client.hget(w, MEMBER + b"\x003") == b"u\x000"
-    assert client.hget(w, MEMBER + b"\x00=t\x000") == b"1:p2:ch2:v01:12:ch2:v1"
+    assert client.hget(w, MEMBER) == b"5"  # a 1.4 count goes on without a name
+    slots = [client.hget(w, MEMBER + b"\x00" + str(k).encode()) for k in (3, 4, 5)]
+    assert slots == [b"t\x001", b"t\x00-1\x004", b"u\x000"]  # t\0-1 is a 1.4 write's
+    assert client.hget(w, MEMBER + b"\x00=u\x000") == b"1:p2:ch2:w01:12:ch2:w1"
     assert stored(client, keys) == [
         ("t", 0, "ch", b"v0"),
+        ("t", -1, "__error__", b"e1"),
         ("t", 1, "ch", b"v1"),
         ("t", -1, "__error__", b"e2"),
         ("u", 0, "ch", b"w0"),
+        ("u", 1, "ch", b"w1"),
+    ]
+    reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, MEMBER)
+    raw = cp.decode_checkpoint(reply)
+    assert raw is not None
+    assert [(w.task_id, w.index, w.value) for w in cp.resolve_writes(raw.writes)] == [
+        ("t", 0, b"v0"),
+        ("t", -1, b"e2"),
+        ("t", 1, b"v1"),
+        ("u", 0, b"w0"),
+        ("u", 1, b"w1"),
     ]
 
     assert client.execute_command("FCALL", cp.CP_DROP, 6, *keys, MEMBER) == [1, 1]
@@ -91,7 +105,7 @@ def test_a_group_too_long_to_read_is_left_alone_and_readers_resolve_the_duplicat
     v2, e2 = b"bytes\0v2", b"bytes\0e2"
     assert writes(client, keys, ("t", 2, "p", "ch", v2), ("t", -1, "p", "__error__", e2)) == 2
     names = [client.hget(keys[4], MEMBER + b"\x00" + str(k).encode()) for k in (2, 3, 4)]
-    assert names == [b"t\x001\x002", b"t\x00-1", b"t\x002"]
+    assert names == [b"t\x001", b"t\x00-1", b"t\x002"]
 
     saver = RedisChatSaver(redis_url)
     config = {"configurable": {"thread_id": "long-group", "checkpoint_ns": ""}}
@@ -130,3 +144,135 @@ def test_resolve_writes_keeps_the_first_of_an_index_and_the_last_of_a_negative_o
         ("t", -1, b"e2"),
         ("u", 0, b"c"),
     ]
+
+
+# -- bounds and orders a review found wanting (each was a defect of the first cut) ----------
+
+
+def test_a_call_reads_no_stored_group_longer_than_twice_what_it_carries(
+    client: redis.Redis,
+) -> None:
+    """A call merges only into its task's group that is the checkpoint's newest and at most
+    twice what it carries (and a little): a tiny write next to a 60 KB group reads none."""
+    from conftest import checkpoint_library
+
+    keys = cp.thread_keys("w:", "merge-bound")
+    put(client, keys)
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    items = [("t", i, "p", "ch", b"v" * 900) for i in range(64)]
+    reply = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, len(items),
+        *[part for item in items for part in item],
+    )  # fmt: skip
+    assert reply[0].decode().split()[1] == "0"
+    reply = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, 1, "t", 0, "p", "ch", b"retry"
+    )
+    assert reply[1] == 0 and reply[0].decode().split()[1] == "0"  # kept, and nothing read
+    # a retry of the same writes carries as much as the group holds: it may read it
+    reply = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, len(items),
+        *[part for item in items for part in item],
+    )  # fmt: skip
+    assert reply[1] == 0 and 0 < int(reply[0].decode().split()[1]) <= 2 * 64 * 905 + 256
+
+
+def test_a_call_of_many_writes_stores_groups_a_read_can_page(client: redis.Redis) -> None:
+    """1000 writes of one task in one call are groups of at most 64 writes: a read replies
+    at most its budget and one group more, and the rest comes with chathist_cp_more."""
+    from conftest import checkpoint_library
+
+    keys = cp.thread_keys("w:", "many")
+    put(client, keys)
+    client.function_load(checkpoint_library(count_work=True, READ_ENTRIES=100), replace=True)
+    items = [("t", i, "p", "ch", f"value {i}".encode()) for i in range(1000)]
+    reply = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, len(items),
+        *[part for item in items for part in item],
+    )  # fmt: skip
+    assert reply[1] == 1000
+    assert client.hget(keys[4], MEMBER).startswith(b"16\x00")  # ceil(1000 / 64) groups
+    work, reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, MEMBER)
+    assert 100 <= len(reply[2]) <= 100 + 64 and int(work.split()[0]) <= 100 + 64
+    raw = cp.decode_checkpoint(reply)
+    assert raw is not None
+    while (call := cp.pending_call(keys, raw)) is not None:
+        work, more = client.execute_command("FCALL_RO", call.function, 6, *keys, *call.args)
+        assert int(work.split()[0]) <= 100 + 64
+        cp.apply_more(raw, more)
+    assert [w.value for w in raw.writes] == [f"value {i}".encode() for i in range(1000)]
+
+
+def test_a_long_first_task_id_is_not_copied_into_the_count(client: redis.Redis) -> None:
+    keys = cp.thread_keys("w:", "long-task")
+    put(client, keys)
+    task = "t" * 1000
+    assert writes(client, keys, (task, 0, "", "ch", b"v")) == 1
+    assert writes(client, keys, ("u", 0, "", "ch", b"w")) == 1
+    assert client.hget(keys[4], MEMBER) == b"2"  # slot 1 holds the long name, as in 1.4
+    assert client.hget(keys[4], MEMBER + b"\x001") == task.encode() + b"\x000"
+    assert [write[0] for write in stored(client, keys)] == [task, "u"]
+
+
+def test_one_call_stores_a_task_and_index_once_whatever_the_paths(client: redis.Redis) -> None:
+    keys = cp.thread_keys("w:", "paths")
+    put(client, keys)
+    assert writes(client, keys, ("t", 0, "pA", "ch", b"A"), ("t", 0, "pB", "ch", b"B")) == 1
+    assert stored(client, keys) == [("t", 0, "ch", b"A")]
+
+
+def test_a_settle_hashes_a_stored_value_once_per_call(client: redis.Redis) -> None:
+    """SETTLEs naming one write hash it once in a call: after a SETTLE whose SHA-1 does not
+    match, another naming the same write in the same call is not looked at (each is a hash
+    of up to the call's room, so a thousand of them were a thousand hashes)."""
+    import hashlib
+    import json
+
+    keys = cp.thread_keys("w:", "settle-once")
+    put(client, keys)
+    value = b"v" * 1000
+    assert writes(client, keys, ("t", 0, "", "messages", value)) == 1
+    one = json.dumps({"type": "ai", "data": {"content": "hi", "id": "a1"}})
+    good = hashlib.sha1(value).hexdigest()
+    settles = ["SETTLE", MEMBER, "t\x000", "0" * 40, "#1..#1"] * 3
+    settles += ["SETTLE", MEMBER, "t\x000", good, "#1..#1"]
+    client.execute_command(
+        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", "c2"), "0\np", *settles,
+        "MESSAGES", one,
+    )  # fmt: skip
+    assert stored(client, keys) == [("t", 0, "messages", value)]  # hashed once: no match
+    client.execute_command(
+        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", "c3"), "0\np",
+        "SETTLE", MEMBER, "t\x000", good, "#1..#1", "MESSAGES", one,
+    )  # fmt: skip
+    assert stored(client, keys)[0][3].startswith(cp.REFS_MARK)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        # resume writes of one task in three calls: LangGraph keeps the last
+        [[("__resume__", "r1")], [("__interrupt__", "i"), ("__resume__", "r2")],
+         [("__resume__", "r3")]],
+        # an index written again in a later call is kept as first written
+        [[("a", "A")], [("__interrupt__", "i"), ("b", "B")], [("a", "A2"), ("c", "C")]],
+    ],
+)  # fmt: skip
+def test_pending_writes_read_as_in_memory_saver_keeps_them(
+    redis_url: str, calls: list[list[tuple[str, str]]]
+) -> None:
+    from langgraph.checkpoint.base import empty_checkpoint
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    results = []
+    for saver in (InMemorySaver(), RedisChatSaver(redis_url)):
+        config = {"configurable": {"thread_id": "as-memory", "checkpoint_ns": ""}}
+        stored_config = saver.put(config, empty_checkpoint(), {}, {})  # type: ignore[arg-type]
+        for writes_of_call in calls:
+            saver.put_writes(stored_config, writes_of_call, "t")
+        found = saver.get_tuple(stored_config)
+        assert found is not None
+        results.append(sorted(found.pending_writes, key=lambda w: (w[1], str(w[2]))))
+        if isinstance(saver, RedisChatSaver):
+            saver.delete_thread("as-memory")
+    assert results[0] == results[1]
