@@ -3484,7 +3484,15 @@ function CP.cp_writes(keys, args)
     local target
     local candidate = group.task .. '\0' .. args[first + group.items[1] * 5 + 1]
     looked = looked + 1
-    if n > 0 and CP.group_at(keys[5], member, n, first_group) == candidate then
+    -- (a slot's name is read only if it is as long as the candidate: a name
+    -- is another call's task id, of any length)
+    local newest = n == 1 and first_group
+    if n > 0 and not newest
+        and redis.call('HSTRLEN', keys[5], CP.write_slot(member, n)) == #candidate then
+      newest = redis.call('HGET', keys[5], CP.write_slot(member, n))
+      parsed_bytes = parsed_bytes + #newest
+    end
+    if newest == candidate then
       local field = CP.write_field(member, candidate)
       local size = redis.call('HSTRLEN', keys[5], field)
       if size > 0 and size <= 2 * group.carried + CP.MERGE_SLACK then

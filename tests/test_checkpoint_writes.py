@@ -204,14 +204,27 @@ def test_a_call_of_many_writes_stores_groups_a_read_can_page(client: redis.Redis
 
 
 def test_a_long_first_task_id_is_not_copied_into_the_count(client: redis.Redis) -> None:
+    """Another call's long task id is neither copied into the count nor read by a call of
+    another task (a group's name is read only when as long as the one the call would give)."""
+    from conftest import checkpoint_library
+
     keys = cp.thread_keys("w:", "long-task")
     put(client, keys)
-    task = "t" * 1000
-    assert writes(client, keys, (task, 0, "", "ch", b"v")) == 1
-    assert writes(client, keys, ("u", 0, "", "ch", b"w")) == 1
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    task = "t" * 100_000
+    client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, 1, task, 0, "", "ch", b"v"
+    )
+    work, added = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", MEMBER, 1, "u", 0, "", "ch", b"w"
+    )
+    assert added == 1 and work.decode().split()[1] == "0"
+    client.function_load(library_source(), replace=True)
     assert client.hget(keys[4], MEMBER) == b"2"  # slot 1 holds the long name, as in 1.4
     assert client.hget(keys[4], MEMBER + b"\x001") == task.encode() + b"\x000"
     assert [write[0] for write in stored(client, keys)] == [task, "u"]
+    assert writes(client, keys, ("u", 0, "", "ch", b"again"), ("u", 1, "", "ch", b"w1")) == 1
+    assert [write[3] for write in stored(client, keys)] == [b"v", b"w", b"w1"]
 
 
 def test_one_call_stores_a_task_and_index_once_whatever_the_paths(client: redis.Redis) -> None:
