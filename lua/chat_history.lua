@@ -77,7 +77,8 @@ Contents (sections in this order):
   9. Entry points: chathist_append, _import, _delete, _range, _search,
      _reindex, _clear, _len, _ttl, _expire, _version; then (1.4)
      chathist_cp_put, _writes, _get, _list, _more, _drop, _dump, _load,
-     _delete, _touch; and their register_function calls
+     _delete, _touch; (1.5) chathist_cp_chain; and their register_function
+     calls
 ]]
 
 ------------------------------------------------------------------------------
@@ -2259,6 +2260,9 @@ A record is a header the library reads, then a payload only clients read:
                                   stream: runs "<a>..<b>" of consecutive
                                   entries, separated by spaces
     "B" <channel> "\t" <version>  the value is the blob of that version
+    "V" <channel>                 the payload holds the value (1.5)
+    "P" <parent id>               the parent checkpoint, of the same
+                                  namespace (1.5; at most one line)
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
 meet in the stream). A write is replied as five netstrings (<length> ":"
@@ -2283,10 +2287,12 @@ checkpoints are done; the client sends the others again.
 local CP = {}  -- this section's helpers and constants (Lua allows 200 locals)
 CP.CP_SUFFIXES = {':c', ':w', ':k'}
 CP.CP_TYPES = {'hash', 'hash', 'zset'}
-CP.CP_PAGE = 64                 -- checkpoints a list call returns at most
+-- Checkpoints a list call returns at most, ancestors a chain call walks.
+CP.CP_PAGE = 64
 CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
 CP.CP_SCAN = 64                 -- fields of a dump page, at most (and READ_BYTES)
 CP.REFS_MARK = '\1M'
+CP.CHAIN_CHANNELS = 64          -- channels one chain call walks for
 -- Budgets of one call (tests shrink them; keep each on its own line). A
 -- read takes at most READ_STEP stream entries per XRANGE.
 CP.READ_ENTRIES = 512
@@ -2393,10 +2399,19 @@ function CP.check_record(record, placeholders)
   local lines = CP.record_header(record)
   if not lines then return 'has no header "<bytes>\\n<lines>"' end
   if #lines > CP.CP_MAX_FIELDS then return 'has more than ' .. CP.CP_MAX_FIELDS .. ' header lines' end
-  local segments = 0
+  local segments, parents = 0, 0
   for _, line in ipairs(lines) do
     local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
-    if not kind then return 'has a header line that is not M<channel>\\t... or B<channel>\\t...' end
+    if not kind then kind, channel = string.match(line, '^([PV])([^\t%z]+)$') end
+    if kind == 'P' then
+      parents = parents + 1
+      if parents > 1 or #channel > 64 then
+        return 'has more than one P<parent id> line, or an id longer than 64 bytes'
+      end
+    end
+    if not kind then
+      return 'has a header line that is not M<channel>\\t..., B<channel>\\t..., V<channel> or P<parent id>'
+    end
     local found = kind == 'M' and CP.check_runs(rest, placeholders)
     if kind == 'M' and not found then
       return 'has malformed runs for channel ' .. string.sub(channel, 1, 64)
@@ -2761,7 +2776,7 @@ end
 -- READ_ENTRIES writes and one group more (what one write call stored);
 -- each write is replied as five netstrings. Returns the writes, the runs
 -- their values hold, and the k to go on from (0 when all are read).
-function CP.read_writes(key, member, k, meter)
+function CP.read_writes(key, member, k, meter, wanted)
   local n, first = CP.write_count(key, member)
   n = n or 0
   local writes, runs = {}, {}
@@ -2773,13 +2788,16 @@ function CP.read_writes(key, member, k, meter)
     local path, group = nil, {}
     if task and value then path, group = CP.parse_group(first, value) end
     for _, write in ipairs(path and group or {}) do
-      writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
-        .. CP.netstring(write[2]) .. CP.netstring(write[3])
-      if string.sub(write[3], 1, 2) == CP.REFS_MARK then
-        local text = string.sub(write[3], 3)
-        runs[#runs + 1] = text
-        -- its runs spend the budget as they will be looked at
-        meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
+      -- (a write of a channel the reader did not ask for is read, not replied)
+      if not wanted or wanted[write[2]] then
+        writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
+          .. CP.netstring(write[2]) .. CP.netstring(write[3])
+        if string.sub(write[3], 1, 2) == CP.REFS_MARK then
+          local text = string.sub(write[3], 3)
+          runs[#runs + 1] = text
+          -- its runs spend the budget as they will be looked at
+          meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
+        end
       end
       meter.entries = meter.entries + 1
     end
@@ -2795,14 +2813,14 @@ end
 -- is always read), so a call reads at most READ_BYTES and one value more,
 -- however many and however long they are. Returns a flat channel, value
 -- list and the number of the first "B" line not read (0 when all are).
-function CP.read_blobs(key, member, lines, from, meter)
+function CP.read_blobs(key, member, lines, from, meter, wanted)
   local ns = string.match(member, '^([^%z]*)%z')
   local blobs, number = {}, 0
   for _, line in ipairs(lines) do
     local channel, version = string.match(line, '^B([^\t]+)\t(.*)$')
     if channel then
       number = number + 1
-      if number >= from then
+      if number >= from and (not wanted or wanted[channel]) then
         if number > from and CP.spent(meter) then return blobs, number end
         meter.entries = meter.entries + 1
         local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
@@ -2817,7 +2835,17 @@ function CP.read_blobs(key, member, lines, from, meter)
   return blobs, 0
 end
 
--- Appends a checkpoint's reply to out: {member, record, writes, blobs,
+-- The member of a record's parent ("P" line), or nil.
+function CP.parent_member(record, ns)
+  for _, line in ipairs(CP.record_header(record) or {}) do
+    local id = string.match(line, '^P(.+)$')
+    if id then return ns .. '\0' .. id end
+  end
+  return nil
+end
+
+-- Appends a checkpoint's reply to out (with wanted, a set of channels, only
+-- their runs, values and writes): {member, record, writes, blobs,
 -- entries, next write, more, next blob}: the blobs its "B" lines name (a
 -- flat channel, value list), its writes from the first, the stream entries
 -- of the runs it and those writes hold (a flat id, json list, each entry
@@ -2825,16 +2853,16 @@ end
 -- start, stop list of the ranges of runs not read yet, and the number of
 -- the first "B" line whose value is not replied (0: none), for
 -- chathist_cp_more.
-function CP.checkpoint_reply(keys, member, record, meter, out)
+function CP.checkpoint_reply(keys, member, record, meter, out, wanted)
   local runs = {}
   local lines = CP.record_header(record) or {}
   meter.bytes = meter.bytes + #record
   for _, line in ipairs(lines) do
-    local text = string.match(line, '^M[^\t]+\t(.*)$')
-    if text then runs[#runs + 1] = text end
+    local channel, text = string.match(line, '^M([^\t]+)\t(.*)$')
+    if text and (not wanted or wanted[channel]) then runs[#runs + 1] = text end
   end
-  local blobs, next_blob = CP.read_blobs(keys[4], member, lines, 1, meter)
-  local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter)
+  local blobs, next_blob = CP.read_blobs(keys[4], member, lines, 1, meter, wanted)
+  local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter, wanted)
   for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
   meter.entries_out = {}
   local more = {}
@@ -3702,6 +3730,59 @@ function CP.cp_more(keys, args)
 end
 
 --[[
+chathist_cp_chain: a checkpoint's ancestors, for replaying channels' writes
+  (read-only, 1.5).
+  KEYS: the thread's 6 keys.
+  ARGV: PARENT|AT <ns "\0" id> <channel>...   (1 to 64 channels)
+    From the checkpoint's parent (PARENT: its record's "P" line) or from
+    the checkpoint itself (AT), each ancestor in turn, as chathist_cp_get
+    replies a checkpoint but with only the runs, values and writes of the
+    channels asked for. A channel the record holds ("M", "B" or "V" line)
+    is asked for no further. The walk ends at a record without a "P" line
+    or absent, once no channel is left, or once CP_PAGE ancestors or the
+    read budget are spent (then next is the ancestor to go on AT).
+  Reply: {next ("" when the walk ended), ancestor...}.
+]]
+function CP.cp_chain(keys, args)
+  local bad = CP.check_thread_keys(keys)
+  if bad then return bad end
+  local form, member = args[1] and string.upper(args[1]), args[2]
+  if (form ~= 'PARENT' and form ~= 'AT') or not CP.is_member(member) or #args < 3
+      or #args > 2 + CP.CHAIN_CHANNELS then
+    return fail('BADARG', 'expected PARENT|AT "<ns>\\0<id>" and 1 to ' .. CP.CHAIN_CHANNELS
+      .. ' channels')
+  end
+  local wanted, left = {}, 0
+  for i = 3, #args do
+    if not wanted[args[i]] then wanted[args[i]], left = true, left + 1 end
+  end
+  local ns = string.match(member, '^([^%z]*)%z')
+  local out, meter, steps = {''}, CP.meter(), 0
+  if form == 'PARENT' then
+    local record = redis.call('HGET', keys[4], 'c' .. member)
+    meter.bytes = meter.bytes + (record and #record or 0)
+    member = record and CP.parent_member(record, ns)
+  end
+  while member and left > 0 do
+    if steps >= CP.CP_PAGE or CP.spent(meter) then
+      out[1] = member
+      break
+    end
+    local record = redis.call('HGET', keys[4], 'c' .. member)
+    if not record then break end
+    CP.checkpoint_reply(keys, member, record, meter, out, wanted)
+    steps = steps + 1
+    for _, line in ipairs(CP.record_header(record) or {}) do
+      local channel = string.match(line, '^[MB]([^\t]+)\t') or string.match(line, '^V(.+)$')
+      if channel and wanted[channel] then wanted[channel], left = nil, left - 1 end
+    end
+    member = CP.parent_member(record, ns)
+  end
+  collect_garbage()
+  return CP.counted(meter, out)
+end
+
+--[[
 chathist_cp_drop: delete checkpoints (their records, writes and order
   entries) and channel values of a thread (1.4).
   KEYS: the thread's 6 keys.
@@ -3921,6 +4002,7 @@ redis.register_function{function_name = 'chathist_cp_writes', callback = CP.cp_w
 redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_more', callback = CP.cp_more, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_chain', callback = CP.cp_chain, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = FREES}
 redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_load', callback = CP.cp_load}

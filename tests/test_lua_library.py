@@ -489,6 +489,7 @@ def test_library_registers_the_documented_functions_with_read_only_flags(
         "chathist_cp_get": {"no-writes"},
         "chathist_cp_list": {"no-writes"},
         "chathist_cp_more": {"no-writes"},
+        "chathist_cp_chain": {"no-writes"},
         "chathist_cp_drop": {"allow-oom"},
         "chathist_cp_dump": {"no-writes"},
         "chathist_cp_load": set(),

@@ -28,10 +28,13 @@ CP_DUMP = "chathist_cp_dump"
 CP_LOAD = "chathist_cp_load"
 CP_DELETE = "chathist_cp_delete"
 CP_TOUCH = "chathist_cp_touch"
+CP_CHAIN = "chathist_cp_chain"
 
 THREAD_SUFFIXES = (*KEY_SUFFIXES, ":c", ":w", ":k")
 #: Checkpoints one list call returns at most (the library's page).
 LIST_PAGE = 64
+#: Channels one chain call walks for at most.
+CHAIN_CHANNELS = 64
 #: Fields one drop or load call carries at most.
 MAX_FIELDS = 1000
 #: A write value that holds runs of the session's messages, not serialized bytes.
@@ -76,19 +79,25 @@ def digest(json_bytes: bytes) -> bytes:
 
 @dataclass(slots=True)
 class Record:
-    """A checkpoint record: its header (message runs and blob versions) and payload."""
+    """A checkpoint record: its header (message runs, blob versions, the channels whose
+    values the payload holds, the parent's id) and payload."""
 
     runs: dict[str, str] = field(default_factory=dict)
     blobs: dict[str, str] = field(default_factory=dict)
     payload: bytes = b""
+    held: list[str] = field(default_factory=list)  # "V" lines (1.5)
+    parent: str | None = None  # the "P" line (1.5)
 
     def encode(self) -> bytes:
         """``<header bytes>\\n<header><payload>``, the form the library stores."""
-        for name in [*self.runs, *self.blobs]:
+        for name in [*self.runs, *self.blobs, *self.held]:
             if not name or "\t" in name or "\n" in name:
                 raise InvalidInputError(f"channel name {name!r} holds a tab or newline")
         lines = [f"M{name}\t{runs}\n" for name, runs in self.runs.items()]
         lines += [f"B{name}\t{version}\n" for name, version in self.blobs.items()]
+        lines += [f"V{name}\n" for name in self.held]
+        if self.parent is not None:
+            lines.append(f"P{self.parent}\n")
         header = "".join(lines).encode()
         return str(len(header)).encode() + b"\n" + header + self.payload
 
@@ -99,8 +108,15 @@ class Record:
         header, payload = rest[: int(size)], rest[int(size) :]
         record = cls(payload=payload)
         for line in header.decode().split("\n")[:-1]:
-            name, _, value = line[1:].partition("\t")
-            (record.runs if line[0] == "M" else record.blobs)[name] = value
+            kind, name, value = line[0], *line[1:].partition("\t")[::2]
+            if kind == "M":
+                record.runs[name] = value
+            elif kind == "B":
+                record.blobs[name] = value
+            elif kind == "V":
+                record.held.append(name)
+            elif kind == "P":
+                record.parent = name
         return record
 
 
@@ -529,6 +545,20 @@ def decode_page(reply: Any) -> tuple[bytes | None, list[RawCheckpoint]]:
     pool = Entries()
     items = [decode_checkpoint(item, pool) for item in reply[1:]]
     return following, [item for item in items if item is not None]
+
+
+def chain_call(keys: Keys, start: str, name: bytes, channels: Sequence[str]) -> Call:
+    """A checkpoint's ancestors with only ``channels``' values and writes: from its parent
+    (``start`` "PARENT") or from itself ("AT"), up to a page of them (library 1.5)."""
+    if not 1 <= len(channels) <= CHAIN_CHANNELS:
+        raise InvalidInputError(f"a chain call walks for 1 to {CHAIN_CHANNELS} channels")
+    return Call(CP_CHAIN, keys, (start, name, *channels), read_only=True)
+
+
+def decode_chain(reply: Any) -> tuple[bytes | None, list[RawCheckpoint]]:
+    """A chathist_cp_chain reply: the ancestor to go on from (None: the walk ended there)
+    and the ancestors, nearest first."""
+    return decode_page(reply)
 
 
 def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:

@@ -14,7 +14,7 @@ import random
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterator, Sequence
+from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
@@ -26,6 +26,8 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
+    DeltaChannelHistory,
+    PendingWrite,
     get_checkpoint_id,
     get_checkpoint_metadata,
     writes_sort_key,
@@ -64,11 +66,13 @@ def _untyped(serde: Any, raw: bytes) -> Any:
     return serde.loads_typed((kind.decode(), data))
 
 
-def _body(serde: Any, payload: bytes) -> dict[str, Any]:
+def _body(serde: Any, record: cp.Record) -> dict[str, Any]:
     """The body a record's payload holds: ``c`` the checkpoint (see :func:`_compact`),
-    ``m`` its metadata, ``p`` its parent's id, ``v`` the channel values it holds itself
-    (serialized, by channel)."""
-    body: dict[str, Any] = _untyped(serde, _payload.unpack(payload))
+    ``m`` its metadata, ``p`` its parent's id (in the header's ``P`` line since 1.5, unless
+    too long for it), ``v`` the channel values it holds itself (serialized, by channel)."""
+    body: dict[str, Any] = _untyped(serde, _payload.unpack(record.payload))
+    if record.parent is not None:
+        body["p"] = record.parent
     return body
 
 
@@ -277,30 +281,47 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
 
     # -- decoding ------------------------------------------------------------------------
 
-    def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
-        body = _body(self.serde, raw.record.payload)
-        checkpoint = _expanded(body["c"], raw.record.blobs, raw.checkpoint_id)
+    def _values(
+        self, raw: cp.RawCheckpoint, body: dict[str, Any], channels: Any = None
+    ) -> dict[str, Any]:
+        """The channel values of a checkpoint read whole (or of ``channels`` only, a set,
+        for a read that asked for those alone)."""
         values: dict[str, Any] = {
-            channel: _untyped(self.serde, blob) for channel, blob in body.get("v", {}).items()
+            channel: _untyped(self.serde, blob)
+            for channel, blob in body.get("v", {}).items()
+            if channels is None or channel in channels
         }
         for channel, blob in raw.blobs.items():
-            if not blob.startswith(b"empty\0"):
+            if not blob.startswith(b"empty\0") and (channels is None or channel in channels):
                 values[channel] = _untyped(self.serde, blob)
         for channel, runs in raw.record.runs.items():
-            values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
-        checkpoint["channel_values"] = values
+            if channels is None or channel in channels:
+                values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
+        return values
+
+    def _pending(self, raw: cp.RawCheckpoint, channels: Any = None) -> list[PendingWrite]:
+        """A checkpoint's pending writes in ``writes_sort_key`` order (of ``channels`` only)."""
         writes = sorted(
             cp.resolve_writes(raw.writes),
             key=lambda w: writes_sort_key(w.task_path, w.task_id, w.index),
         )
-        pending = []
+        pending: list[PendingWrite] = []
         for write in writes:
+            if channels is not None and write.channel not in channels:
+                continue
             write_runs = write.runs
             if write_runs is not None:
                 value: Any = _messages([item[1] for item in cp.view_of(write_runs, raw.entries)])
             else:
                 value = _untyped(self.serde, write.value)
             pending.append((write.task_id, write.channel, value))
+        return pending
+
+    def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
+        body = _body(self.serde, raw.record)
+        checkpoint = _expanded(body["c"], raw.record.blobs, raw.checkpoint_id)
+        checkpoint["channel_values"] = self._values(raw, body)
+        pending = self._pending(raw)
         parent = body.get("p")
         ns = raw.checkpoint_ns
         self._remember(thread_id, ns, raw.checkpoint_id, self._view_of(raw), raw.record.blobs)
@@ -366,7 +387,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             cursor, page = cp.decode_page(reply)
             for raw in page:
                 if filter:
-                    metadata = _body(self.serde, raw.record.payload)["m"]
+                    metadata = _body(self.serde, raw.record)["m"]
                     if any(metadata.get(k) != v for k, v in filter.items()):
                         continue
                 yield from self._complete(keys, raw)
@@ -409,7 +430,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             for items in view.values():
                 for position, (stream_id, key, run) in enumerate(items):
                     known.setdefault(key, []).append((stream_id, run, position))
-        record = cp.Record()
+        # the parent's id in the header lets the library walk a chain (cp_chain)
+        linkable = parent and len(str(parent).encode()) <= 64 and not re.search(r"[\t\n\0]", parent)
+        record = cp.Record(parent=parent if linkable else None)
         messages: list[bytes] = []
         plans: dict[str, cp.ListPlan] = {}
         for name, jsons in lists.items():
@@ -446,9 +469,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         stored_body: dict[str, Any] = {
             "c": _compact(body, record.blobs),
             "m": get_checkpoint_metadata(config, metadata),
-            "p": parent,
         }
+        if record.parent is None:
+            stored_body["p"] = parent  # None, or an id the header cannot hold
         if inline:
+            # (no "V" lines: a chain walk stops at the values the header names, and the
+            # client at these; 30 bytes a record are worth more than the walk's detour)
             stored_body["v"] = inline
         record.payload = _payload.pack(_typed(self.serde, stored_body))
         settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
@@ -627,12 +653,76 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                     name = items[i] if isinstance(items[i], bytes) else items[i].encode()
                     if not name.startswith(b"c"):
                         continue
-                    body = _body(self.serde, cp.Record.decode(items[i + 1]).payload)
+                    body = _body(self.serde, cp.Record.decode(items[i + 1]))
                     if body["m"].get("run_id") in wanted:
                         doomed.append(name[1:])
                 if as_text(cursor) == "0":
                     break
             yield from self._drop(keys, doomed, [])
+
+    def _delta_plan(
+        self, config: RunnableConfig, channels: Sequence[str]
+    ) -> Generator[Call | list[Call], Any, dict[str, DeltaChannelHistory]]:
+        """The base class's walk up the parent chain, a page of ancestors per call: the
+        library follows each record's parent and replies only these channels' values and
+        writes, and leaves a channel out once an ancestor holds it."""
+        if len(set(channels)) > cp.CHAIN_CHANNELS:  # walks of at most 64 channels each
+            names = list(dict.fromkeys(channels))
+            merged: dict[str, DeltaChannelHistory] = {}
+            for first in range(0, len(names), cp.CHAIN_CHANNELS):
+                part = names[first : first + cp.CHAIN_CHANNELS]
+                merged.update((yield from self._delta_plan(config, part)))
+            return {channel: merged[channel] for channel in channels}
+        if not channels:
+            return {}
+        configurable = config["configurable"]
+        thread_id = str(configurable["thread_id"])
+        keys = cp.thread_keys(self.key_prefix, thread_id)
+        ns = configurable.get("checkpoint_ns", "")
+        checkpoint_id = get_checkpoint_id(config)
+        if not checkpoint_id:  # the latest checkpoint's chain
+            raw = cp.decode_checkpoint((yield cp.get_call(keys, ns, None)))
+            checkpoint_id = raw.checkpoint_id if raw is not None else None
+        collected: dict[str, list[PendingWrite]] = {channel: [] for channel in channels}
+        seeds: dict[str, Any] = {}
+        remaining = set(channels)
+        start, name = "PARENT", cp.member(ns, checkpoint_id) if checkpoint_id else None
+        while remaining and name is not None:
+            reply = yield cp.chain_call(keys, start, name, sorted(remaining))
+            following, ancestors = cp.decode_chain(reply)
+            parent = None
+            for raw in ancestors:
+                yield from self._complete(keys, raw)
+                body = _body(self.serde, raw.record)
+                for write in reversed(self._pending(raw, remaining)):
+                    collected[write[1]].append(write)
+                values = self._values(raw, body, remaining)
+                for channel in [c for c in remaining if c in values]:
+                    seeds[channel] = values[channel]
+                    remaining.discard(channel)
+                parent = body.get("p")
+                if not remaining:
+                    break
+            if start == "PARENT" and not ancestors and following is None:
+                # no parent line (a record written before 1.5), or a root: its payload says
+                raw = cp.decode_checkpoint((yield cp.get_call(keys, ns, checkpoint_id)))
+                parent = _body(self.serde, raw.record).get("p") if raw else None
+                start, name = "AT", cp.member(ns, parent) if parent else None
+            elif following is not None:
+                start, name = "AT", following
+            elif ancestors and parent:
+                # the library stopped where the client goes on: a record without a parent
+                # line (written before 1.5) or a value the client found empty
+                start, name = "AT", cp.member(ns, parent)
+            else:
+                name = None
+        result: dict[str, DeltaChannelHistory] = {}
+        for channel in channels:
+            entry: DeltaChannelHistory = {"writes": list(reversed(collected[channel]))}
+            if channel in seeds:
+                entry["seed"] = seeds[channel]
+            result[channel] = entry
+        return result
 
     def _thread_keys(self) -> list[bytes]:
         """The ``:k`` key of every thread under the prefix (SCAN, every primary)."""
@@ -752,6 +842,21 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """Async twin of :meth:`prune`."""
         await self._adrive(self._prune_plan(thread_ids, strategy))
+
+    def get_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """What ``DeltaChannel`` replays: each channel's writes along the parent chain up to
+        the nearest ancestor holding a value (the seed). The base class reads every
+        ancestor whole, a call each; here one call walks a page of 64 ancestors and
+        replies only these channels."""
+        return self._drive(self._delta_plan(config, channels))  # type: ignore[no-any-return]
+
+    async def aget_delta_channel_history(
+        self, *, config: RunnableConfig, channels: Sequence[str]
+    ) -> Mapping[str, DeltaChannelHistory]:
+        """Async twin of :meth:`get_delta_channel_history`."""
+        return await self._adrive(self._delta_plan(config, channels))  # type: ignore[no-any-return]
 
     def get_next_version(self, current: str | None, channel: None) -> str:
         """A short increasing version: a counter, and a random part that keeps versions

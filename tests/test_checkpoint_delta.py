@@ -1,0 +1,130 @@
+"""get_delta_channel_history (what LangGraph's DeltaChannel replays) walks the parent chain in
+library calls of a page of ancestors each (chathist_cp_chain), and answers exactly what the
+base class's walk of get_tuple calls answers: on a DeltaChannel graph, for every checkpoint of
+its history, with budgets of one entry, and on records written before 1.5 (no parent line)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any, TypedDict
+
+import pytest
+import redis
+
+pytest.importorskip("langgraph.channels.delta")
+
+from langgraph.channels.delta import DeltaChannel
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph import END, START, StateGraph
+
+from conftest import checkpoint_library
+from redis_chat_history import _checkpoint_protocol as cp
+from redis_chat_history import library_source
+from redis_chat_history.checkpoint import RedisChatSaver, _payload
+
+CHANNELS = ["items", "count", "never-written"]
+
+
+def add_all(state: Any, writes: Any) -> list[Any]:
+    items = list(state or [])
+    for write in writes:
+        items.extend(write if isinstance(write, list) else [write])
+    return items
+
+
+class State(TypedDict):
+    items: Annotated[list, DeltaChannel(add_all, snapshot_frequency=4)]
+    count: int
+
+
+def step(state: State) -> dict[str, Any]:
+    return {"items": [f"item {state.get('count', 0)}"], "count": state.get("count", 0) + 1}
+
+
+def run_graph(saver: RedisChatSaver, thread_id: str, turns: int = 10) -> Any:
+    builder = StateGraph(State)
+    builder.add_node("step", step)
+    builder.add_edge(START, "step")
+    builder.add_edge("step", END)
+    graph = builder.compile(checkpointer=saver)
+    config = {"configurable": {"thread_id": thread_id}}
+    for turn in range(turns):
+        graph.invoke({"count": turn}, config)
+    return graph, config
+
+
+def base_walk(saver: RedisChatSaver, config: Any) -> Any:
+    return BaseCheckpointSaver.get_delta_channel_history(saver, config=config, channels=CHANNELS)
+
+
+def fcalls(client: redis.Redis) -> int:
+    stats = client.info("commandstats")
+    return sum(
+        stats.get(name, {}).get("calls", 0) for name in ("cmdstat_fcall", "cmdstat_fcall_ro")
+    )
+
+
+def test_it_answers_as_the_base_walk_for_every_checkpoint(
+    redis_url: str, client: redis.Redis
+) -> None:
+    saver = RedisChatSaver(redis_url)
+    graph, config = run_graph(saver, "delta")
+    state = graph.get_state(config)
+    assert state.values["items"] == [f"item {i}" for i in range(10)]
+    history = list(graph.get_state_history(config))
+    assert len(history) > 20
+    for snapshot in history:
+        assert saver.get_delta_channel_history(
+            config=snapshot.config, channels=CHANNELS
+        ) == base_walk(saver, snapshot.config)
+    latest = {"configurable": {"thread_id": "delta", "checkpoint_ns": ""}}
+    assert saver.get_delta_channel_history(config=latest, channels=CHANNELS) == base_walk(
+        saver, latest
+    )
+    mine = asyncio.run(saver.aget_delta_channel_history(config=state.config, channels=CHANNELS))
+    assert mine == base_walk(saver, state.config)
+    assert saver.get_delta_channel_history(config=state.config, channels=[]) == {}
+
+
+def test_one_call_walks_the_chain(redis_url: str, client: redis.Redis) -> None:
+    """A chain of fewer than 64 ancestors takes one library call; the base walk a call per
+    ancestor."""
+    saver = RedisChatSaver(redis_url)
+    graph, config = run_graph(saver, "delta-calls")
+    state = graph.get_state(config)
+    before = fcalls(client)
+    mine = saver.get_delta_channel_history(config=state.config, channels=CHANNELS)
+    ours = fcalls(client) - before
+    before = fcalls(client)
+    assert base_walk(saver, state.config) == mine
+    theirs = fcalls(client) - before
+    assert ours == 1 and theirs > 10, (ours, theirs)
+
+
+def test_small_budgets_and_records_without_a_parent_line(
+    redis_url: str, client: redis.Redis
+) -> None:
+    saver = RedisChatSaver(redis_url)
+    graph, config = run_graph(saver, "delta-old")
+    history = [snapshot.config for snapshot in graph.get_state_history(config)]
+    expected = [base_walk(saver, item) for item in history]
+    # a library that reads one entry and walks two ancestors per call
+    client.function_load(checkpoint_library(READ_ENTRIES=1, CP_PAGE=2), replace=True)
+    assert [saver.get_delta_channel_history(config=c, channels=CHANNELS) for c in history] == (
+        expected
+    )
+    # records as a saver before 1.5 wrote them: the parent's id in the payload, no P line
+    key = cp.thread_keys("chat:", "delta-old")[3]
+    for field, value in client.hscan_iter(key):
+        if field.startswith(b"c"):
+            record = cp.Record.decode(value)
+            kind, _, data = _payload.unpack(record.payload).partition(b"\0")
+            body = saver.serde.loads_typed((kind.decode(), data))
+            body["p"], record.parent = record.parent, None
+            kind, data = saver.serde.dumps_typed(body)
+            record.payload = _payload.pack(kind.encode() + b"\0" + data)
+            client.hset(key, field, record.encode())
+    client.function_load(library_source(), replace=True)
+    assert [saver.get_delta_channel_history(config=c, channels=CHANNELS) for c in history] == (
+        expected
+    )
