@@ -128,3 +128,20 @@ def test_small_budgets_and_records_without_a_parent_line(
     assert [saver.get_delta_channel_history(config=c, channels=CHANNELS) for c in history] == (
         expected
     )
+
+
+def test_parent_links_that_loop_end_the_walk(redis_url: str, client: redis.Redis) -> None:
+    """A thread whose records' parent lines make a loop (written by hand: LangGraph never
+    does) gives an answer, not an endless walk: the library's calls are a page each, and
+    the saver stops at an ancestor it has seen."""
+    saver = RedisChatSaver(redis_url)
+    graph, config = run_graph(saver, "delta-loop", turns=3)
+    history = [snapshot.config for snapshot in graph.get_state_history(config)]
+    key = cp.thread_keys("chat:", "delta-loop")[3]
+    newest = history[0]["configurable"]["checkpoint_id"]
+    oldest = cp.member("", history[-1]["configurable"]["checkpoint_id"])
+    record = cp.Record.decode(client.hget(key, b"c" + oldest))
+    record.parent = newest  # the root now names the newest as its parent
+    client.hset(key, b"c" + oldest, record.encode())
+    found = saver.get_delta_channel_history(config=history[0], channels=["never-written"])
+    assert found == {"never-written": {"writes": []}}

@@ -687,11 +687,16 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         seeds: dict[str, Any] = {}
         remaining = set(channels)
         start, name = "PARENT", cp.member(ns, checkpoint_id) if checkpoint_id else None
+        seen = {checkpoint_id}  # parent links that loop (a corrupt thread) end the walk
         while remaining and name is not None:
             reply = yield cp.chain_call(keys, start, name, sorted(remaining))
             following, ancestors = cp.decode_chain(reply)
             parent = None
             for raw in ancestors:
+                if raw.checkpoint_id in seen:
+                    remaining.clear()
+                    break
+                seen.add(raw.checkpoint_id)
                 yield from self._complete(keys, raw)
                 body = _body(self.serde, raw.record)
                 for write in reversed(self._pending(raw, remaining)):
