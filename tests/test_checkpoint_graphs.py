@@ -221,7 +221,7 @@ def thread_memory(client: redis.Redis, thread_id: str) -> int:
 
 def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redis) -> None:
     """40 turns of ~500-byte messages: the cost per turn at 40 turns is at most 1.3x
-    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 3.9x, see
+    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 4.0x, see
     docs/checkpoint.md): this bound keeps what holds from regressing."""
     from benchmarks.checkpoint_memory import Conversation
 
