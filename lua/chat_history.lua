@@ -2788,12 +2788,14 @@ function CP.read_writes(key, member, k, meter, wanted)
     local path, group = nil, {}
     if task and value then path, group = CP.parse_group(first, value) end
     for _, write in ipairs(path and group or {}) do
-      -- (a write of a channel the reader did not ask for is read, not replied)
-      if not wanted or wanted[write[2]] then
-        writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
-          .. CP.netstring(write[2]) .. CP.netstring(write[3])
-        if string.sub(write[3], 1, 2) == CP.REFS_MARK then
-          local text = string.sub(write[3], 3)
+      -- (a write of a channel the reader did not ask for is replied without
+      -- its value, so that a reader still sees which (task, index) came first)
+      local value = (not wanted or wanted[write[2]]) and write[3] or ''
+      writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
+        .. CP.netstring(write[2]) .. CP.netstring(value)
+      if value ~= '' then
+        if string.sub(value, 1, 2) == CP.REFS_MARK then
+          local text = string.sub(value, 3)
           runs[#runs + 1] = text
           -- its runs spend the budget as they will be looked at
           meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
@@ -2853,9 +2855,9 @@ end
 -- start, stop list of the ranges of runs not read yet, and the number of
 -- the first "B" line whose value is not replied (0: none), for
 -- chathist_cp_more.
-function CP.checkpoint_reply(keys, member, record, meter, out, wanted)
+function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
   local runs = {}
-  local lines = CP.record_header(record) or {}
+  lines = lines or CP.record_header(record) or {}
   meter.bytes = meter.bytes + #record
   for _, line in ipairs(lines) do
     local channel, text = string.match(line, '^M([^\t]+)\t(.*)$')
@@ -3770,13 +3772,25 @@ function CP.cp_chain(keys, args)
     end
     local record = redis.call('HGET', keys[4], 'c' .. member)
     if not record then break end
-    CP.checkpoint_reply(keys, member, record, meter, out, wanted)
+    local lines = CP.record_header(record) or {}
+    -- header lines of channels not asked for are parsed too: they spend the budget
+    meter.entries = meter.entries + math.floor(#lines / 8)
+    CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
     steps = steps + 1
-    for _, line in ipairs(CP.record_header(record) or {}) do
-      local channel = string.match(line, '^[MB]([^\t]+)\t') or string.match(line, '^V(.+)$')
-      if channel and wanted[channel] then wanted[channel], left = nil, left - 1 end
+    -- the channels it holds: M and V lines, and B lines whose value was read
+    local read, parent = {}, nil
+    local blobs = out[#out][4]
+    for k = 1, #blobs, 2 do read[blobs[k]] = true end
+    for _, line in ipairs(lines) do
+      local kind, channel = string.match(line, '^([MB])([^\t]+)\t')
+      if not kind then kind, channel = string.match(line, '^([VP])(.+)$') end
+      if kind == 'P' then
+        parent = ns .. '\0' .. channel
+      elseif channel and wanted[channel] and (kind ~= 'B' or read[channel]) then
+        wanted[channel], left = nil, left - 1
+      end
     end
-    member = CP.parent_member(record, ns)
+    member = parent
   end
   collect_garbage()
   return CP.counted(meter, out)

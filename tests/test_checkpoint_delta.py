@@ -145,3 +145,55 @@ def test_parent_links_that_loop_end_the_walk(redis_url: str, client: redis.Redis
     client.hset(key, b"c" + oldest, record.encode())
     found = saver.get_delta_channel_history(config=history[0], channels=["never-written"])
     assert found == {"never-written": {"writes": []}}
+
+
+def put_values(saver: RedisChatSaver, config: Any, cid: str, values: dict[str, Any]) -> Any:
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    checkpoint = empty_checkpoint()
+    checkpoint["id"] = cid
+    checkpoint["channel_values"] = dict(values)
+    checkpoint["channel_versions"] = {k: saver.get_next_version(None, None) for k in values}
+    return saver.put(config, checkpoint, {}, dict(checkpoint["channel_versions"]))
+
+
+def test_a_write_stored_twice_counts_once_whatever_the_channels_asked(redis_url: str) -> None:
+    """(T, 1) stored twice, in two groups, first for channel a, then for b: readers keep the
+    first, so a walk for b alone has no write of b (writes of channels not asked for are
+    replied without their value, so the first copy is still seen)."""
+    saver = RedisChatSaver(redis_url)
+    root = {"configurable": {"thread_id": "twice", "checkpoint_ns": ""}}
+    first = put_values(saver, root, "1", {})
+    saver.put_writes(first, [("a", 1), ("a", 2)], "T")
+    saver.put_writes(first, [("z", 0)], "U")
+    saver.put_writes(first, [("a", 3), ("b", 4)], "T")  # (T, 1) again, in a new group
+    second = put_values(saver, first, "2", {})
+    for channels in (["b"], ["a", "b"], ["a"]):
+        assert saver.get_delta_channel_history(config=second, channels=channels) == (
+            BaseCheckpointSaver.get_delta_channel_history(saver, config=second, channels=channels)
+        )
+
+
+def test_a_value_gone_from_under_its_record_does_not_stop_the_walk(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A B line whose value is absent (deleted by hand, a drop racing a put) is no seed:
+    the walk goes on past it, for that channel too, as the base walk does."""
+    saver = RedisChatSaver(redis_url)
+    root = {"configurable": {"thread_id": "gone", "checkpoint_ns": ""}}
+    c1 = put_values(saver, root, "1", {"big": "a" * 300})
+    saver.put_writes(c1, [("big", "w1")], "T1")
+    c2 = put_values(saver, c1, "2", {"small": 1})
+    saver.put_writes(c2, [("big", "w2")], "T2")
+    c3 = put_values(saver, c2, "3", {"big": "b" * 300})
+    saver.put_writes(c3, [("big", "w3")], "T3")
+    c4 = put_values(saver, c3, "4", {})
+    key = cp.thread_keys("chat:", "gone")[3]
+    record = cp.Record.decode(client.hget(key, b"c" + cp.member("", "3")))
+    client.hdel(key, cp.blob_field("", "big", record.blobs["big"]))
+    channels = ["big", "never"]
+    found = saver.get_delta_channel_history(config=c4, channels=channels)
+    assert found == BaseCheckpointSaver.get_delta_channel_history(
+        saver, config=c4, channels=channels
+    )
+    assert [write[2] for write in found["big"]["writes"]] == ["w1", "w2", "w3"]

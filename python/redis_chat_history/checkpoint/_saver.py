@@ -689,9 +689,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         start, name = "PARENT", cp.member(ns, checkpoint_id) if checkpoint_id else None
         seen = {checkpoint_id}  # parent links that loop (a corrupt thread) end the walk
         while remaining and name is not None:
-            reply = yield cp.chain_call(keys, start, name, sorted(remaining))
+            reply = yield from self._read(keys, cp.chain_call(keys, start, name, sorted(remaining)))
             following, ancestors = cp.decode_chain(reply)
-            parent = None
+            parent, restart = None, False
             for raw in ancestors:
                 if raw.checkpoint_id in seen:
                     remaining.clear()
@@ -706,9 +706,17 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                     seeds[channel] = values[channel]
                     remaining.discard(channel)
                 parent = body.get("p")
+                held = (*raw.record.runs, *raw.record.blobs, *raw.record.held)
+                if any(channel in remaining for channel in held):
+                    # the library stopped walking for a channel whose value this client
+                    # finds empty or absent: the rest of the reply lacks its writes
+                    restart = True
+                    break
                 if not remaining:
                     break
-            if start == "PARENT" and not ancestors and following is None:
+            if restart:
+                start, name = "AT", cp.member(ns, parent) if parent else None
+            elif start == "PARENT" and not ancestors and following is None:
                 # no parent line (a record written before 1.5), or a root: its payload says
                 raw = cp.decode_checkpoint((yield cp.get_call(keys, ns, checkpoint_id)))
                 parent = _body(self.serde, raw.record).get("p") if raw else None
