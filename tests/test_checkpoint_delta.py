@@ -197,3 +197,25 @@ def test_a_value_gone_from_under_its_record_does_not_stop_the_walk(
         saver, config=c4, channels=channels
     )
     assert [write[2] for write in found["big"]["writes"]] == ["w1", "w2", "w3"]
+
+
+def test_a_chain_call_stays_inside_the_read_budget(client: redis.Redis) -> None:
+    """70 ancestors whose headers hold 999 lines of channels not asked for: a chain call
+    counts their lines (one entry per 8) and stops at its budget, a page at most."""
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    keys = cp.thread_keys("chat:", "chain-work")
+    lines = "".join(f"Vc{i}\n" for i in range(998))
+    for n in range(70):
+        header = lines + (f"Pc{n - 1}\n" if n else "")
+        client.execute_command(
+            "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", f"c{n}"),
+            f"{len(header.encode())}\n{header}payload",
+        )  # fmt: skip
+    work, reply = client.execute_command(
+        "FCALL_RO", cp.CP_CHAIN, 6, *keys, "AT", cp.member("", "c69"), "wanted"
+    )
+    entries, read = map(int, work.split())
+    ancestors = len(reply) - 1
+    assert 1 <= ancestors < 64 and reply[0] == cp.member("", f"c{69 - ancestors}")
+    assert entries <= 512 + 125 and read <= 262144 + 8000, work
+    client.function_load(library_source(), replace=True)
