@@ -2561,6 +2561,108 @@ function CP.group_value(path, writes)
   return table.concat(out)
 end
 
+-- The writes of a cp_writes call (5 arguments each from first), each (task
+-- id, index) once: the first write of an index, the last of a negative one
+-- (a special channel, which replaces); then by task and path, in the order
+-- they first come: {task, path, items (write numbers from 0), carried (the
+-- bytes of their indexes, channels and values)}, ...
+function CP.call_groups(args, first, count)
+  local last, seen, groups, order = {}, {}, {}, {}
+  for w = 0, count - 1 do
+    local at_w = first + w * 5
+    if tonumber(args[at_w + 1]) < 0 then last[args[at_w] .. '\0' .. args[at_w + 1]] = w end
+  end
+  for w = 0, count - 1 do
+    local key = args[first + w * 5] .. '\0' .. args[first + w * 5 + 1]
+    if not seen[key] then
+      seen[key] = true
+      w = last[key] or w
+      local at_w = first + w * 5
+      local group_key = args[at_w] .. '\0' .. args[at_w + 2]
+      if not groups[group_key] then
+        groups[group_key] = {task = args[at_w], path = args[at_w + 2], items = {}, carried = 0}
+        order[#order + 1] = groups[group_key]
+      end
+      local group = groups[group_key]
+      group.items[#group.items + 1] = w
+      group.carried = group.carried + #args[at_w + 1] + #args[at_w + 3] + #args[at_w + 4]
+    end
+  end
+  return order
+end
+
+-- The stored group a call's group of writes merges into, or nil: only the
+-- checkpoint's newest group (so later writes stay later), only if it has
+-- the name the call's first write of the task gives (a retry, a resume) and
+-- is at most twice what the call carries for it and MERGE_SLACK. A slot's
+-- name is read only if it is as long as that name (a name is another
+-- call's task id, of any length). Returns {name, writes, bytes, at (index
+-- -> position)}.
+function CP.merge_target(state, group, first_index)
+  local candidate = group.task .. '\0' .. first_index
+  state.looked = state.looked + 1
+  local newest = state.n == 1 and state.first_group
+  local slot = CP.write_slot(state.member, state.n)
+  if state.n > 0 and not newest and redis.call('HSTRLEN', state.key, slot) == #candidate then
+    newest = redis.call('HGET', state.key, slot)
+    state.read = state.read + #newest
+  end
+  if newest ~= candidate then return nil end
+  local field = CP.write_field(state.member, candidate)
+  local size = redis.call('HSTRLEN', state.key, field)
+  if size == 0 or size > 2 * group.carried + CP.MERGE_SLACK then return nil end
+  state.read = state.read + size
+  local path, writes = CP.parse_group(first_index, redis.call('HGET', state.key, field))
+  if path ~= group.path then return nil end
+  local target = {name = candidate, writes = writes, bytes = size, at = {}}
+  for i, write in ipairs(writes) do target.at[write[1]] = i end
+  return target
+end
+
+-- A write's value as stored: runs of the KNOWN messages span names if the
+-- session holds them all (IFKNOWN), a "\1M" value's runs resolved, or the
+-- value as it came.
+function CP.write_value(keys, value, span, stored)
+  local found = span ~= nil
+  for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
+  if found then
+    return CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
+  elseif string.sub(value, 1, 2) == CP.REFS_MARK then
+    return CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+  end
+  return value
+end
+
+-- Adds to state.fields the groups a call's group of writes changed: a new
+-- one takes the next number, a name "<task>\0<first index>" (with "\0" <k>
+-- if taken), and the count's inline name or a slot.
+function CP.store_chunks(state, group, chunks)
+  local fields = state.fields
+  for _, chunk in ipairs(chunks) do
+    if chunk.new then
+      state.n = state.n + 1
+      local name = group.task .. '\0' .. chunk.writes[1][1]
+      state.looked = state.looked + 1
+      if state.used[name]
+          or redis.call('HEXISTS', state.key, CP.write_field(state.member, name)) == 1 then
+        name = name .. '\0' .. state.n
+      end
+      state.used[name] = true
+      chunk.name = name
+      if state.n == 1 and state.inline_first and #name <= CP.NAME_BYTES then
+        state.first_group = name
+      else
+        fields[#fields + 1] = CP.write_slot(state.member, state.n)
+        fields[#fields + 1] = name
+      end
+    end
+    if chunk.changed then
+      fields[#fields + 1] = CP.write_field(state.member, chunk.name)
+      fields[#fields + 1] = CP.group_value(group.path, chunk.writes)
+    end
+  end
+end
+
 -- Stores the messages args[first..] of a checkpoint call in the session:
 -- one whose client id is stored with the same JSON is not stored again; one
 -- whose id is stored with other JSON (an edited message) is stored anew and
@@ -3481,60 +3583,11 @@ function CP.cp_writes(keys, args)
   else
     stored = CP.store_thread_messages(keys, messages, jsons, exists)
   end
-  -- Each (task id, index) once in the call: the first write of an index,
-  -- the last of a negative one (a special channel, which replaces).
-  local last, seen, groups, order = {}, {}, {}, {}
-  for w = 0, count - 1 do
-    local at_w = first + w * 5
-    if tonumber(args[at_w + 1]) < 0 then last[args[at_w] .. '\0' .. args[at_w + 1]] = w end
-  end
-  for w = 0, count - 1 do
-    local at_w = first + w * 5
-    local key = args[at_w] .. '\0' .. args[at_w + 1]
-    if not seen[key] then
-      seen[key] = true
-      w = last[key] or w
-      at_w = first + w * 5
-      -- then by task and path, in the order they first come
-      local group_key = args[at_w] .. '\0' .. args[at_w + 2]
-      if not groups[group_key] then
-        groups[group_key] = {task = args[at_w], path = args[at_w + 2], items = {}, carried = 0}
-        order[#order + 1] = groups[group_key]
-      end
-      local group = groups[group_key]
-      group.items[#group.items + 1] = w
-      group.carried = group.carried + #args[at_w + 1] + #args[at_w + 3] + #args[at_w + 4]
-    end
-  end
-  local fields, added, looked, parsed_bytes, used = {}, 0, 1 + count, 0, {}
-  for _, group in ipairs(order) do
-    -- A call merges into the task's group only if that is the checkpoint's
-    -- newest (so later writes stay later) and no longer than twice what the
-    -- call carries for it (a retry, a resume): else its writes start groups.
-    local target
-    local candidate = group.task .. '\0' .. args[first + group.items[1] * 5 + 1]
-    looked = looked + 1
-    -- (a slot's name is read only if it is as long as the candidate: a name
-    -- is another call's task id, of any length)
-    local newest = n == 1 and first_group
-    if n > 0 and not newest
-        and redis.call('HSTRLEN', keys[5], CP.write_slot(member, n)) == #candidate then
-      newest = redis.call('HGET', keys[5], CP.write_slot(member, n))
-      parsed_bytes = parsed_bytes + #newest
-    end
-    if newest == candidate then
-      local field = CP.write_field(member, candidate)
-      local size = redis.call('HSTRLEN', keys[5], field)
-      if size > 0 and size <= 2 * group.carried + CP.MERGE_SLACK then
-        parsed_bytes = parsed_bytes + size
-        local path, writes = CP.parse_group(string.match(candidate, '%z(.*)$'),
-          redis.call('HGET', keys[5], field))
-        if path == group.path then
-          target = {name = candidate, writes = writes, bytes = size, at = {}}
-          for i, write in ipairs(writes) do target.at[write[1]] = i end
-        end
-      end
-    end
+  local state = {key = keys[5], member = member, n = n, first_group = first_group,
+    inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = 0}
+  local added = 0
+  for _, group in ipairs(CP.call_groups(args, first, count)) do
+    local target = CP.merge_target(state, group, args[first + group.items[1] * 5 + 1])
     local chunks, current = {}, target
     for _, w in ipairs(group.items) do
       local at_w = first + w * 5
@@ -3544,16 +3597,8 @@ function CP.cp_writes(keys, args)
       local present = i ~= nil or (not negative and redis.call('HEXISTS', keys[5],
         CP.write_field(member, group.task .. '\0' .. index)) == 1)
       if not present or negative then
-        local value = args[at_w + 4]
-        local span = alternatives[w + 1]
-        local found = span ~= nil
-        for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
-        if found then
-          value = CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
-        elseif string.sub(value, 1, 2) == CP.REFS_MARK then
-          value = CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
-        end
-        local write = {index, args[at_w + 3], value}
+        local write = {index, args[at_w + 3], CP.write_value(keys, args[at_w + 4],
+          alternatives[w + 1], stored)}
         if i then
           target.writes[i] = write
           target.changed = true
@@ -3565,36 +3610,17 @@ function CP.cp_writes(keys, args)
             chunks[#chunks + 1] = current
           end
           current.writes[#current.writes + 1] = write
-          current.bytes = current.bytes + #index + #write[2] + #value
+          current.bytes = current.bytes + #index + #write[2] + #write[3]
           current.changed = true
         end
         added = added + 1
       end
     end
     if target then table.insert(chunks, 1, target) end
-    for _, chunk in ipairs(chunks) do
-      if chunk.new then
-        n = n + 1
-        local name = group.task .. '\0' .. chunk.writes[1][1]
-        looked = looked + 1
-        if used[name] or redis.call('HEXISTS', keys[5], CP.write_field(member, name)) == 1 then
-          name = name .. '\0' .. n
-        end
-        used[name] = true
-        chunk.name = name
-        if n == 1 and inline_first and #name <= CP.NAME_BYTES then
-          first_group = name
-        else
-          fields[#fields + 1] = CP.write_slot(member, n)
-          fields[#fields + 1] = name
-        end
-      end
-      if chunk.changed then
-        fields[#fields + 1] = CP.write_field(member, chunk.name)
-        fields[#fields + 1] = CP.group_value(group.path, chunk.writes)
-      end
-    end
+    CP.store_chunks(state, group, chunks)
   end
+  n, first_group = state.n, state.first_group
+  local fields = state.fields
   fields[#fields + 1] = member
   fields[#fields + 1] = CP.count_value(n, first_group)
   hash_set_many(keys[5], fields)
@@ -3603,7 +3629,7 @@ function CP.cp_writes(keys, args)
   -- the :w fields this call looked at (the count, one name per write, and
   -- per task the newest group and each group it starts), and the bytes of
   -- stored groups it read
-  if COUNT_WORK then return {looked .. ' ' .. parsed_bytes, added} end
+  if COUNT_WORK then return {state.looked .. ' ' .. state.read, added} end
   return added
 end
 
