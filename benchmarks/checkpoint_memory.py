@@ -1,6 +1,7 @@
 """Memory, server time and round trips of LangGraph checkpointers over a long agent
-conversation, turn by turn: RedisChatSaver, langgraph-checkpoint-plainredis's RedisSaver
-and InMemorySaver (the reference) in one run, on the same conversation.
+conversation, turn by turn: RedisChatSaver (with and without a search index),
+langgraph-checkpoint-plainredis's RedisSaver and InMemorySaver (the reference) in one run, on
+the same conversation.
 
 Each turn is a human message (~500 B), a tool call, a tool result and an answer (~500 B),
 as in issue #19, driven through ``create_agent`` with a scripted model. Each Redis saver
@@ -260,13 +261,14 @@ def _plainredis_kind(key: str) -> str:
     return ":".join(parts[1:2] + parts[4:5]) if parts[1:2] == ["blob"] else parts[1]
 
 
-def ours_spec() -> RedisSaverSpec:
-    """RedisChatSaver: one FCALL per put, put_writes and read."""
+def ours_spec(search_index: bool = True) -> RedisSaverSpec:
+    """RedisChatSaver: one FCALL per put, put_writes and read (``search_index=False``: its
+    threads keep no search index)."""
     from redis_chat_history.checkpoint import RedisChatSaver
 
     return RedisSaverSpec(
-        "RedisChatSaver",
-        make=RedisChatSaver,
+        "RedisChatSaver" if search_index else "RedisChatSaver noindex",
+        make=lambda url: RedisChatSaver(url, search_index=search_index),
         sent=lambda name: name in OURS_SENT,
         timed=lambda name: name in OURS_SENT,
         parts=_ours_parts,
@@ -414,7 +416,7 @@ def plot(results: Sequence[Result], out: Path) -> str:
 def run(turns: int) -> list[Result]:
     """Every saver on the same conversation; those that could not run are printed and left
     out. The reference (InMemorySaver) comes last."""
-    specs: list[RedisSaverSpec | str] = [ours_spec(), plainredis_spec()]
+    specs: list[RedisSaverSpec | str] = [ours_spec(), ours_spec(False), plainredis_spec()]
     results: list[Result] = []
     for spec in specs:
         if isinstance(spec, str):

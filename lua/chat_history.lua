@@ -2666,8 +2666,9 @@ end
 -- Stores the messages args[first..] of a checkpoint call in the session:
 -- one whose client id is stored with the same JSON is not stored again; one
 -- whose id is stored with other JSON (an edited message) is stored anew and
--- the id map points to it. Returns the stream id of each message.
-function CP.store_thread_messages(keys, messages, jsons, exists)
+-- the id map points to it. noindex: a session this call creates keeps no
+-- search index (as append's NOINDEX). Returns the stream id of each message.
+function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
   local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
@@ -2684,7 +2685,7 @@ function CP.store_thread_messages(keys, messages, jsons, exists)
   end
   if #fresh_jsons > 0 then
     local session = {keys[1], keys[2], keys[3]}
-    local state = prepare_write(session, false, exists)
+    local state = prepare_write(session, noindex == true, exists)
     local ids = store_messages(session, fresh_jsons, fresh_messages, nil, state)
     if state.building then build_step(session, state, WRITE_BUILD_STEP) end
     finish_write(session, state)
@@ -3387,7 +3388,7 @@ end
 chathist_cp_put: store one checkpoint of a thread, atomically (1.4;
   SETTLE's write may name its group's first index since 1.5).
   KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
-  ARGV: [TTL seconds] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
+  ARGV: [TTL seconds] [NOINDEX] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
         (SETTLE <parent "<ns>\0<id>"> <write> <sha1> <runs>)*
         [MESSAGES json...]
     where a write is <task id> "\0" <index>, the first write of its group,
@@ -3407,7 +3408,7 @@ chathist_cp_put: store one checkpoint of a thread, atomically (1.4;
 function CP.cp_put(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true})
+  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true}, {NOINDEX = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3471,7 +3472,7 @@ function CP.cp_put(keys, args)
       .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
 
-  local stored = CP.store_thread_messages(keys, messages, jsons, exists)
+  local stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   record = CP.resolve_record(keys[1], record, stored)
   redis.call('HSET', keys[4], 'c' .. member, record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
@@ -3491,7 +3492,7 @@ end
 chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
   in groups since 1.5).
   KEYS: the thread's 6 keys.
-  ARGV: [TTL seconds] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
+  ARGV: [TTL seconds] [NOINDEX] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
         <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
         [MESSAGES json... | KNOWN json...]
     A task id holds no NUL byte. A (task id, index) twice in the call is
@@ -3515,7 +3516,7 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
 function CP.cp_writes(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true})
+  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true}, {NOINDEX = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3581,7 +3582,7 @@ function CP.cp_writes(keys, args)
   if lookup then
     stored = CP.known_messages(keys, messages, jsons, exists)
   else
-    stored = CP.store_thread_messages(keys, messages, jsons, exists)
+    stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   end
   local state = {key = keys[5], member = member, n = n, first_group = first_group,
     inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = 0}

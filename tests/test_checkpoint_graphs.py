@@ -69,6 +69,29 @@ def test_agent_conversation_is_a_chat_history(redis_url: str) -> None:
     assert fresh.get_tuple(thread("t1")).checkpoint["channel_values"]["messages"] == state
 
 
+def test_a_thread_without_a_search_index_takes_less_and_is_searched_the_same(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """search_index=False: the thread's session keeps no index (as NOINDEX appends do),
+    takes less memory, and a search finds the same messages (by a scan)."""
+    for name, indexed in (("indexed", True), ("plain", False)):
+        graph = agent(RedisChatSaver(redis_url, search_index=indexed), 3)
+        for turn in range(3):
+            graph.invoke(
+                {"messages": [{"role": "user", "content": f"question {turn} about llamas"}]},
+                thread(name),
+            )
+    assert client.hget("chat:{plain}:x", "\0v") == b"N"
+    assert client.hget("chat:{indexed}:x", "\0v") == b"2"
+    assert thread_memory(client, "plain") < thread_memory(client, "indexed")
+    found = {
+        name: [m.message.content for m in RedisChatMessageHistory(name, redis_url=redis_url)
+               .search("llamas question")]
+        for name in ("indexed", "plain")
+    }  # fmt: skip
+    assert found["plain"] == found["indexed"] and len(found["plain"]) == 3
+
+
 def test_linear_conversation_keeps_one_run(redis_url: str) -> None:
     """A conversation that only grows is one run of stream ids in every checkpoint."""
     saver = RedisChatSaver(redis_url)

@@ -340,6 +340,10 @@ def _ttl_args(ttl: int | None) -> list[Any]:
     return ["TTL", ttl] if ttl else []
 
 
+def _noindex_args(noindex: bool) -> list[Any]:
+    return ["NOINDEX"] if noindex else []
+
+
 @dataclass(frozen=True, slots=True)
 class Settle:
     """A pending write of the parent checkpoint whose value is a list of messages that the
@@ -362,9 +366,11 @@ def put_call(
     messages: Sequence[bytes],
     ttl: int | None,
     settles: Sequence[Settle] = (),
+    noindex: bool = False,
 ) -> Call:
-    """Store a checkpoint, its new channel values and its new messages (one FCALL)."""
-    args: list[Any] = [*_ttl_args(ttl), "CHECKPOINT", name, record]
+    """Store a checkpoint, its new channel values and its new messages (one FCALL).
+    ``noindex``: a session the call creates keeps no search index (library 1.5)."""
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), "CHECKPOINT", name, record]
     for blob, value in blobs:
         args += ["BLOB", blob, value]
     for settle in settles:
@@ -385,17 +391,19 @@ def writes_call(
     ttl: int | None,
     known: Sequence[bytes] = (),
     if_known: Sequence[tuple[int, int, int]] = (),
+    noindex: bool = False,
 ) -> Call:
     """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL).
 
     ``messages`` are stored in the session (for values holding runs); ``known`` are only
     looked up: ``if_known`` items ``(write, first, last)`` (1-based) let a write keep runs
     of known messages ``first`` to ``last`` instead of its value when the session holds
-    them all. A call carries ``messages`` or ``known``, not both.
+    them all. A call carries ``messages`` or ``known``, not both. ``noindex`` as in
+    :func:`put_call`.
     """
     if messages and known:
         raise InvalidInputError("a writes call carries MESSAGES or KNOWN, not both")
-    args: list[Any] = [*_ttl_args(ttl), "WRITES", name, len(writes)]
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), "WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
         args += [task_id, index, task_path, channel, value]
     for write, first, last in if_known:
