@@ -2262,7 +2262,8 @@ A record is a header the library reads, then a payload only clients read:
     "B" <channel> "\t" <version>  the value is the blob of that version
     "V" <channel>                 the payload holds the value (1.5)
     "P" <parent id>               the parent checkpoint, of the same
-                                  namespace (1.5; at most one line)
+                                  namespace (1.5; at most one line, an id
+                                  of 1 to 64 bytes)
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
 meet in the stream). A write is replied as five netstrings (<length> ":"
@@ -2276,9 +2277,10 @@ stream entries and pending writes, or fewer once READ_BYTES are read
 read with chathist_cp_more, a bounded call each. Stream entries are read as
 many at once as the bytes left have room for at the session's longest
 message ("\0M" of the index hash, one at a time when it is absent), pending
-writes and channel values one at a time (no bound of their length is
-kept), so a read takes at most READ_BYTES and one message, write or value
-more. A dump page holds CP_SCAN fields or READ_BYTES and one HSCAN step
+writes a group at a time and channel values one at a time (no bound of
+their length is kept), so a read takes at most READ_BYTES and one message,
+group of writes or value more. A chain call walks at most CP_PAGE
+ancestors within the same budget. A dump page holds CP_SCAN fields or READ_BYTES and one HSCAN step
 more. A drop deletes at most
 DROP_FIELDS write fields besides what it names, and says how many of its
 checkpoints are done; the client sends the others again.
@@ -2576,15 +2578,15 @@ function CP.call_groups(args, first, count)
     local key = args[first + w * 5] .. '\0' .. args[first + w * 5 + 1]
     if not seen[key] then
       seen[key] = true
-      w = last[key] or w
-      local at_w = first + w * 5
+      local taken = last[key] or w
+      local at_w = first + taken * 5
       local group_key = args[at_w] .. '\0' .. args[at_w + 2]
       if not groups[group_key] then
         groups[group_key] = {task = args[at_w], path = args[at_w + 2], items = {}, carried = 0}
         order[#order + 1] = groups[group_key]
       end
       local group = groups[group_key]
-      group.items[#group.items + 1] = w
+      group.items[#group.items + 1] = taken
       group.carried = group.carried + #args[at_w + 1] + #args[at_w + 3] + #args[at_w + 4]
     end
   end
@@ -2887,9 +2889,9 @@ function CP.read_writes(key, member, k, meter, wanted)
     if CP.spent(meter) then return writes, runs, k end
     local name = CP.group_at(key, member, k, first)
     local value = name and redis.call('HGET', key, CP.write_field(member, name))
-    local task, first = CP.group_name(name or '')
+    local task, first_index = CP.group_name(name or '')
     local path, group = nil, {}
-    if task and value then path, group = CP.parse_group(first, value) end
+    if task and value then path, group = CP.parse_group(first_index, value) end
     for _, write in ipairs(path and group or {}) do
       -- (a write of a channel the reader did not ask for is replied without
       -- its value, so that a reader still sees which (task, index) came first)
@@ -3600,18 +3602,20 @@ function CP.cp_writes(keys, args)
       if not present or negative then
         local write = {index, args[at_w + 3], CP.write_value(keys, args[at_w + 4],
           alternatives[w + 1], stored)}
+        local size = #index + #write[2] + #write[3]
         if i then
           target.writes[i] = write
           target.changed = true
         else
-          -- a group holds at most GROUP_WRITES writes and GROUP_BYTES (or one
-          -- longer write), so a read takes at most one group past its budget
-          if not current or #current.writes >= CP.GROUP_WRITES or current.bytes >= CP.GROUP_BYTES then
+          -- a group holds at most GROUP_WRITES writes and GROUP_BYTES (a longer
+          -- write alone), so a read takes at most one group past its budget
+          if not current or #current.writes >= CP.GROUP_WRITES
+              or (#current.writes > 0 and current.bytes + size > CP.GROUP_BYTES) then
             current = {writes = {}, bytes = 0, new = true}
             chunks[#chunks + 1] = current
           end
           current.writes[#current.writes + 1] = write
-          current.bytes = current.bytes + #index + #write[2] + #write[3]
+          current.bytes = current.bytes + size
           current.changed = true
         end
         added = added + 1
@@ -3765,9 +3769,10 @@ chathist_cp_chain: a checkpoint's ancestors, for replaying channels' writes
   ARGV: PARENT|AT <ns "\0" id> <channel>...   (1 to 64 channels)
     From the checkpoint's parent (PARENT: its record's "P" line) or from
     the checkpoint itself (AT), each ancestor in turn, as chathist_cp_get
-    replies a checkpoint but with only the runs, values and writes of the
-    channels asked for. A channel the record holds ("M", "B" or "V" line)
-    is asked for no further. The walk ends at a record without a "P" line
+    replies a checkpoint but with only the runs and values of the channels
+    asked for, and the writes of other channels with an empty value. A
+    channel the record holds (an "M" or "V" line, or a "B" line whose value
+    the call read) is asked for no further. The walk ends at a record without a "P" line
     or absent, once no channel is left, or once CP_PAGE ancestors or the
     read budget are spent (then next is the ancestor to go on AT).
   Reply: {next ("" when the walk ended), ancestor...}.
@@ -3918,16 +3923,18 @@ end
 --[[
 chathist_cp_load: store raw fields copied from another thread (1.4).
   KEYS: the thread's 6 keys.
-  ARGV: [TTL seconds] C|W <field> <value> ... [ENTRIES id json ...]
+  ARGV: [TTL seconds] [NOINDEX] C|W <field> <value> ... [ENTRIES id json ...]
     C fields go to :c (a checkpoint's field "c<ns>\0<id>" also to the order
     set), W fields to :w; ENTRIES are session messages stored under their
-    ids (after the session's last one), as chathist_import stores them.
+    ids (after the session's last one), as chathist_import stores them;
+    NOINDEX (1.5): a session the call creates keeps no search index.
   Reply: the number of fields stored.
 ]]
 function CP.cp_load(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {C = true, W = true, ENTRIES = true})
+  local options, at = read_options(args, 1, {TTL = true}, {C = true, W = true, ENTRIES = true},
+    {NOINDEX = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3973,7 +3980,7 @@ function CP.cp_load(keys, args)
 
   if #jsons > 0 then
     local session = {keys[1], keys[2], keys[3]}
-    local state = prepare_write(session, false, exists)
+    local state = prepare_write(session, options.NOINDEX == true, exists)
     store_messages(session, jsons, messages, ids, state)
     if state.building then build_step(session, state, WRITE_BUILD_STEP) end
     finish_write(session, state)

@@ -90,6 +90,8 @@ def test_a_thread_without_a_search_index_takes_less_and_is_searched_the_same(
         for name in ("indexed", "plain")
     }  # fmt: skip
     assert found["plain"] == found["indexed"] and len(found["plain"]) == 3
+    RedisChatSaver(redis_url, search_index=False).copy_thread("plain", "plain-copy")
+    assert client.hget("chat:{plain-copy}:x", "\0v") == b"N"
 
 
 def test_linear_conversation_keeps_one_run(redis_url: str) -> None:

@@ -146,7 +146,7 @@ def test_resolve_writes_keeps_the_first_of_an_index_and_the_last_of_a_negative_o
     ]
 
 
-# -- bounds and orders a review found wanting (each was a defect of the first cut) ----------
+# -- bounds and orders under worst-case inputs ---------------------------------------------
 
 
 def test_a_call_reads_no_stored_group_longer_than_twice_what_it_carries(
@@ -289,3 +289,19 @@ def test_pending_writes_read_as_in_memory_saver_keeps_them(
         if isinstance(saver, RedisChatSaver):
             saver.delete_thread("as-memory")
     assert results[0] == results[1]
+
+
+def test_a_write_that_would_overflow_a_group_starts_one_of_its_own(client: redis.Redis) -> None:
+    """A group holds at most GROUP_BYTES: a long write after short ones is a group alone, and
+    the writes after it start another."""
+    keys = cp.thread_keys("w:", "overflow")
+    put(client, keys)
+    items = [
+        ("t", 0, "", "ch", b"short"),
+        ("t", 1, "", "ch", b"x" * (GROUP_BYTES + 10)),
+        ("t", 2, "", "ch", b"after"),
+    ]
+    assert writes(client, keys, *items) == 3
+    count = client.hget(keys[4], MEMBER)
+    assert count is not None and count.startswith(b"3\x00")
+    assert [item[3] for item in stored(client, keys)] == [item[4] for item in items]

@@ -1,8 +1,8 @@
 """The chathist_cp_* calls of a LangGraph thread, without I/O (library 1.5).
 
 A thread is a chat session (``:m`` ``:x`` ``:i``) plus three keys of the same hash
-tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, a group of
-fields per task and call) and ``:k`` (the checkpoints in id order). Records, writes and runs of
+tag: ``:c`` (checkpoint records and channel values), ``:w`` (pending writes, a field per
+task and call: a group) and ``:k`` (the checkpoints in id order). Records, writes and runs of
 messages are encoded and decoded here; docs/PROTOCOL.md ("Checkpoints") is the
 written form of the same contract.
 """
@@ -464,9 +464,11 @@ def load_call(
     fields: Sequence[tuple[str, bytes, bytes]],
     entries: Sequence[tuple[str, bytes]],
     ttl: int | None,
+    noindex: bool = False,
 ) -> Call:
-    """Store raw fields (``C``/``W``, field, value) and session entries (id, JSON)."""
-    args: list[Any] = list(_ttl_args(ttl))
+    """Store raw fields (``C``/``W``, field, value) and session entries (id, JSON);
+    ``noindex`` as in :func:`put_call`."""
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex)]
     for which, name, value in fields:
         args += [which, name, value]
     if entries:

@@ -479,7 +479,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             stored_body["p"] = parent  # None, or an id the header cannot hold
         if inline:
             # (no "V" lines: a chain walk stops at the values the header names, and the
-            # client at these; 30 bytes a record are worth more than the walk's detour)
+            # client at these; saving 30 bytes a record is worth the walk's detour)
             stored_body["v"] = inline
         record.payload = _payload.pack(_typed(self.serde, stored_body))
         settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
@@ -528,7 +528,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         encoded: list[tuple[str, int, str, str, bytes]] = []
         messages: list[bytes] = []
         lists: list[tuple[str, int, str, list[bytes], int]] = []
-        # the library keeps a call's writes in a group named by its first write's index
+        # the library names a call's group by its first write's index (a group it splits,
+        # or whose first write was stored before, is named otherwise: SETTLE then misses
+        # the write, which keeps its value; memory, never correctness)
         first_index = WRITES_IDX_MAP.get(writes[0][0], 0) if writes else 0
         known: list[bytes] = []
         if_known: list[tuple[int, int, int]] = []
@@ -577,7 +579,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             reply = yield range_call(source_keys[:3], count=COPY_PAGE, after=after)
             entries = [(as_text(reply[i]), reply[i + 1]) for i in range(0, len(reply), 2)]
             if entries:
-                yield cp.load_call(target_keys, [], entries, self.ttl)
+                yield cp.load_call(target_keys, [], entries, self.ttl, not self.search_index)
                 after = entries[-1][0]
             if len(entries) < COPY_PAGE:
                 break
@@ -589,7 +591,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 items = reply[1:]
                 fields = [(which, items[i], items[i + 1]) for i in range(0, len(items), 2)]
                 if fields:
-                    yield cp.load_call(target_keys, fields, [], self.ttl)
+                    yield cp.load_call(target_keys, fields, [], self.ttl, not self.search_index)
                 if as_text(cursor) == "0":
                     break
 
