@@ -2895,16 +2895,14 @@ function CP.read_writes(key, member, k, meter, wanted)
     for _, write in ipairs(path and group or {}) do
       -- (a write of a channel the reader did not ask for is replied without
       -- its value, so that a reader still sees which (task, index) came first)
-      local value = (not wanted or wanted[write[2]]) and write[3] or ''
+      local replied = (not wanted or wanted[write[2]]) and write[3] or ''
       writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
-        .. CP.netstring(write[2]) .. CP.netstring(value)
-      if value ~= '' then
-        if string.sub(value, 1, 2) == CP.REFS_MARK then
-          local text = string.sub(value, 3)
-          runs[#runs + 1] = text
-          -- its runs spend the budget as they will be looked at
-          meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
-        end
+        .. CP.netstring(write[2]) .. CP.netstring(replied)
+      if string.sub(replied, 1, 2) == CP.REFS_MARK then
+        local text = string.sub(replied, 3)
+        runs[#runs + 1] = text
+        -- its runs spend the budget as they will be looked at
+        meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
       end
       meter.entries = meter.entries + 1
     end
@@ -2942,9 +2940,9 @@ function CP.read_blobs(key, member, lines, from, meter, wanted)
   return blobs, 0
 end
 
--- The member of a record's parent ("P" line), or nil.
-function CP.parent_member(record, ns)
-  for _, line in ipairs(CP.record_header(record) or {}) do
+-- The member of a record's parent (its header lines' "P" line), or nil.
+function CP.parent_member(lines, ns)
+  for _, line in ipairs(lines) do
     local id = string.match(line, '^P(.+)$')
     if id then return ns .. '\0' .. id end
   end
@@ -3795,7 +3793,7 @@ function CP.cp_chain(keys, args)
   if form == 'PARENT' then
     local record = redis.call('HGET', keys[4], 'c' .. member)
     meter.bytes = meter.bytes + (record and #record or 0)
-    member = record and CP.parent_member(record, ns)
+    member = record and CP.parent_member(CP.record_header(record) or {}, ns)
   end
   while member and left > 0 do
     if steps >= CP.CP_PAGE or CP.spent(meter) then
@@ -3810,19 +3808,17 @@ function CP.cp_chain(keys, args)
     CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
     steps = steps + 1
     -- the channels it holds: M and V lines, and B lines whose value was read
-    local read, parent = {}, nil
+    local read = {}
     local blobs = out[#out][4]
     for k = 1, #blobs, 2 do read[blobs[k]] = true end
     for _, line in ipairs(lines) do
       local kind, channel = string.match(line, '^([MB])([^\t]+)\t')
-      if not kind then kind, channel = string.match(line, '^([VP])(.+)$') end
-      if kind == 'P' then
-        parent = ns .. '\0' .. channel
-      elseif channel and wanted[channel] and (kind ~= 'B' or read[channel]) then
+      if not kind then kind, channel = string.match(line, '^(V)(.+)$') end
+      if channel and wanted[channel] and (kind ~= 'B' or read[channel]) then
         wanted[channel], left = nil, left - 1
       end
     end
-    member = parent
+    member = CP.parent_member(lines, ns)
   end
   collect_garbage()
   return CP.counted(meter, out)

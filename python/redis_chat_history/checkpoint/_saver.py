@@ -14,7 +14,7 @@ import random
 import re
 import threading
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any
 
 from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
@@ -287,7 +287,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
     # -- decoding ------------------------------------------------------------------------
 
     def _values(
-        self, raw: cp.RawCheckpoint, body: dict[str, Any], channels: Any = None
+        self, raw: cp.RawCheckpoint, body: dict[str, Any], channels: Collection[str] | None = None
     ) -> dict[str, Any]:
         """The channel values of a checkpoint read whole (or of ``channels`` only, a set,
         for a read that asked for those alone)."""
@@ -304,7 +304,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
         return values
 
-    def _pending(self, raw: cp.RawCheckpoint, channels: Any = None) -> list[PendingWrite]:
+    def _pending(
+        self, raw: cp.RawCheckpoint, channels: Collection[str] | None = None
+    ) -> list[PendingWrite]:
         """A checkpoint's pending writes in ``writes_sort_key`` order (of ``channels`` only)."""
         writes = sorted(
             cp.resolve_writes(raw.writes),
@@ -322,8 +324,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             pending.append((write.task_id, write.channel, value))
         return pending
 
-    def _tuple(self, thread_id: str, raw: cp.RawCheckpoint) -> CheckpointTuple:
-        body = _body(self.serde, raw.record)
+    def _tuple(
+        self, thread_id: str, raw: cp.RawCheckpoint, body: dict[str, Any] | None = None
+    ) -> CheckpointTuple:
+        """The checkpoint tuple of a complete read (``body``: its record's, if decoded)."""
+        body = body if body is not None else _body(self.serde, raw.record)
         checkpoint = _expanded(body["c"], raw.record.blobs, raw.checkpoint_id)
         checkpoint["channel_values"] = self._values(raw, body)
         pending = self._pending(raw)
@@ -391,12 +396,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             reply = yield from self._read(keys, cp.list_call(keys, ns, cursor, wanted))
             cursor, page = cp.decode_page(reply)
             for raw in page:
-                if filter:
-                    metadata = _body(self.serde, raw.record)["m"]
-                    if any(metadata.get(k) != v for k, v in filter.items()):
-                        continue
+                body = _body(self.serde, raw.record)
+                if filter and any(body["m"].get(k) != v for k, v in filter.items()):
+                    continue
                 yield from self._complete(keys, raw)
-                found.append(self._tuple(thread_id, raw))
+                found.append(self._tuple(thread_id, raw, body))
                 if limit is not None and len(found) >= limit:
                     break
             if cursor is None:
