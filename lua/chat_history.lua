@@ -85,7 +85,7 @@ Contents (sections in this order):
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.5.0'
+local LIBRARY_VERSION = '1.6.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
@@ -2294,6 +2294,9 @@ CP.CP_PAGE = 64
 CP.CP_MAX_FIELDS = 1000         -- fields in one drop or load call
 CP.CP_SCAN = 64                 -- fields of a dump page, at most (and READ_BYTES)
 CP.REFS_MARK = '\1M'
+-- A shaped value (1.6): "\1T" <runs> "\n" <template>, a value whose long
+-- texts are those of the messages of the runs (the client fills them in).
+CP.SHAPE_MARK = '\1T'
 CP.CHAIN_CHANNELS = 64          -- channels one chain call walks for
 -- Budgets of one call (tests shrink them; keep each on its own line). A
 -- read takes at most READ_STEP stream entries per XRANGE.
@@ -2332,6 +2335,13 @@ function CP.check_thread_keys(keys)
     end
   end
   return nil, exists
+end
+
+-- True for a channel value's field "b" <ns> "\0" <channel> "\0" <version>
+-- of namespace ns.
+function CP.is_blob_field(field, ns)
+  return string.sub(field, 1, #ns + 2) == 'b' .. ns .. '\0'
+    and string.find(field, '\0', #ns + 3, true) ~= nil
 end
 
 -- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL.
@@ -2440,9 +2450,10 @@ end
 
 -- Runs text with placeholders "#k" replaced by stored[k], and runs that
 -- meet in the stream (one's end is followed by the next one's start)
--- joined: a conversation that only grows stays one run. Work: one XRANGE
--- COUNT 1 per run of the text (which the call carries).
-function CP.resolve_runs(key, runs, stored)
+-- joined, unless apart (a shaped value's runs stay one per text): a
+-- conversation that only grows stays one run. Work: one XRANGE COUNT 1 per
+-- run of the text (which the call carries).
+function CP.resolve_runs(key, runs, stored, apart)
   if runs == '' then return '' end
   local list = {}
   local segments = {}
@@ -2459,7 +2470,7 @@ function CP.resolve_runs(key, runs, stored)
   end
   for _, segment in ipairs(segments) do
     local last = list[#list]
-    if last and CP.entry_after(key, last[2]) == segment[1] then
+    if last and not apart and CP.entry_after(key, last[2]) == segment[1] then
       last[2] = segment[2]
     else
       list[#list + 1] = segment
@@ -2501,6 +2512,15 @@ end
 
 function CP.netstring(text)
   return #text .. ':' .. text
+end
+
+-- The runs a stored value holds: a "\1M" value's, or a shaped value's
+-- (before its "\n"); nil for a value of bytes.
+function CP.value_runs(value)
+  local mark = string.sub(value, 1, 2)
+  if mark == CP.REFS_MARK then return string.sub(value, 3) end
+  if mark == CP.SHAPE_MARK then return string.match(value, '^..([^\n]*)\n') end
+  return nil
 end
 
 -- The :w fields of a checkpoint's writes (see the keys above).
@@ -2740,14 +2760,34 @@ function CP.settle(keys, settle, stored, room)
     room.groups[field] = group
   end
   local write = group and group.writes[group.at[settle.index] or 0]
-  if not write or write.hashed or string.sub(write[3], 1, 2) == CP.REFS_MARK then return end
+  if not write or write.hashed or CP.value_runs(write[3]) then return end
   write.hashed = true
   if redis.sha1hex(write[3]) == settle.sha1 then
-    write[3] = CP.REFS_MARK .. CP.resolve_runs(keys[1], settle.runs, stored)
+    write[3] = CP.settled_value(keys, settle, stored)
     if not group.changed then
       group.changed = true
       room.changed[#room.changed + 1] = group
     end
+  end
+end
+
+-- A settled value: the runs of the call's messages, or with a template
+-- (SHAPE, SHAPEBLOB) a shaped value.
+function CP.settled_value(keys, settle, stored)
+  local runs = CP.resolve_runs(keys[1], settle.runs, stored, settle.template ~= nil)
+  if settle.template then return CP.SHAPE_MARK .. runs .. '\n' .. settle.template end
+  return CP.REFS_MARK .. runs
+end
+
+-- SHAPEBLOB: a channel value stored before (a parent's) becomes a shaped
+-- value if its SHA-1 is settle.sha1; it is read if it fits room.bytes.
+function CP.shape_blob(keys, settle, stored, room)
+  local size = redis.call('HSTRLEN', keys[4], settle.field)
+  if size == 0 or size > room.bytes then return end
+  room.bytes = room.bytes - size
+  local value = redis.call('HGET', keys[4], settle.field)
+  if not CP.value_runs(value) and redis.sha1hex(value) == settle.sha1 then
+    redis.call('HSET', keys[4], settle.field, CP.settled_value(keys, settle, stored))
   end
 end
 
@@ -2898,8 +2938,8 @@ function CP.read_writes(key, member, k, meter, wanted)
       local replied = (not wanted or wanted[write[2]]) and write[3] or ''
       writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
         .. CP.netstring(write[2]) .. CP.netstring(replied)
-      if string.sub(replied, 1, 2) == CP.REFS_MARK then
-        local text = string.sub(replied, 3)
+      local text = CP.value_runs(replied)
+      if text then
         runs[#runs + 1] = text
         -- its runs spend the budget as they will be looked at
         meter.runs = meter.runs + 1 + select(2, string.gsub(text, ' ', ''))
@@ -2917,27 +2957,29 @@ end
 -- line on, while the meter has budget (checked before each, and the first
 -- is always read), so a call reads at most READ_BYTES and one value more,
 -- however many and however long they are. Returns a flat channel, value
--- list and the number of the first "B" line not read (0 when all are).
+-- list, the number of the first "B" line not read (0 when all are) and the
+-- runs of the shaped values read.
 function CP.read_blobs(key, member, lines, from, meter, wanted)
   local ns = string.match(member, '^([^%z]*)%z')
-  local blobs, number = {}, 0
+  local blobs, number, runs = {}, 0, {}
   for _, line in ipairs(lines) do
     local channel, version = string.match(line, '^B([^\t]+)\t(.*)$')
     if channel then
       number = number + 1
       if number >= from and (not wanted or wanted[channel]) then
-        if number > from and CP.spent(meter) then return blobs, number end
+        if number > from and CP.spent(meter) then return blobs, number, runs end
         meter.entries = meter.entries + 1
         local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
         if value then
           blobs[#blobs + 1] = channel
           blobs[#blobs + 1] = value
           meter.bytes = meter.bytes + #value
+          runs[#runs + 1] = CP.value_runs(value)
         end
       end
     end
   end
-  return blobs, 0
+  return blobs, 0, runs
 end
 
 -- The member of a record's parent (its header lines' "P" line), or nil.
@@ -2966,8 +3008,9 @@ function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
     local channel, text = string.match(line, '^M([^\t]+)\t(.*)$')
     if text and (not wanted or wanted[channel]) then runs[#runs + 1] = text end
   end
-  local blobs, next_blob = CP.read_blobs(keys[4], member, lines, 1, meter, wanted)
+  local blobs, next_blob, blob_runs = CP.read_blobs(keys[4], member, lines, 1, meter, wanted)
   local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter, wanted)
+  for _, text in ipairs(blob_runs) do runs[#runs + 1] = text end
   for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
   meter.entries_out = {}
   local more = {}
@@ -3419,11 +3462,21 @@ function CP.cp_put(keys, args)
   if type(record) ~= 'string' then return fail('BADARG', 'CHECKPOINT needs a record') end
   local ns = string.match(member, '^([^%z]*)%z')
   local stop = CP.messages_at(args, at + 3)
-  local blobs, settles = {}, {}
+  local blobs, settles, shapes = {}, {}, {}
   local i = at + 3
   while i < stop do
     local word = string.upper(args[i])
-    if word == 'SETTLE' and i + 4 < stop then
+    if word == 'SHAPEBLOB' and i + 4 < stop then
+      local field = args[i + 1]
+      if not CP.is_blob_field(field, ns)
+          or not string.match(args[i + 2], '^' .. string.rep('%x', 40) .. '$') then
+        return fail('BADARG', 'SHAPEBLOB needs a field "b<ns>\\0<channel>\\0<version>" of the '
+          .. 'checkpoint\'s ns, a SHA-1 in hex, runs and a template')
+      end
+      shapes[#shapes + 1] = {field = field, sha1 = string.lower(args[i + 2]), runs = args[i + 3],
+        template = args[i + 4]}
+      i = i + 5
+    elseif (word == 'SETTLE' and i + 4 < stop) or (word == 'SHAPE' and i + 5 < stop) then
       local task, index = string.match(args[i + 2], '^([^%z]*)%z(%-?%d+)$')
       local first = index
       if not task then
@@ -3431,27 +3484,32 @@ function CP.cp_put(keys, args)
       end
       if not CP.is_member(args[i + 1]) or not task
           or not string.match(args[i + 3], '^' .. string.rep('%x', 40) .. '$') then
-        return fail('BADARG', 'SETTLE needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
-          .. 'a SHA-1 in hex and runs')
+        return fail('BADARG', word .. ' needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
+          .. 'a SHA-1 in hex and runs' .. (word == 'SHAPE' and ' and a template' or ''))
       end
       settles[#settles + 1] = {member = args[i + 1], task = task, index = index, first = first,
-        sha1 = string.lower(args[i + 3]), runs = args[i + 4]}
-      i = i + 5
+        sha1 = string.lower(args[i + 3]), runs = args[i + 4],
+        template = word == 'SHAPE' and args[i + 5] or nil}
+      i = i + (word == 'SHAPE' and 6 or 5)
     else
       if word ~= 'BLOB' or i + 2 >= stop then
-        return fail('BADARG', 'expected BLOB <field> <value> or MESSAGES after the record')
+        return fail('BADARG', 'expected BLOB <field> <value>, SETTLE, SHAPE, SHAPEBLOB or MESSAGES '
+          .. 'after the record')
       end
       local field = args[i + 1]
-      if string.sub(field, 1, #ns + 2) ~= 'b' .. ns .. '\0' or not string.find(field, '\0', #ns + 3, true) then
+      if not CP.is_blob_field(field, ns) then
         return fail('BADARG', 'BLOB field must be "b<ns>\\0<channel>\\0<version>" of the checkpoint\'s ns')
+      end
+      if string.sub(args[i + 2], 1, 2) == CP.SHAPE_MARK then
+        return fail('BADARG', 'a BLOB value starting with "\\1T" (a shaped value) is the library\'s to make')
       end
       blobs[#blobs + 1] = field
       blobs[#blobs + 1] = args[i + 2]
       i = i + 3
     end
   end
-  if #settles > CP.CP_MAX_FIELDS then
-    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' SETTLEs in one call')
+  if #settles + #shapes > CP.CP_MAX_FIELDS then
+    return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' SETTLEs, SHAPEs and SHAPEBLOBs in one call')
   end
   if #blobs / 2 > CP.CP_MAX_FIELDS then
     return fail('TOOBIG', 'more than ' .. CP.CP_MAX_FIELDS .. ' blobs in one call')
@@ -3462,8 +3520,15 @@ function CP.cp_put(keys, args)
   if problem then return fail('BADARG', 'the record ' .. problem) end
   for k, settle in ipairs(settles) do
     local found = CP.check_runs(settle.runs, #jsons)
-    if not found then
-      return fail('BADARG', 'SETTLE ' .. k .. ' has malformed runs')
+    if not found or (settle.template and settle.runs == '') then
+      return fail('BADARG', (settle.template and 'SHAPE ' or 'SETTLE ') .. k .. ' has malformed runs')
+    end
+    segments = segments + found
+  end
+  for k, shape in ipairs(shapes) do
+    local found = CP.check_runs(shape.runs, #jsons)
+    if not found or shape.runs == '' then
+      return fail('BADARG', 'SHAPEBLOB ' .. k .. ' has malformed runs')
     end
     segments = segments + found
   end
@@ -3481,6 +3546,7 @@ function CP.cp_put(keys, args)
     changed = {}}
   for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
   CP.settled(keys, settle_room)
+  for _, shape in ipairs(shapes) do CP.shape_blob(keys, shape, stored, settle_room) end
   CP.thread_ttl(keys, ttl)
   collect_garbage()
   local reply = {record}
@@ -3562,6 +3628,10 @@ function CP.cp_writes(keys, args)
       return fail('BADARG', 'write ' .. (w + 1) .. ' task id holds a NUL byte')
     end
     local value = args[first + w * 5 + 4]
+    if string.sub(value, 1, 2) == CP.SHAPE_MARK then
+      return fail('BADARG', 'write ' .. (w + 1) .. ' value starts with "\\1T" (a shaped value, '
+        .. 'the library\'s to make)')
+    end
     if string.sub(value, 1, 2) == CP.REFS_MARK then
       local found = CP.check_runs(string.sub(value, 3), #jsons)
       if not found then return fail('BADARG', 'write ' .. (w + 1) .. ' has malformed runs') end

@@ -223,7 +223,11 @@ def test_saver_on_tiny_budgets_sees_what_it_sees_on_the_shipped_ones(
     saver = RedisChatSaver(redis_url)
     graph = agent(saver, 6)
     for turn in range(6):
-        graph.invoke({"messages": [{"role": "user", "content": f"q{turn}"}]}, thread("tiny"))
+        # long questions: the input's values and writes are shaped (read in later calls)
+        question = f"q{turn} " + "w" * 200
+        graph.invoke({"messages": [{"role": "user", "content": question}]}, thread("tiny"))
+    stored = [v for f, v in client.hscan_iter(cp.thread_keys("chat:", "tiny")[3])]
+    assert any(value.startswith(cp.SHAPE_MARK) for value in stored)
     tiny_state = graph.get_state(thread("tiny"))
     tiny_history = snapshot(saver, "tiny")
     assert len(tiny_state.values["messages"]) == 24

@@ -23,6 +23,7 @@ WHEEL_PACKAGE_FILES = {
     "redis_chat_history/checkpoint/__init__.py",
     "redis_chat_history/checkpoint/_payload.py",
     "redis_chat_history/checkpoint/_saver.py",
+    "redis_chat_history/checkpoint/_shapes.py",
     "redis_chat_history/_clients.py",
     "redis_chat_history/_cluster.py",
     "redis_chat_history/_errors.py",

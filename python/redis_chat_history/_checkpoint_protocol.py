@@ -39,6 +39,9 @@ CHAIN_CHANNELS = 64
 MAX_FIELDS = 1000
 #: A write value that holds runs of the session's messages, not serialized bytes.
 REFS_MARK = b"\x01M"
+#: A shaped value (library 1.6): ``\x01T <runs> \n <template>``, a value or write whose
+#: long texts are the contents of the runs' messages, one run per text.
+SHAPE_MARK = b"\x01T"
 
 Keys = tuple[str, ...]
 
@@ -295,8 +298,26 @@ class StoredWrite:
 
     @property
     def runs(self) -> str | None:
-        """The runs of a write whose value is a message list kept in the session."""
-        return self.value[2:].decode() if self.value.startswith(REFS_MARK) else None
+        """The runs of a write whose value is a message list kept in the session, or a
+        shaped value."""
+        return value_runs(self.value)
+
+
+def value_runs(value: bytes) -> str | None:
+    """The runs a stored value holds (a message list's, a shaped value's), else None."""
+    if value.startswith(REFS_MARK):
+        return value[2:].decode()
+    if value.startswith(SHAPE_MARK):
+        return value[2 : value.index(b"\n")].decode()
+    return None
+
+
+def shaped(value: bytes) -> tuple[list[str], bytes] | None:
+    """A shaped value's runs (one per text) and template, or None for another value."""
+    if not value.startswith(SHAPE_MARK):
+        return None
+    runs, _, template = value[2:].partition(b"\n")
+    return split_runs(runs.decode()), template
 
 
 def decode_write(raw: bytes) -> StoredWrite:
@@ -356,6 +377,20 @@ class Settle:
     value_sha1: str
     runs: str  # "#k..#k" items naming messages of the put
     first: int | None = None  # the index of the first write of its group, if another
+    #: A shaped value's template (SHAPE, library 1.6): the runs then name one message per
+    #: placeholder, whose content the placeholder's text is.
+    template: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BlobShape:
+    """A channel value stored before (SHAPEBLOB, library 1.6): if its SHA-1 is still
+    ``value_sha1``, the library stores it shaped (``template``, one run per text)."""
+
+    field: bytes
+    value_sha1: str
+    runs: str
+    template: bytes
 
 
 def put_call(
@@ -367,9 +402,12 @@ def put_call(
     ttl: int | None,
     settles: Sequence[Settle] = (),
     noindex: bool = False,
+    shapes: Sequence[BlobShape] = (),
 ) -> Call:
     """Store a checkpoint, its new channel values and its new messages (one FCALL).
-    ``noindex``: a session the call creates keeps no search index (library 1.5)."""
+    ``noindex``: a session the call creates keeps no search index (library 1.5).
+    ``settles`` and ``shapes``: a parent's writes and values that name messages of this
+    call (SETTLE, SHAPE, SHAPEBLOB)."""
     args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), "CHECKPOINT", name, record]
     for blob, value in blobs:
         args += ["BLOB", blob, value]
@@ -377,7 +415,13 @@ def put_call(
         write = settle.task_id.encode() + b"\0" + str(settle.index).encode()
         if settle.first is not None and settle.first != settle.index:
             write += b"\0" + str(settle.first).encode()
-        args += ["SETTLE", settle.parent, write, settle.value_sha1, settle.runs]
+        if settle.template is None:
+            args += ["SETTLE", settle.parent, write, settle.value_sha1, settle.runs]
+        else:
+            args += ["SHAPE", settle.parent, write, settle.value_sha1, settle.runs]
+            args.append(settle.template)
+    for shape in shapes:
+        args += ["SHAPEBLOB", shape.field, shape.value_sha1, shape.runs, shape.template]
     if messages:
         args += ["MESSAGES", *messages]
     return Call(CP_PUT, keys, tuple(args), read_only=False)
@@ -583,12 +627,21 @@ def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:
     return None
 
 
+def _read_later(raw: RawCheckpoint, runs: str | None) -> None:
+    """Runs of values read by a later call, which its reply did not read: read whole."""
+    for run in split_runs(runs or ""):
+        first, _, last = run.partition("..")
+        raw.more.append((first.encode(), last.encode()))
+
+
 def apply_more(raw: RawCheckpoint, reply: Any) -> None:
     """Takes the reply of the call :func:`pending_call` made."""
     following = _raw(reply[0])
     if raw.next_blob:
         for i in range(1, len(reply), 2):
-            raw.blobs[as_text(reply[i])] = _raw(reply[i + 1])
+            value = _raw(reply[i + 1])
+            raw.blobs[as_text(reply[i])] = value
+            _read_later(raw, value_runs(value))
         raw.next_blob = int(following)
         return
     if raw.next_write:
@@ -596,10 +649,7 @@ def apply_more(raw: RawCheckpoint, reply: Any) -> None:
         raw.writes += fresh
         raw.next_write = int(following)
         for write in fresh:
-            # runs of writes read here were not read by the first reply: read them whole
-            for run in split_runs(write.runs or ""):
-                first, _, last = run.partition("..")
-                raw.more.append((first.encode(), last.encode()))
+            _read_later(raw, write.runs)
         return
     _, stop = raw.more.pop(0)
     for i in range(1, len(reply), 2):

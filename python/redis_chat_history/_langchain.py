@@ -2,7 +2,8 @@
 
 ``_protocol`` speaks only dicts and plain records; this module is the one place
 that knows LangChain's message classes: it serializes messages with
-``message_to_dict``, reads them back with ``messages_from_dict`` (tolerating types
+``message_to_dict`` (without the fields that hold their class's default, see
+:func:`compact_stored`), reads them back with ``messages_from_dict`` (tolerating types
 other clients invent), gives messages the ids that make appends safe to retry, and
 splits LangGraph-style ``RemoveMessage`` runs from messages to store.
 """
@@ -16,9 +17,20 @@ from datetime import datetime
 from typing import Any
 
 from langchain_core.messages import (
+    AIMessage,
+    AIMessageChunk,
     BaseMessage,
     ChatMessage,
+    ChatMessageChunk,
+    FunctionMessage,
+    FunctionMessageChunk,
+    HumanMessage,
+    HumanMessageChunk,
     RemoveMessage,
+    SystemMessage,
+    SystemMessageChunk,
+    ToolMessage,
+    ToolMessageChunk,
     message_to_dict,
     messages_from_dict,
 )
@@ -46,14 +58,99 @@ class StoredMessage:
     message: BaseMessage
 
 
+#: The classes ``messages_from_dict`` builds, by stored type: their stored dicts leave out
+#: the fields that hold the class's default, which reading fills in again.
+_CLASSES: dict[str, type[BaseMessage]] = {
+    cls.model_fields["type"].default: cls
+    for cls in (
+        HumanMessage,
+        AIMessage,
+        SystemMessage,
+        ChatMessage,
+        FunctionMessage,
+        ToolMessage,
+        HumanMessageChunk,
+        AIMessageChunk,
+        SystemMessageChunk,
+        ChatMessageChunk,
+        FunctionMessageChunk,
+        ToolMessageChunk,
+    )
+}
+#: The fields left out when they hold their default: an empty one (None, false, {}, []),
+#: which every reader fills in, or ``data.type`` (the stored ``type`` again). A default
+#: with a value (a tool message's ``status``, "success" here) is kept: LangChain.js has
+#: none for it.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    kind: {
+        name: default
+        for name, field in cls.model_fields.items()
+        if not field.is_required()
+        and name != "content"
+        and (
+            (default := field.get_default(call_default_factory=True)) in (None, False, {}, [])
+            or name == "type"
+        )
+    }
+    for kind, cls in _CLASSES.items()
+}
+
+
+def compact_stored(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored-message dict without the ``data`` fields that hold the empty default of the
+    class ``messages_from_dict`` builds for its type (``"additional_kwargs": {}``,
+    ``"name": null``, ``data.type``...): the same message when read, in Python and in
+    LangChain.js, in about 100 to 200 fewer bytes each. A dict of another type, or already
+    compact, comes back as it is."""
+    defaults = _DEFAULTS.get(stored.get("type"))  # type: ignore[arg-type]
+    data = stored.get("data")
+    if defaults is None or not isinstance(data, dict):
+        return stored
+    kept = {
+        name: value
+        for name, value in data.items()
+        if name not in defaults
+        or type(value) is not type(defaults[name])
+        or value != defaults[name]
+    }
+    return {**stored, "data": kept}
+
+
+def stored_dict(message: BaseMessage) -> dict[str, Any]:
+    """LangChain's stored-message dict of one message, in its compact form for LangChain's
+    own classes (a subclass, whose defaults may differ, is written whole)."""
+    stored = message_to_dict(message)
+    if _CLASSES.get(message.type) is type(message):
+        return compact_stored(stored)
+    return stored
+
+
+def canonical_json(stored: bytes) -> bytes:
+    """The JSON :func:`encode_message` writes for a stored message's JSON (written by this
+    version, or whole by ``message_to_dict`` before it): equal messages give equal bytes.
+    A whole dict holds its type twice (``"type":"ai","name":``); other JSON is returned as
+    it is, unread."""
+    start = stored.find(b'"type":"')
+    if start < 0:
+        return stored
+    kind = stored[start + 8 : stored.find(b'"', start + 8)]
+    if b'"type":"' + kind + b'","name":' not in stored[start + 8 :]:
+        return stored
+    try:
+        decoded = json.loads(stored)
+    except ValueError:
+        return stored
+    return encode_stored(compact_stored(decoded)) if isinstance(decoded, dict) else stored
+
+
 def to_stored(messages: Sequence[BaseMessage]) -> list[dict[str, Any]]:
-    """LangChain's stored-message dicts of ``messages`` (what ``append_call`` sends)."""
-    return [message_to_dict(message) for message in messages]
+    """The stored-message dicts of ``messages`` (what ``append_call`` sends)."""
+    return [stored_dict(message) for message in messages]
 
 
 def encode_message(message: BaseMessage, position: int = 1) -> bytes:
-    """LangChain's stored-message JSON of one message, compact UTF-8 bytes."""
-    return encode_stored(message_to_dict(message), position)
+    """The stored-message JSON of one message, compact UTF-8 bytes."""
+    return encode_stored(stored_dict(message), position)
 
 
 def to_messages(stored: list[dict[str, Any]]) -> list[BaseMessage]:

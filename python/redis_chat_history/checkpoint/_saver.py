@@ -15,9 +15,9 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Generator, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from langchain_core.messages import BaseMessage, message_to_dict, messages_from_dict
+from langchain_core.messages import BaseMessage, messages_from_dict
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
@@ -34,12 +34,13 @@ from langgraph.checkpoint.base import (
 )
 
 from .. import _checkpoint_protocol as cp
+from .. import _langchain as lc
 from .._clients import async_client, default_url, sync_client
 from .._errors import InvalidInputError
-from .._protocol import DEFAULT_KEY_PREFIX, Call, as_text, encode_stored, range_call
+from .._protocol import DEFAULT_KEY_PREFIX, Call, as_text, range_call
 from .._retry import DEFAULT_RETRY, RetryPolicy
 from .._transport import AsyncTransport, SyncTransport
-from . import _payload
+from . import _payload, _shapes
 
 Plan = Generator[Call | list[Call], Any, Any]
 #: A checkpoint's lists of messages: by channel, each message's (stream id, digest, run).
@@ -109,11 +110,34 @@ def _message_list(value: Any) -> list[bytes] | None:
         return None
     if not all(isinstance(item, BaseMessage) for item in value):
         return None
-    return [encode_stored(message_to_dict(item)) for item in value]
+    return [lc.encode_message(item) for item in value]
 
 
 def _messages(jsons: Sequence[bytes]) -> list[BaseMessage]:
     return messages_from_dict([json.loads(item) for item in jsons])
+
+
+class Written(NamedTuple):
+    """A pending write the next put may settle: a list of messages (``digests`` of their
+    JSON), or a value that can be shaped (``shape``, whose digests are its texts')."""
+
+    task_id: str
+    write_index: int
+    value_sha1: str
+    digests: list[bytes]
+    first: int
+    shape: _shapes.Shape | None = None
+
+
+def _texts_known(values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan]) -> dict[bytes, str]:
+    """The messages of a put that a shaped value may name: the digest of each long text
+    content -> its ``#k`` (stored by the put) or stream id."""
+    known: dict[bytes, str] = {}
+    for name, plan in plans.items():
+        for message, ident in zip(values[name], plan.ids, strict=True):
+            if isinstance(message.content, str) and _shapes.long_text(message.content):
+                known.setdefault(_shapes.text_digest(message.content), ident)
+    return known
 
 
 class RedisChatSaver(BaseCheckpointSaver[str]):
@@ -175,13 +199,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         #: version), so that a put of its child sends only what is new.
         self._views: OrderedDict[tuple[str, str, str], tuple[View, dict[str, str]]]
         self._views = OrderedDict()
-        #: Writes whose value is a list of messages, per checkpoint: (task id, index, SHA-1
-        #: of the value sent, digest of each message, index of the first write of its
-        #: call), so the next put can settle them.
-        self._written: OrderedDict[
-            tuple[str, str, str], list[tuple[str, int, str, list[bytes], int]]
-        ]
-        self._written = OrderedDict()
+        #: Writes whose value is a list of messages or can be shaped, per checkpoint, so
+        #: that the next put can settle them.
+        self._written: OrderedDict[tuple[str, str, str], list[Written]] = OrderedDict()
+        #: Channel values a put stored that can be shaped, per checkpoint: (field, shape).
+        self._shapes: OrderedDict[tuple[str, str, str], list[tuple[bytes, _shapes.Shape]]]
+        self._shapes = OrderedDict()
         self._lock = threading.Lock()
         self.writes_in_session = False
 
@@ -252,34 +275,93 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             while len(self._views) > VIEWS_KEPT:
                 self._views.popitem(last=False)
 
+    def _keep(self, table: OrderedDict[Any, list[Any]], key: Any, items: list[Any]) -> None:
+        """Adds items to a per-checkpoint table of the saver, the latest VIEWS_KEPT kept."""
+        with self._lock:
+            table.setdefault(key, []).extend(items)
+            table.move_to_end(key)
+            while len(table) > VIEWS_KEPT:
+                table.popitem(last=False)
+
     def _settles(
-        self, thread_id: str, ns: str, parent: str, plans: dict[str, cp.ListPlan]
-    ) -> list[cp.Settle]:
+        self,
+        thread_id: str,
+        ns: str,
+        parent: str,
+        plans: dict[str, cp.ListPlan],
+        values: Mapping[str, Any],
+    ) -> tuple[list[cp.Settle], list[cp.BlobShape]]:
         """The parent's writes of message lists that this put stores whole: the library
-        replaces their values by runs of the stored entries (each message kept once)."""
+        replaces their values by runs of the stored entries (each message kept once); and
+        the parent's writes and values whose long texts are this put's messages' (shaped)."""
         with self._lock:
             written = self._written.pop((thread_id, ns, parent), [])
-        if not written:
-            return []
+            stored = self._shapes.pop((thread_id, ns, parent), [])
+        if not written and not stored:
+            return [], []
         new: dict[bytes, str] = {}
         for plan in plans.values():
             for ident, key in zip(plan.ids, plan.digests, strict=True):
                 if ident.startswith("#"):
                     new.setdefault(key, ident)
+        texts = _texts_known(values, plans)
         settles = []
-        for task_id, index, value_sha1, digests, first in written:
-            if all(key in new for key in digests):
-                runs = " ".join(f"{new[key]}..{new[key]}" for key in digests)
+        for item in written:
+            runs: str | None
+            if item.shape is not None:
+                runs = _shapes.refs_for(item.shape, texts)
+            elif all(key in new for key in item.digests):
+                runs = " ".join(f"{new[key]}..{new[key]}" for key in item.digests)
+            else:
+                runs = None
+            if runs:
                 settles.append(
-                    cp.Settle(cp.member(ns, parent), task_id, index, value_sha1, runs, first)
+                    cp.Settle(
+                        cp.member(ns, parent),
+                        item.task_id,
+                        item.write_index,
+                        item.value_sha1,
+                        runs,
+                        item.first,
+                        item.shape.template if item.shape else None,
+                    )
                 )
-        return settles
+        shapes = []
+        for field, shape in stored:
+            runs = _shapes.refs_for(shape, texts)
+            if runs:
+                shapes.append(cp.BlobShape(field, shape.value_sha1, runs, shape.template))
+        return settles, shapes
+
+    def _shape(self, value: Any, typed: bytes) -> _shapes.Shape | None:
+        """The shape of a value serialized as ``typed``, if it holds long texts."""
+        if len(typed) < _shapes.SHAPE_MIN_BYTES:
+            return None
+        return _shapes.make_shape(
+            value,
+            typed,
+            lambda item: _typed(self.serde, item),
+            lambda raw: _untyped(self.serde, raw),
+        )
+
+    def _filled(self, raw: cp.RawCheckpoint, value: bytes) -> Any:
+        """A stored value read: a shaped one with its texts filled in from the session."""
+        shaped = cp.shaped(value)
+        if shaped is None:
+            return _untyped(self.serde, value)
+        runs, template = shaped
+        texts: list[str | None] = []
+        for run in runs:
+            found = [json_bytes for _, json_bytes in raw.entries.run(run)]
+            content = json.loads(found[0]).get("data", {}).get("content") if found else None
+            texts.append(content if isinstance(content, str) else None)
+        return _shapes.fill(_untyped(self.serde, template), texts)
 
     def _view_of(self, raw: cp.RawCheckpoint) -> View:
         view = {}
         for channel, runs in raw.record.runs.items():
             view[channel] = [
-                (stream_id, cp.digest(json_bytes), f"{channel}:{run}")
+                (stream_id, cp.digest(lc.canonical_json(json_bytes)), f"{channel}:{run}")
                 for stream_id, json_bytes, run in cp.view_of(runs, raw.entries)
             ]
         return view
@@ -298,7 +380,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         }
         for channel, blob in raw.blobs.items():
             if not blob.startswith(b"empty\0") and (channels is None or channel in channels):
-                values[channel] = _untyped(self.serde, blob)
+                values[channel] = self._filled(raw, blob)
         for channel, runs in raw.record.runs.items():
             if channels is None or channel in channels:
                 values[channel] = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
@@ -316,11 +398,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         for write in writes:
             if channels is not None and write.channel not in channels:
                 continue
-            write_runs = write.runs
-            if write_runs is not None:
-                value: Any = _messages([item[1] for item in cp.view_of(write_runs, raw.entries)])
+            if write.value.startswith(cp.REFS_MARK):
+                runs = write.value[2:].decode()
+                value: Any = _messages([item[1] for item in cp.view_of(runs, raw.entries)])
             else:
-                value = _untyped(self.serde, write.value)
+                value = self._filled(raw, write.value)
             pending.append((write.task_id, write.channel, value))
         return pending
 
@@ -451,6 +533,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             messages += plan.new
         inline: dict[str, bytes] = {}
         blobs: list[tuple[bytes, bytes]] = []
+        shaped: list[tuple[bytes, _shapes.Shape]] = []
         for name, version in body["channel_versions"].items():
             if name in lists:
                 continue
@@ -462,7 +545,10 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                     inline[name] = typed
                 else:
                     record.blobs[name] = str(version)
-                    blobs.append((cp.blob_field(ns, name, version), typed))
+                    field = cp.blob_field(ns, name, version)
+                    blobs.append((field, typed))
+                    if (shape := self._shape(values[name], typed)) is not None:
+                        shaped.append((field, shape))
         if plans and cp.segments(plan.runs for plan in plans.values()) > cp.segments_allowed(
             len(messages)
         ):
@@ -486,7 +572,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             # client at these; saving 30 bytes a record is worth the walk's detour)
             stored_body["v"] = inline
         record.payload = _payload.pack(_typed(self.serde, stored_body))
-        settles = self._settles(thread_id, ns, parent, plans) if parent and plans else []
+        settles, shapes = (
+            self._settles(thread_id, ns, parent, plans, values) if parent and plans else ([], [])
+        )
+        if shaped:  # before the call: a put of the next checkpoint may run meanwhile
+            self._keep(self._shapes, (thread_id, ns, checkpoint["id"]), shaped)
         reply = yield cp.put_call(
             keys,
             cp.member(ns, checkpoint["id"]),
@@ -496,6 +586,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             self.ttl,
             settles,
             noindex=not self.search_index,
+            shapes=shapes,
         )
         stored = [as_text(item) for item in reply[1:]]
         stored_record = cp.Record.decode(
@@ -531,7 +622,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         name = cp.member(configurable.get("checkpoint_ns", ""), str(configurable["checkpoint_id"]))
         encoded: list[tuple[str, int, str, str, bytes]] = []
         messages: list[bytes] = []
-        lists: list[tuple[str, int, str, list[bytes], int]] = []
+        lists: list[Written] = []
         # the library names a call's group by its first write's index (a group it splits,
         # or whose first write was stored before, is named otherwise: SETTLE then misses
         # the write, which keeps its value; memory, never correctness)
@@ -555,22 +646,20 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 data = cp.REFS_MARK + f"#{first}..#{len(messages)}".encode()
             else:
                 data = _typed(self.serde, value)
+                index = WRITES_IDX_MAP.get(channel, idx)
                 if jsons and with_ids and not self.writes_in_session:
                     digests = [cp.digest(item) for item in jsons]
-                    index = WRITES_IDX_MAP.get(channel, idx)
                     sha1 = hashlib.sha1(data).hexdigest()
-                    lists.append((task_id, index, sha1, digests, first_index))
+                    lists.append(Written(task_id, index, sha1, digests, first_index))
                     if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
                     known += jsons
+                elif (shape := self._shape(value, data)) is not None:
+                    # a value holding messages' texts (the caller's input as dicts)
+                    lists.append(Written(task_id, index, shape.value_sha1, [], first_index, shape))
             encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
         if lists:  # before the call: a put of the next checkpoint may run meanwhile
             ns = configurable.get("checkpoint_ns", "")
-            key = (thread_id, ns, str(configurable["checkpoint_id"]))
-            with self._lock:
-                self._written.setdefault(key, []).extend(lists)
-                self._written.move_to_end(key)
-                while len(self._written) > VIEWS_KEPT:
-                    self._written.popitem(last=False)
+            self._keep(self._written, (thread_id, ns, str(configurable["checkpoint_id"])), lists)
         yield cp.writes_call(
             keys, name, encoded, messages, self.ttl, known, if_known, noindex=not self.search_index
         )
