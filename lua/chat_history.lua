@@ -2231,7 +2231,10 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
                                                    name>: n groups stored (n
                                                    alone if the name is longer
                                                    than NAME_BYTES: slot 1
-                                                   holds it)
+                                                   holds it); with FOLD (1.6)
+                                                   also "\0=" <the first
+                                                   group> while it takes at
+                                                   most FOLD_BYTES
                                  m "\0" <k>     -> the k-th group's name (2..n):
                                                    <task id> "\0" <index of its
                                                    first write> [ "\0" <k> ]
@@ -2313,6 +2316,9 @@ CP.GROUP_WRITES = 64
 CP.GROUP_BYTES = 65536
 CP.MERGE_SLACK = 256
 CP.NAME_BYTES = 128
+-- With FOLD (1.6), a checkpoint's first group is kept in its count while it
+-- takes at most FOLD_BYTES.
+CP.FOLD_BYTES = 4096
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2532,14 +2538,20 @@ function CP.write_field(member, name)
   return member .. '\0=' .. name
 end
 
--- A checkpoint's count of write groups "<n>[\0<first group's name>]":
--- n, and the first group's name when the count holds it (since 1.5; a 1.4
--- count is n alone, the name in slot 1). nil if it is malformed.
+-- A checkpoint's count of write groups "<n>[\0<first group's name>[\0=
+-- <first group>]]": n, the first group's name when the count holds it
+-- (since 1.5; a 1.4 count is n alone, the name in slot 1), and the first
+-- group itself when the count holds that too (folded, 1.6; a name holds no
+-- "\0=": a task id holds no NUL). nil if it is malformed.
 function CP.write_count(key, member)
   local count = redis.call('HGET', key, member)
   if not count then return 0 end
-  local n, first = string.match(count, '^(%d+)%z(.+)$')
-  if n then return tonumber(n), first end
+  local n, rest = string.match(count, '^(%d+)%z(.+)$')
+  if n then
+    local at = string.find(rest, '\0=', 1, true)
+    if at then return tonumber(n), string.sub(rest, 1, at - 1), string.sub(rest, at + 2) end
+    return tonumber(n), rest
+  end
   return tonumber(string.match(count, '^(%d+)$') or nil)
 end
 
@@ -2549,8 +2561,10 @@ function CP.group_at(key, member, k, first)
   return redis.call('HGET', key, CP.write_slot(member, k))
 end
 
--- A count to store: n, with the first group's name unless slot 1 holds it.
-function CP.count_value(n, first)
+-- A count to store: n, with the first group's name unless slot 1 holds it,
+-- and the first group if it is folded.
+function CP.count_value(n, first, folded)
+  if first and folded then return n .. '\0' .. first .. '\0=' .. folded end
   if first then return n .. '\0' .. first end
   return n
 end
@@ -2631,12 +2645,13 @@ function CP.merge_target(state, group, first_index)
   end
   if newest ~= candidate then return nil end
   local field = CP.write_field(state.member, candidate)
-  local size = redis.call('HSTRLEN', state.key, field)
+  local folded = state.n == 1 and state.folded or nil
+  local size = folded and #folded or redis.call('HSTRLEN', state.key, field)
   if size == 0 or size > 2 * group.carried + CP.MERGE_SLACK then return nil end
   state.read = state.read + size
-  local path, writes = CP.parse_group(first_index, redis.call('HGET', state.key, field))
+  local path, writes = CP.parse_group(first_index, folded or redis.call('HGET', state.key, field))
   if path ~= group.path then return nil end
-  local target = {name = candidate, writes = writes, bytes = size, at = {}}
+  local target = {name = candidate, writes = writes, bytes = size, at = {}, folded = folded ~= nil}
   for i, write in ipairs(writes) do target.at[write[1]] = i end
   return target
 end
@@ -2658,6 +2673,13 @@ end
 -- Adds to state.fields the groups a call's group of writes changed: a new
 -- one takes the next number, a name "<task>\0<first index>" (with "\0" <k>
 -- if taken), and the count's inline name or a slot.
+-- True if a checkpoint's group of that name is stored (the count's folded
+-- first group, or a field of its own).
+function CP.is_stored_group(state, name)
+  return name == state.folded_name
+    or redis.call('HEXISTS', state.key, CP.write_field(state.member, name)) == 1
+end
+
 function CP.store_chunks(state, group, chunks)
   local fields = state.fields
   for _, chunk in ipairs(chunks) do
@@ -2665,22 +2687,28 @@ function CP.store_chunks(state, group, chunks)
       state.n = state.n + 1
       local name = group.task .. '\0' .. chunk.writes[1][1]
       state.looked = state.looked + 1
-      if state.used[name]
-          or redis.call('HEXISTS', state.key, CP.write_field(state.member, name)) == 1 then
+      if state.used[name] or CP.is_stored_group(state, name) then
         name = name .. '\0' .. state.n
       end
       state.used[name] = true
       chunk.name = name
       if state.n == 1 and state.inline_first and #name <= CP.NAME_BYTES then
         state.first_group = name
+        chunk.first = state.fold
       else
         fields[#fields + 1] = CP.write_slot(state.member, state.n)
         fields[#fields + 1] = name
       end
     end
     if chunk.changed then
-      fields[#fields + 1] = CP.write_field(state.member, chunk.name)
-      fields[#fields + 1] = CP.group_value(group.path, chunk.writes)
+      local value = CP.group_value(group.path, chunk.writes)
+      if (chunk.first or chunk.folded) and #value <= CP.FOLD_BYTES then
+        state.first_body = value  -- the count holds it
+      else
+        if chunk.folded then state.first_body = nil end  -- out of the count
+        fields[#fields + 1] = CP.write_field(state.member, chunk.name)
+        fields[#fields + 1] = value
+      end
     end
   end
 end
@@ -2744,16 +2772,25 @@ end
 -- and each value is hashed at most once; a longer group keeps its bytes
 -- (memory, never correctness). CP.settled stores the groups changed.
 function CP.settle(keys, settle, stored, room)
-  local field = CP.write_field(settle.member, settle.task .. '\0' .. settle.first)
+  local name = settle.task .. '\0' .. settle.first
+  local field = CP.write_field(settle.member, name)
   local group = room.groups[field]
   if group == nil then
     group = false
     local size = redis.call('HSTRLEN', keys[5], field)
+    local count, folded = nil, nil
+    if size == 0 then  -- the group may be the first, folded into the count
+      count = CP.settle_count(keys, settle.member, room)
+      folded = count and count.first == name and count.folded or nil
+      if folded then room.bytes = room.bytes + #folded end  -- charged with the count
+    end
+    size = folded and #folded or size
     if size > 0 and size <= room.bytes then
       room.bytes = room.bytes - size
-      local path, writes = CP.parse_group(settle.first, redis.call('HGET', keys[5], field))
+      local path, writes = CP.parse_group(settle.first, folded or redis.call('HGET', keys[5], field))
       if path then
-        group = {path = path, writes = writes, field = field, at = {}}
+        group = {path = path, writes = writes, field = field, at = {},
+          count = folded and count or nil, member = settle.member}
         for i, write in ipairs(writes) do group.at[write[1]] = i end
       end
     end
@@ -2762,8 +2799,11 @@ function CP.settle(keys, settle, stored, room)
   local write = group and group.writes[group.at[settle.index] or 0]
   if not write or write.hashed or CP.value_runs(write[3]) then return end
   write.hashed = true
-  if redis.sha1hex(write[3]) == settle.sha1 then
-    write[3] = CP.settled_value(keys, settle, stored)
+  local value = redis.sha1hex(write[3]) == settle.sha1 and CP.settled_value(keys, settle, stored)
+  -- (a shaped value is never longer than the value it replaces: its
+  -- template is the client's)
+  if value and (not settle.template or #value < #write[3]) then
+    write[3] = value
     if not group.changed then
       group.changed = true
       room.changed[#room.changed + 1] = group
@@ -2787,14 +2827,39 @@ function CP.shape_blob(keys, settle, stored, room)
   room.bytes = room.bytes - size
   local value = redis.call('HGET', keys[4], settle.field)
   if not CP.value_runs(value) and redis.sha1hex(value) == settle.sha1 then
-    redis.call('HSET', keys[4], settle.field, CP.settled_value(keys, settle, stored))
+    local shaped = CP.settled_value(keys, settle, stored)
+    if #shaped < #value then redis.call('HSET', keys[4], settle.field, shaped) end
   end
 end
 
 function CP.settled(keys, room)
   for _, group in ipairs(room.changed) do
-    redis.call('HSET', keys[5], group.field, CP.group_value(group.path, group.writes))
+    local value = CP.group_value(group.path, group.writes)
+    local count = group.count
+    if count then
+      count.folded = value
+      redis.call('HSET', keys[5], group.member, CP.count_value(count.n, count.first, value))
+    else
+      redis.call('HSET', keys[5], group.field, value)
+    end
   end
+end
+
+-- The count of a parent's writes a SETTLE names (read once per call, within
+-- room.bytes, as the groups): {n, first, folded}, or false.
+function CP.settle_count(keys, member, room)
+  local count = room.counts[member]
+  if count == nil then
+    count = false
+    local size = redis.call('HSTRLEN', keys[5], member)
+    if size > 0 and size <= room.bytes then
+      room.bytes = room.bytes - size
+      local n, first, folded = CP.write_count(keys[5], member)
+      if n then count = {n = n, first = first, folded = folded} end
+    end
+    room.counts[member] = count
+  end
+  return count
 end
 
 -- Options and messages of a checkpoint write call: "[TTL s] ... MESSAGES
@@ -2922,13 +2987,13 @@ end
 -- each write is replied as five netstrings. Returns the writes, the runs
 -- their values hold, and the k to go on from (0 when all are read).
 function CP.read_writes(key, member, k, meter, wanted)
-  local n, first = CP.write_count(key, member)
+  local n, first, folded = CP.write_count(key, member)
   n = n or 0
   local writes, runs = {}, {}
   while k <= n do
     if CP.spent(meter) then return writes, runs, k end
     local name = CP.group_at(key, member, k, first)
-    local value = name and redis.call('HGET', key, CP.write_field(member, name))
+    local value = k == 1 and folded or (name and redis.call('HGET', key, CP.write_field(member, name)))
     local task, first_index = CP.group_name(name or '')
     local path, group = nil, {}
     if task and value then path, group = CP.parse_group(first_index, value) end
@@ -3543,7 +3608,7 @@ function CP.cp_put(keys, args)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   redis.call('ZADD', keys[6], 0, member)
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
-    changed = {}}
+    changed = {}, counts = {}}
   for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
   CP.settled(keys, settle_room)
   for _, shape in ipairs(shapes) do CP.shape_blob(keys, shape, stored, settle_room) end
@@ -3558,13 +3623,15 @@ end
 chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
   in groups since 1.5).
   KEYS: the thread's 6 keys.
-  ARGV: [TTL seconds] [NOINDEX] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
+  ARGV: [TTL seconds] [NOINDEX] [FOLD] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
         <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
         [MESSAGES json... | KNOWN json...]
     A task id holds no NUL byte. A (task id, index) twice in the call is
     taken once: its first write, or its last for a negative index. The
     call's writes of one task and path go to groups (see :w above), merged
-    into the newest stored group when that is the task's and short. A write
+    into the newest stored group when that is the task's and short (FOLD,
+    1.6: a first group the call makes is kept in the count while it takes
+    at most FOLD_BYTES). A write
     whose (task id, index) that group holds, or that is the first of another
     stored group, is kept as it was, unless its index is negative (a special
     channel: error, interrupt...), which replaces it; a reader keeps the
@@ -3582,7 +3649,8 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
 function CP.cp_writes(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true}, {NOINDEX = true})
+  local options, at = read_options(args, 1, {TTL = true}, {WRITES = true},
+    {NOINDEX = true, FOLD = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3642,7 +3710,7 @@ function CP.cp_writes(keys, args)
     return fail('TOOBIG', 'runs of more than ' .. CP.segments_allowed(#jsons)
       .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
-  local n, first_group = CP.write_count(keys[5], member)
+  local n, first_group, folded = CP.write_count(keys[5], member)
   if not n then
     return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
   end
@@ -3655,7 +3723,9 @@ function CP.cp_writes(keys, args)
     stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   end
   local state = {key = keys[5], member = member, n = n, first_group = first_group,
-    inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = 0}
+    inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = 0,
+    folded = folded, folded_name = folded and first_group, first_body = folded,
+    fold = options.FOLD and true or false}
   local added = 0
   for _, group in ipairs(CP.call_groups(args, first, count)) do
     local target = CP.merge_target(state, group, args[first + group.items[1] * 5 + 1])
@@ -3665,8 +3735,8 @@ function CP.cp_writes(keys, args)
       local index = args[at_w + 1]
       local i = target and target.at[index]
       local negative = tonumber(index) < 0
-      local present = i ~= nil or (not negative and redis.call('HEXISTS', keys[5],
-        CP.write_field(member, group.task .. '\0' .. index)) == 1)
+      local present = i ~= nil
+        or (not negative and CP.is_stored_group(state, group.task .. '\0' .. index))
       if not present or negative then
         local write = {index, args[at_w + 3], CP.write_value(keys, args[at_w + 4],
           alternatives[w + 1], stored)}
@@ -3695,7 +3765,7 @@ function CP.cp_writes(keys, args)
   n, first_group = state.n, state.first_group
   local fields = state.fields
   fields[#fields + 1] = member
-  fields[#fields + 1] = CP.count_value(n, first_group)
+  fields[#fields + 1] = CP.count_value(n, first_group, state.first_body)
   hash_set_many(keys[5], fields)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
@@ -3928,7 +3998,7 @@ function CP.cp_drop(keys, args)
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
     redis.call('ZREM', keys[6], member)
-    local n, first = CP.write_count(keys[5], member)
+    local n, first, folded = CP.write_count(keys[5], member)
     n = n or 0
     while n > 0 and budget > 0 do
       local name = CP.group_at(keys[5], member, n, first)
@@ -3937,7 +4007,7 @@ function CP.cp_drop(keys, args)
       n, budget = n - 1, budget - 2
     end
     if n > 0 then
-      redis.call('HSET', keys[5], member, CP.count_value(n, first))
+      redis.call('HSET', keys[5], member, CP.count_value(n, first, folded))
       break
     end
     redis.call('HDEL', keys[5], member)

@@ -216,6 +216,25 @@ def snapshot(saver: RedisChatSaver, name: str) -> list[Any]:
     ]
 
 
+def test_shaped_values_read_on_tiny_budgets_as_on_the_shipped_ones(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Long questions: the input's values and writes are shaped; read with one-entry
+    budgets, each value, write and run comes in a call of its own, and reads the same."""
+    saver = RedisChatSaver(redis_url)
+    graph = agent(saver, 4)
+    for turn in range(4):
+        question = f"q{turn} " + "w" * 400
+        graph.invoke({"messages": [{"role": "user", "content": question}]}, thread("shaped"))
+    keys = cp.thread_keys("chat:", "shaped")
+    stored = [v for _, v in client.hscan_iter(keys[3])]
+    stored += [w.value for w in cp.decode_write_fields(client.hscan_iter(keys[4]))]
+    assert sum(value.startswith(cp.SHAPE_MARK) for value in stored) >= 4
+    shipped = snapshot(RedisChatSaver(redis_url), "shaped")
+    client.function_load(checkpoint_library(**TINY), replace=True)
+    assert snapshot(RedisChatSaver(redis_url), "shaped") == shipped
+
+
 def test_saver_on_tiny_budgets_sees_what_it_sees_on_the_shipped_ones(
     redis_url: str, client: redis.Redis
 ) -> None:
@@ -223,11 +242,7 @@ def test_saver_on_tiny_budgets_sees_what_it_sees_on_the_shipped_ones(
     saver = RedisChatSaver(redis_url)
     graph = agent(saver, 6)
     for turn in range(6):
-        # long questions: the input's values and writes are shaped (read in later calls)
-        question = f"q{turn} " + "w" * 200
-        graph.invoke({"messages": [{"role": "user", "content": question}]}, thread("tiny"))
-    stored = [v for f, v in client.hscan_iter(cp.thread_keys("chat:", "tiny")[3])]
-    assert any(value.startswith(cp.SHAPE_MARK) for value in stored)
+        graph.invoke({"messages": [{"role": "user", "content": f"q{turn}"}]}, thread("tiny"))
     tiny_state = graph.get_state(thread("tiny"))
     tiny_history = snapshot(saver, "tiny")
     assert len(tiny_state.values["messages"]) == 24

@@ -40,13 +40,8 @@ def checkpoint(messages: list[Any], number: int) -> Any:
 
 def write_values(client: redis.Redis, thread_id: str) -> list[bytes]:
     """The values of a thread's pending writes of the channel ``messages``, as stored."""
-    values = []
-    for field, entry in client.hscan_iter(cp.thread_keys("chat:", thread_id)[4]):
-        if b"\0=" in field:
-            for write in cp.decode_group(field.partition(b"\0=")[2], entry):
-                if write.channel == "messages":
-                    values.append(write.value)
-    return values
+    fields = client.hscan_iter(cp.thread_keys("chat:", thread_id)[4])
+    return [w.value for w in cp.decode_write_fields(fields) if w.channel == "messages"]
 
 
 def test_the_next_put_settles_a_write_and_readers_see_the_same_value(

@@ -92,9 +92,7 @@ def stored_values(client: redis.Redis, thread_id: str) -> list[bytes]:
     """Every channel value and pending write value of a thread, as stored."""
     keys = cp.thread_keys("chat:", thread_id)
     values = [v for f, v in client.hscan_iter(keys[3]) if f.startswith(b"b")]
-    for field, entry in client.hscan_iter(keys[4]):
-        if b"\0=" in field:
-            values += [w.value for w in cp.decode_group(field.partition(b"\0=")[2], entry)]
+    values += [w.value for w in cp.decode_write_fields(client.hscan_iter(keys[4]))]
     return values
 
 

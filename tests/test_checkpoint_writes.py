@@ -305,3 +305,100 @@ def test_a_write_that_would_overflow_a_group_starts_one_of_its_own(client: redis
     count = client.hget(keys[4], MEMBER)
     assert count is not None and count.startswith(b"3\x00")
     assert [item[3] for item in stored(client, keys)] == [item[4] for item in items]
+
+
+# -- FOLD (1.6): a checkpoint's first group kept in its count ---------------------------------
+
+
+def fold_writes(
+    client: redis.Redis, keys: cp.Keys, items: list[tuple[str, int, str, str, bytes]], fold: bool
+) -> int:
+    args = [part for item in items for part in item]
+    flag = ["FOLD"] if fold else []
+    reply = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, *flag, "WRITES", MEMBER, len(items), *args
+    )
+    return int(reply)
+
+
+def test_a_folded_first_group_leaves_the_count_once_it_outgrows_it(client: redis.Redis) -> None:
+    """The first group stays in the count while it takes at most FOLD_BYTES; a merge that
+    makes it longer moves it to a field of its own, and reads are the same throughout."""
+    keys = cp.thread_keys("w:", "fold-grows")
+    put(client, keys)
+    first = [("t", 0, "", "ch", b"a" * 100), ("t", 1, "", "ch", b"b")]
+    assert fold_writes(client, keys, first, fold=True) == 2
+    assert client.hlen(keys[4]) == 1 and client.hget(keys[4], MEMBER).endswith(b"1:b")
+    grown = [("t", 0, "", "ch", b"a" * 100), ("t", 2, "", "ch", b"c" * 4000)]
+    assert fold_writes(client, keys, grown, fold=True) == 1
+    assert client.hget(keys[4], MEMBER) == b"1\0t\x000"
+    assert client.hget(keys[4], MEMBER + b"\0=t\x000") is not None
+    assert [w[3] for w in stored(client, keys)] == [b"a" * 100, b"b", b"c" * 4000]
+
+
+def test_a_first_group_longer_than_the_fold_is_a_field(client: redis.Redis) -> None:
+    keys = cp.thread_keys("w:", "fold-long")
+    put(client, keys)
+    assert fold_writes(client, keys, [("t", 0, "", "ch", b"x" * 5000)], fold=True) == 1
+    assert client.hget(keys[4], MEMBER) == b"1\0t\x000"
+    assert stored(client, keys) == [("t", 0, "ch", b"x" * 5000)]
+
+
+def test_a_drop_that_stops_keeps_the_folded_group(client: redis.Redis) -> None:
+    """A drop deletes a checkpoint's groups from the last; stopped by its budget, the count
+    it leaves still holds the folded first group, which the next drop deletes."""
+    from conftest import checkpoint_library
+
+    keys = cp.thread_keys("w:", "fold-drop")
+    put(client, keys)
+    fold_writes(client, keys, [("t", 0, "", "ch", b"first")], fold=True)
+    fold_writes(client, keys, [("u", 0, "", "ch", b"second")], fold=True)
+    fold_writes(client, keys, [("v", 0, "", "ch", b"third")], fold=True)
+    client.function_load(checkpoint_library(DROP_FIELDS=2), replace=True)
+    reply = client.execute_command("FCALL", cp.CP_DROP, 6, *keys, MEMBER)
+    assert reply == [1, 0]
+    count = client.hget(keys[4], MEMBER)
+    assert count is not None and count.startswith(b"2\0t\x000\0=") and count.endswith(b"first")
+    while client.execute_command("FCALL", cp.CP_DROP, 6, *keys, MEMBER)[1] != 1:
+        pass
+    assert client.hlen(keys[4]) == 0
+    client.function_load(library_source(), replace=True)
+
+
+def test_writes_fold_or_not_read_the_same() -> None:
+    """Any series of write calls (tasks, indexes, negative ones, values short and long)
+    stored with FOLD and without it reads back the same, and with fewer fields."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from redis_chat_history.local_server import start_redis, stop_redis
+
+    write = st.tuples(
+        st.sampled_from(["t", "u"]),
+        st.integers(-2, 4),
+        st.sampled_from([b"v", b"w" * 300, b"x" * 3000]),
+    )
+    server = start_redis()
+    try:
+        client = redis.Redis.from_url(server.url)
+        counter = iter(range(10**6))
+
+        @settings(max_examples=60, deadline=None)
+        @given(st.lists(st.lists(write, min_size=1, max_size=4), min_size=1, max_size=5))
+        def check(calls: list[list[tuple[str, int, bytes]]]) -> None:
+            run = next(counter)
+            reads, fields = [], []
+            for fold in (True, False):
+                keys = cp.thread_keys("w:", f"model-{run}-{fold}")
+                put(client, keys)
+                for call in calls:
+                    items = [(task, index, "p", "ch", value) for task, index, value in call]
+                    fold_writes(client, keys, items, fold)
+                reads.append(stored(client, keys))
+                fields.append(client.hlen(keys[4]))
+            assert reads[0] == reads[1]
+            assert fields[0] <= fields[1]
+
+        check()
+    finally:
+        stop_redis(server)

@@ -341,6 +341,20 @@ def decode_group(name: bytes, value: bytes) -> list[StoredWrite]:
     ]
 
 
+def decode_write_fields(fields: Iterable[tuple[bytes, bytes]]) -> list[StoredWrite]:
+    """The writes stored in raw ``:w`` fields (an ``HSCAN`` of a thread's ``:w``, or a dump):
+    the groups in fields of their own, and the first groups folded into their checkpoint's
+    count (``<n>\0<name>\0=<group>``, 1.6)."""
+    writes: list[StoredWrite] = []
+    for name, value in fields:
+        if b"\0=" in name:
+            writes += decode_group(name.partition(b"\0=")[2], value)
+        elif name.count(b"\0") == 1 and b"\0=" in value:
+            name, _, group = value.partition(b"\0")[2].partition(b"\0=")
+            writes += decode_group(name, group)
+    return writes
+
+
 def resolve_writes(writes: Iterable[StoredWrite]) -> list[StoredWrite]:
     """A checkpoint's writes as LangGraph keeps them: one per (task id, index), the first
     stored, or the last for a negative index (a special channel that replaces). The library
@@ -436,6 +450,7 @@ def writes_call(
     known: Sequence[bytes] = (),
     if_known: Sequence[tuple[int, int, int]] = (),
     noindex: bool = False,
+    fold: bool = False,
 ) -> Call:
     """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL).
 
@@ -443,11 +458,13 @@ def writes_call(
     looked up: ``if_known`` items ``(write, first, last)`` (1-based) let a write keep runs
     of known messages ``first`` to ``last`` instead of its value when the session holds
     them all. A call carries ``messages`` or ``known``, not both. ``noindex`` as in
-    :func:`put_call`.
+    :func:`put_call`. ``fold`` (library 1.6): the checkpoint's first group, if this call
+    makes it, is kept in its count field while it is short (one hash field less).
     """
     if messages and known:
         raise InvalidInputError("a writes call carries MESSAGES or KNOWN, not both")
-    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), "WRITES", name, len(writes)]
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), *(["FOLD"] if fold else [])]
+    args += ["WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
         args += [task_id, index, task_path, channel, value]
     for write, first, last in if_known:

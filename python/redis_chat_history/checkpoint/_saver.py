@@ -661,7 +661,15 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             ns = configurable.get("checkpoint_ns", "")
             self._keep(self._written, (thread_id, ns, str(configurable["checkpoint_id"])), lists)
         yield cp.writes_call(
-            keys, name, encoded, messages, self.ttl, known, if_known, noindex=not self.search_index
+            keys,
+            name,
+            encoded,
+            messages,
+            self.ttl,
+            known,
+            if_known,
+            noindex=not self.search_index,
+            fold=True,
         )
 
     def _copy_plan(self, source: str, target: str) -> Plan:
