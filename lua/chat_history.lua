@@ -2718,13 +2718,50 @@ end
 -- whose id is stored with other JSON (an edited message) is stored anew and
 -- the id map points to it. noindex: a session this call creates keeps no
 -- search index (as append's NOINDEX). Returns the stream id of each message.
+function CP.same_value(a, b)
+  if type(a) ~= 'table' or type(b) ~= 'table' then return a == b end
+  for k, v in pairs(a) do
+    if not CP.same_value(v, b[k]) then return false end
+  end
+  for k in pairs(b) do
+    if a[k] == nil then return false end
+  end
+  return true
+end
+
+-- A message's data without the fields that hold an empty value (null,
+-- false, {}, []) or its type again.
+function CP.without_empty(message)
+  local kept = {}
+  for k, v in pairs(message.data) do
+    if not (v == cjson.null or v == false or (type(v) == 'table' and next(v) == nil)
+        or (k == 'type' and v == message.type)) then
+      kept[k] = v
+    end
+  end
+  return kept
+end
+
+-- True if a stored JSON and a message a call carries (json, decoded) are
+-- the same message: the same bytes, or the same but for data fields that
+-- hold an empty value or the type again (the Python client leaves those
+-- out since 1.6; messages stored whole before are still the same ones).
+-- Work: the carried JSON; a stored one more than 1 KiB longer is not read.
+function CP.same_message(stored_json, json, message)
+  if stored_json == json then return true end
+  if #stored_json > #json + 1024 then return false end
+  local old = decode_stored(stored_json)
+  return old ~= nil and old.type == message.type
+    and CP.same_value(CP.without_empty(old), CP.without_empty(message))
+end
+
 function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
   local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
     local existing = id and redis.call('HGET', keys[3], id)
     local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
-    if entry and entry[2][2] == json then
+    if entry and CP.same_message(entry[2][2], json, messages[position]) then
       stored[position] = existing
     else
       if existing then redis.call('HDEL', keys[3], id) end
@@ -2752,7 +2789,9 @@ function CP.known_messages(keys, messages, jsons, exists)
     local id = exists and client_id(messages[position])
     local existing = id and redis.call('HGET', keys[3], id)
     local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
-    if entry and entry[2][2] == json then found[position] = existing end
+    if entry and CP.same_message(entry[2][2], json, messages[position]) then
+      found[position] = existing
+    end
   end
   return found
 end
@@ -3039,7 +3078,7 @@ function CP.read_blobs(key, member, lines, from, meter, wanted)
           blobs[#blobs + 1] = channel
           blobs[#blobs + 1] = value
           meter.bytes = meter.bytes + #value
-          runs[#runs + 1] = CP.value_runs(value)
+          if string.sub(value, 1, 2) == CP.SHAPE_MARK then runs[#runs + 1] = CP.value_runs(value) end
         end
       end
     end
@@ -3533,7 +3572,7 @@ function CP.cp_put(keys, args)
     local word = string.upper(args[i])
     if word == 'SHAPEBLOB' and i + 4 < stop then
       local field = args[i + 1]
-      if not CP.is_blob_field(field, ns)
+      if not CP.is_blob_field(field, ns) or args[i + 4] == ''
           or not string.match(args[i + 2], '^' .. string.rep('%x', 40) .. '$') then
         return fail('BADARG', 'SHAPEBLOB needs a field "b<ns>\\0<channel>\\0<version>" of the '
           .. 'checkpoint\'s ns, a SHA-1 in hex, runs and a template')
@@ -3547,7 +3586,7 @@ function CP.cp_put(keys, args)
       if not task then
         task, index, first = string.match(args[i + 2], '^([^%z]*)%z(%-?%d+)%z(%-?%d+)$')
       end
-      if not CP.is_member(args[i + 1]) or not task
+      if not CP.is_member(args[i + 1]) or not task or (word == 'SHAPE' and args[i + 5] == '')
           or not string.match(args[i + 3], '^' .. string.rep('%x', 40) .. '$') then
         return fail('BADARG', word .. ' needs a parent "<ns>\\0<id>", a write "<task id>\\0<index>", '
           .. 'a SHA-1 in hex and runs' .. (word == 'SHAPE' and ' and a template' or ''))
@@ -4066,6 +4105,14 @@ chathist_cp_load: store raw fields copied from another thread (1.4).
     NOINDEX (1.5): a session the call creates keeps no search index.
   Reply: the number of fields stored.
 ]]
+-- True for a value of bytes, or a well-formed shaped value (runs of stream
+-- ids, a template): what cp_load takes from another thread's dump.
+function CP.is_shaped_or_bytes(value)
+  if string.sub(value, 1, 2) ~= CP.SHAPE_MARK then return true end
+  local runs = CP.value_runs(value)
+  return runs ~= nil and runs ~= '' and #value > #runs + 3 and CP.check_runs(runs, 0) ~= false
+end
+
 function CP.cp_load(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
@@ -4080,6 +4127,9 @@ function CP.cp_load(keys, args)
     local which = string.upper(args[i])
     if (which ~= 'C' and which ~= 'W') or not args[i + 2] then
       return fail('BADARG', 'expected C|W <field> <value> ... [ENTRIES id json ...]')
+    end
+    if which == 'C' and not CP.is_shaped_or_bytes(args[i + 2]) then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed shaped value')
     end
     local list = fields[which == 'C' and 4 or 5]
     list[#list + 1] = args[i + 1]

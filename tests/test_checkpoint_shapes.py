@@ -22,6 +22,7 @@ pytest.importorskip("langgraph")
 from langchain_core.messages import BaseMessage, HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.checkpoint.serde.jsonplus import JsonPlusSerializer
+from langgraph.graph import MessagesState
 
 from redis_chat_history import _checkpoint_protocol as cp
 from redis_chat_history.checkpoint import RedisChatSaver, _shapes
@@ -301,3 +302,135 @@ def test_a_forged_shaped_write_is_refused(loaded: redis.Redis) -> None:
             cp.CP_WRITES, 6, *keys, "WRITES", b"\0c1", 1, "t", 0, "", "ch", b"\x01T#1..#1\nx"
         )
     assert loaded.exists(*keys) == 0
+
+
+# -- found by a worst-case review --------------------------------------------------------------
+
+
+def test_a_value_repeating_a_message_text_shapes_once_per_text(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A value holding one long text 500 times: one placeholder, one run (a run per
+    occurrence would spend the library's segment budget for nothing)."""
+    from test_checkpoint_settle import checkpoint, config
+
+    saver = RedisChatSaver(redis_url)
+    parent = checkpoint([], 1)
+    parent["channel_values"]["docs"] = [LONG] * 500
+    parent["channel_versions"]["docs"] = "00000001.1"
+    first = saver.put(config("rep"), parent, {}, {"docs": "00000001.1"})
+    child = checkpoint([HumanMessage(LONG, id="h1")], 2)
+    child["channel_values"]["docs"] = [LONG] * 500
+    child["channel_versions"]["docs"] = "00000001.1"
+    saver.put(first, child, {}, {"messages": "00000002.0"})
+    shaped = [v for v in stored_values(client, "rep") if v.startswith(cp.SHAPE_MARK)]
+    assert len(shaped) == 1 and shaped[0].count(b"..") == 1
+    got = RedisChatSaver(redis_url).get_tuple(first)
+    assert got is not None and got.checkpoint["channel_values"]["docs"] == [LONG] * 500
+
+
+def test_a_long_conversation_in_one_invoke_fits_the_segment_budget(redis_url: str) -> None:
+    """An invoke with 4200 long dict messages: the put after the input stores 4200 messages
+    and would shape the __start__ value and write with 4200 runs each, more than the library
+    takes in one call: the saver sends what fits (the rest keeps its bytes)."""
+    from langgraph.graph import START, StateGraph
+
+    builder = StateGraph(MessagesState)
+    builder.add_node("noop", lambda state: {})
+    builder.add_edge(START, "noop")
+    graph = builder.compile(checkpointer=RedisChatSaver(redis_url))
+    history = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"m{i} " + "y" * 140}
+        for i in range(4200)
+    ]
+    config: Any = {"configurable": {"thread_id": "import"}}
+    graph.invoke({"messages": history}, config)
+    state = graph.get_state(config).values["messages"]
+    assert [m.content for m in state] == [item["content"] for item in history]
+    inputs = [
+        t.checkpoint["channel_values"]["__start__"]
+        for t in RedisChatSaver(redis_url).list(config)
+        if "__start__" in t.checkpoint["channel_values"]
+    ]
+    assert inputs == [{"messages": history}]
+
+
+def test_messages_stored_whole_before_are_not_stored_again_by_a_put(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A session written before 1.6 (whole dicts), then a thread's first put holding those
+    messages (no parent view to find them in): the library knows each by its id and JSON
+    equal but for empty fields, and keeps one entry each."""
+    from langchain_core.messages import AIMessage, message_to_dict
+
+    from redis_chat_history import RedisChatMessageHistory
+    from redis_chat_history._protocol import encode_stored
+    from test_checkpoint_settle import checkpoint, config
+
+    old = [HumanMessage("hello", id="m1"), AIMessage("hi there", id="m2", name="bot")]
+    keys = cp.thread_keys("chat:", "upgraded")
+    saver = RedisChatSaver(redis_url)
+    saver.put(config("warm"), checkpoint([], 1), {}, {})  # loads the library
+    whole = [encode_stored(message_to_dict(m)) for m in old]
+    client.fcall("chathist_append", 3, *keys[:3], "MESSAGES", *whole)
+    saver.put(config("upgraded"), checkpoint(old, 1), {}, {"messages": "00000001.0"})
+    stored = RedisChatMessageHistory("upgraded", redis_url=redis_url).messages
+    assert stored == old
+    # an edit is still an edit: the message is stored anew
+    edited = [old[0], AIMessage("hi there", id="m2", name="other")]
+    saver.put(config("upgraded"), checkpoint(edited, 2), {}, {"messages": "00000002.0"})
+    assert client.xlen(keys[0]) == 3
+
+
+class MyHuman(HumanMessage):
+    """A subclass of a LangChain class: stored whole."""
+
+
+def test_a_subclass_message_is_known_to_a_saver_that_reads_the_parent(redis_url: str) -> None:
+    from test_checkpoint_settle import checkpoint, config
+
+    sent: list[int] = []
+    message = MyHuman(LONG, id="sub")
+    first = RedisChatSaver(redis_url).put(
+        config("sub"), checkpoint([message], 1), {}, {"messages": "00000001.0"}
+    )
+    original = cp.put_call
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        sent.append(len(args[4]))  # the messages the put carries
+        return original(*args, **kwargs)
+
+    cp.put_call = counting  # type: ignore[assignment]
+    try:
+        RedisChatSaver(redis_url).put(
+            first,
+            checkpoint([message, HumanMessage("next", id="n")], 2),
+            {},
+            {"messages": "00000002.0"},
+        )
+    finally:
+        cp.put_call = original  # type: ignore[assignment]
+    assert sent == [1]
+
+
+def test_a_message_list_blob_is_bytes_and_a_forged_shaped_copy_is_refused(
+    loaded: redis.Redis,
+) -> None:
+    """A BLOB value starting with \\1M is bytes (as in 1.5: no entries replied for it), and
+    cp_load refuses a \\1T value that is not a shaped value."""
+    keys = cp.thread_keys("chat:", "forged")
+    message = b'{"type":"human","data":{"content":"secret"}}'
+    record = cp.Record()
+    record.blobs["x"] = "1"
+    reply = loaded.fcall(cp.CP_PUT, 6, *keys, "CHECKPOINT", b"\0c0", b"0\n", "MESSAGES", message)
+    stream_id = reply[1]
+    loaded.fcall(
+        cp.CP_PUT, 6, *keys, "CHECKPOINT", b"\0c1", record.encode(),
+        "BLOB", b"b\0x\x001", b"\x01M" + stream_id + b".." + stream_id,
+    )  # fmt: skip
+    got = loaded.fcall_ro(cp.CP_GET, 6, *keys, b"\0c1")
+    assert got[4] == []
+    for value in (b"\x01Tno newline", b"\x01Tzz..zz\nmsgpack\x00\xc0", b"\x01T1-1..1-1\n"):
+        with pytest.raises(redis.ResponseError, match="malformed shaped value"):
+            loaded.fcall(cp.CP_LOAD, 6, *keys, "C", b"b\0y\x001", value)
+    assert not loaded.hexists(keys[3], b"b\0y\x001")

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._errors import InvalidInputError
+from ._errors import ChatHistoryError, InvalidInputError
 from ._protocol import KEY_SUFFIXES, Call, as_text, session_keys
 
 CP_PUT = "chathist_cp_put"
@@ -140,7 +141,10 @@ class ListPlan:
 
 
 def plan_list(
-    jsons: Sequence[bytes], known: dict[bytes, list[tuple[str, int, int]]], first_new: int
+    jsons: Sequence[bytes],
+    known: dict[bytes, list[tuple[str, int, int]]],
+    first_new: int,
+    keys: Sequence[bytes] | None = None,
 ) -> ListPlan:
     """Runs for a list of message JSONs, given what the parent's lists hold.
 
@@ -148,6 +152,7 @@ def plan_list(
     number, position) entries. A message found there is referenced; consecutive ones
     stay one run when they were consecutive in the same run of the parent. Others
     are new, numbered from ``first_new`` (``#k`` in the runs), and stored by the call.
+    ``keys``: each message's digest, if not that of its JSON.
     """
     runs: list[list[str]] = []
     new: list[bytes] = []
@@ -155,8 +160,8 @@ def plan_list(
     ids: list[str] = []
     used: set[tuple[int, int]] = set()
     previous: tuple[int, int] | None = None  # (run, position) of the previous item
-    for json_bytes in jsons:
-        key = digest(json_bytes)
+    for number_in_list, json_bytes in enumerate(jsons):
+        key = digest(json_bytes) if keys is None else keys[number_in_list]
         digests.append(key)
         place = next(
             (
@@ -304,20 +309,26 @@ class StoredWrite:
 
 
 def value_runs(value: bytes) -> str | None:
-    """The runs a stored value holds (a message list's, a shaped value's), else None."""
+    """The runs a stored write holds (a message list's, a shaped value's), else None."""
     if value.startswith(REFS_MARK):
         return value[2:].decode()
-    if value.startswith(SHAPE_MARK):
-        return value[2 : value.index(b"\n")].decode()
-    return None
+    found = shaped(value)
+    return " ".join(found[0]) if found else None
+
+
+_RUN = re.compile(r"[0-9]+-[0-9]+\.\.[0-9]+-[0-9]+")
 
 
 def shaped(value: bytes) -> tuple[list[str], bytes] | None:
-    """A shaped value's runs (one per text) and template, or None for another value."""
+    """A shaped value's runs (one per text) and template, or None for another value.
+    A malformed one (the library makes none; a forged copy could) is refused."""
     if not value.startswith(SHAPE_MARK):
         return None
-    runs, _, template = value[2:].partition(b"\n")
-    return split_runs(runs.decode()), template
+    runs, newline, template = value[2:].partition(b"\n")
+    items = split_runs(runs.decode("ascii", "replace"))
+    if not newline or not template or not all(_RUN.fullmatch(item) for item in items):
+        raise ChatHistoryError(f"a stored shaped value is malformed: {value[:80]!r}")
+    return items, template
 
 
 def decode_write(raw: bytes) -> StoredWrite:
@@ -658,7 +669,8 @@ def apply_more(raw: RawCheckpoint, reply: Any) -> None:
         for i in range(1, len(reply), 2):
             value = _raw(reply[i + 1])
             raw.blobs[as_text(reply[i])] = value
-            _read_later(raw, value_runs(value))
+            found = shaped(value)
+            _read_later(raw, " ".join(found[0]) if found else None)
         raw.next_blob = int(following)
         return
     if raw.next_write:

@@ -129,12 +129,33 @@ class Written(NamedTuple):
     shape: _shapes.Shape | None = None
 
 
+def _within_budget(
+    settles: list[cp.Settle], shapes: list[cp.BlobShape], room: int
+) -> tuple[list[cp.Settle], list[cp.BlobShape]]:
+    """The SETTLEs and SHAPEs a put sends: as many as the library's budgets take (the run
+    segments its record leaves, and MAX_FIELDS of them), in order. Each only saves memory:
+    one left out keeps its value."""
+    kept_settles: list[cp.Settle] = []
+    kept_shapes: list[cp.BlobShape] = []
+    items: list[cp.Settle | cp.BlobShape] = [*settles, *shapes]
+    for item in items:
+        cost = cp.segments([item.runs])
+        if cost <= room and len(kept_settles) + len(kept_shapes) < cp.MAX_FIELDS:
+            if isinstance(item, cp.Settle):
+                kept_settles.append(item)
+            else:
+                kept_shapes.append(item)
+            room -= cost
+    return kept_settles, kept_shapes
+
+
 def _texts_known(values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan]) -> dict[bytes, str]:
     """The messages of a put that a shaped value may name: the digest of each long text
-    content -> its ``#k`` (stored by the put) or stream id."""
+    content -> its ``#k`` (stored by the put) or stream id, the newest holding it."""
     known: dict[bytes, str] = {}
     for name, plan in plans.items():
-        for message, ident in zip(values[name], plan.ids, strict=True):
+        # the newest message holding a text: the one a window trims last
+        for message, ident in zip(reversed(values[name]), reversed(plan.ids), strict=True):
             if isinstance(message.content, str) and _shapes.long_text(message.content):
                 known.setdefault(_shapes.text_digest(message.content), ident)
     return known
@@ -527,7 +548,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         messages: list[bytes] = []
         plans: dict[str, cp.ListPlan] = {}
         for name, jsons in lists.items():
-            plan = cp.plan_list(jsons, known, len(messages) + 1)  # type: ignore[arg-type]
+            keys_of = [cp.digest(lc.canonical_json(item)) for item in jsons]
+            plan = cp.plan_list(jsons, known, len(messages) + 1, keys_of)  # type: ignore[arg-type]
             plans[name] = plan
             record.runs[name] = plan.runs
             messages += plan.new
@@ -574,6 +596,9 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         record.payload = _payload.pack(_typed(self.serde, stored_body))
         settles, shapes = (
             self._settles(thread_id, ns, parent, plans, values) if parent and plans else ([], [])
+        )
+        settles, shapes = _within_budget(
+            settles, shapes, cp.segments_allowed(len(messages)) - cp.segments(record.runs.values())
         )
         if shaped:  # before the call: a put of the next checkpoint may run meanwhile
             self._keep(self._shapes, (thread_id, ns, checkpoint["id"]), shaped)
@@ -648,7 +673,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 data = _typed(self.serde, value)
                 index = WRITES_IDX_MAP.get(channel, idx)
                 if jsons and with_ids and not self.writes_in_session:
-                    digests = [cp.digest(item) for item in jsons]
+                    digests = [cp.digest(lc.canonical_json(item)) for item in jsons]
                     sha1 = hashlib.sha1(data).hexdigest()
                     lists.append(Written(task_id, index, sha1, digests, first_index))
                     if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))

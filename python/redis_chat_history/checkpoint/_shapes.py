@@ -74,7 +74,7 @@ def make_shape(
 ) -> Shape | None:
     """The shape of a value serialized as ``typed`` (``dumps``/``loads``: the saver's typed
     serialization), or None if it holds no long text or would not read back the same."""
-    texts: list[str] = []
+    numbers: dict[str, int] = {}  # one placeholder (one run) per distinct text
     clash = False
 
     def replace(text: str) -> str:
@@ -82,10 +82,10 @@ def make_shape(
         clash = clash or text.startswith(_PLACEHOLDER)
         if not long_text(text):
             return text
-        texts.append(text)
-        return f"{_PLACEHOLDER}{len(texts) - 1}"
+        return f"{_PLACEHOLDER}{numbers.setdefault(text, len(numbers))}"
 
     template = _walk(value, replace)
+    texts = list(numbers)
     if clash or not texts:
         return None
     stored = dumps(template)
