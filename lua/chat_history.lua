@@ -73,7 +73,8 @@ Contents (sections in this order):
   6. Reading: replies and range bounds
   7. Search: queries, judging, the work meter, cursors, indexed search
   8. Checkpoints: a LangGraph thread's keys, records, writes, runs of
-     messages, and the budgets of their reads
+     messages, shaped values, the order set's pages, and the budgets of
+     their reads
   9. Entry points: chathist_append, _import, _delete, _range, _search,
      _reindex, _clear, _len, _ttl, _expire, _version; then (1.4)
      chathist_cp_put, _writes, _get, _list, _more, _drop, _dump, _load,
@@ -2252,9 +2253,11 @@ FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
                                task's, has the name it would give, and is short
                                (MERGE_SLACK); else it starts groups, a name
                                taken already getting "\0" <k>.
-  KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: <ns> "\0" <id> for
-                               every checkpoint, so that ZRANGEBYLEX pages
-                               them in id order (ids sort as they were made)
+  KEYS[6]  <prefix>{<tag>}:k   sorted set, all scores 0: pages <ns> "\0"
+                               <id> ["\0" <id>...] of the checkpoints' ids
+                               (1.6; a 1.5 member is a page of one), so that
+                               ZRANGEBYLEX pages them in id order (ids sort
+                               as they were made)
 
 A record is a header the library reads, then a payload only clients read:
   <header bytes, decimal> "\n" <header> <payload>
@@ -2319,6 +2322,8 @@ CP.NAME_BYTES = 128
 -- With FOLD (1.6), a checkpoint's first group is kept in its count while it
 -- takes at most FOLD_BYTES.
 CP.FOLD_BYTES = 4096
+-- A page of the order set holds at most ORDER_PAGE checkpoint ids (1.6).
+CP.ORDER_PAGE = 64
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2348,6 +2353,120 @@ end
 function CP.is_blob_field(field, ns)
   return string.sub(field, 1, #ns + 2) == 'b' .. ns .. '\0'
     and string.find(field, '\0', #ns + 3, true) ~= nil
+end
+
+-- The order set (1.6): its members are pages "<ns>\0<id>[\0<id>...]" of
+-- at most ORDER_PAGE ids of one namespace, in increasing byte order; a page
+-- sorts among the others by its first id, and holds the ids from it up to
+-- the next page's first (a member of 1.4 and 1.5 is a page of one id). A
+-- sorted set of pages takes about a third of the memory of one member per
+-- checkpoint (a skiplist node, a dict entry and a string each). Work: one
+-- or two pages (ORDER_PAGE ids) per id added or removed.
+
+-- True if a sorts before b byte by byte (Lua's < follows the server's
+-- locale; the sorted set compares bytes).
+function CP.bytes_before(a, b)
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+
+-- A page's namespace and ids.
+function CP.page_ids(page)
+  local ns, rest = string.match(page, '^([^%z]*)%z(.*)$')
+  local ids = {}
+  for id in string.gmatch(rest or '', '[^%z]+') do ids[#ids + 1] = id end
+  return ns, ids
+end
+
+function CP.page_member(ns, ids)
+  return ns .. '\0' .. table.concat(ids, '\0')
+end
+
+-- The page that holds id or would: the last of ns whose first id is at most
+-- id (nil if id is before them all).
+function CP.page_at(key, ns, id)
+  return redis.call('ZREVRANGEBYLEX', key, '[' .. ns .. '\0' .. id .. '\0\255', '[' .. ns .. '\0',
+    'LIMIT', 0, 1)[1]
+end
+
+-- Adds a checkpoint's member "<ns>\0<id>" to the order set: into the page
+-- that would hold it, a new page after a full one, or the full page split
+-- in two when the id falls inside it.
+function CP.order_add(key, member)
+  local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
+  local page = CP.page_at(key, ns, id)
+  if not page then
+    redis.call('ZADD', key, 0, member)
+    return
+  end
+  local _, ids = CP.page_ids(page)
+  local at = #ids + 1
+  for i, other in ipairs(ids) do
+    if other == id then return end
+    if CP.bytes_before(id, other) then
+      at = i
+      break
+    end
+  end
+  if at > #ids and #ids >= CP.ORDER_PAGE then
+    redis.call('ZADD', key, 0, member)
+    return
+  end
+  table.insert(ids, at, id)
+  redis.call('ZREM', key, page)
+  if #ids <= CP.ORDER_PAGE then
+    redis.call('ZADD', key, 0, CP.page_member(ns, ids))
+    return
+  end
+  local half, low, high = math.floor(#ids / 2), {}, {}
+  for i, other in ipairs(ids) do
+    if i <= half then low[#low + 1] = other else high[#high + 1] = other end
+  end
+  redis.call('ZADD', key, 0, CP.page_member(ns, low), 0, CP.page_member(ns, high))
+end
+
+-- Removes a checkpoint's member from the order set.
+function CP.order_remove(key, member)
+  local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
+  local page = CP.page_at(key, ns, id)
+  if not page then return end
+  local _, ids = CP.page_ids(page)
+  for i, other in ipairs(ids) do
+    if other == id then
+      table.remove(ids, i)
+      redis.call('ZREM', key, page)
+      if #ids > 0 then redis.call('ZADD', key, 0, CP.page_member(ns, ids)) end
+      return
+    end
+  end
+end
+
+-- Up to count members "<ns>\0<id>" of the order set, newest first, between
+-- the lex bounds low and high (ZREVRANGEBYLEX's), below before (a member,
+-- or nil): pages are read a few at a time, so a call reads at most count
+-- pages more than it replies ids.
+function CP.order_page(key, high, low, before, count)
+  local before_ns, before_id
+  if before then before_ns, before_id = string.match(before, '^([^%z]*)%z([^%z]+)$') end
+  local members, offset = {}, 0
+  while #members < count do
+    local pages = redis.call('ZREVRANGEBYLEX', key, high, low, 'LIMIT', offset, 4)
+    for _, page in ipairs(pages) do
+      local ns, ids = CP.page_ids(page)
+      for i = #ids, 1, -1 do
+        if ns ~= before_ns or CP.bytes_before(ids[i], before_id) then
+          members[#members + 1] = ns .. '\0' .. ids[i]
+          if #members >= count then return members end
+        end
+      end
+    end
+    if #pages < 4 then break end
+    offset = offset + 4
+  end
+  return members
 end
 
 -- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL.
@@ -3645,7 +3764,7 @@ function CP.cp_put(keys, args)
   record = CP.resolve_record(keys[1], record, stored)
   redis.call('HSET', keys[4], 'c' .. member, record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
-  redis.call('ZADD', keys[6], 0, member)
+  CP.order_add(keys[6], member)
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
     changed = {}, counts = {}}
   for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
@@ -3834,8 +3953,7 @@ function CP.cp_get(keys, args)
   if bad then return bad end
   local member = args[1]
   if #args == 2 and string.upper(args[1]) == 'LATEST' and not string.find(args[2], '\0', 1, true) then
-    member = redis.call('ZREVRANGEBYLEX', keys[6], '[' .. args[2] .. '\0\255', '[' .. args[2] .. '\0',
-      'LIMIT', 0, 1)[1]
+    member = CP.order_page(keys[6], '[' .. args[2] .. '\0\255', '[' .. args[2] .. '\0', nil, 1)[1]
     if not member then return {} end
   elseif #args ~= 1 or not CP.is_member(member) then
     return fail('BADARG', 'expected "<ns>\\0<id>" or LATEST <ns>')
@@ -3872,7 +3990,7 @@ function CP.cp_list(keys, args)
   local low, high = '-', '+'
   if string.upper(ns) ~= 'ALL' then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
   if before ~= '' then high = '(' .. before end
-  local members = redis.call('ZREVRANGEBYLEX', keys[6], high, low, 'LIMIT', 0, count + 1)
+  local members = CP.order_page(keys[6], high, low, before ~= '' and before or nil, count + 1)
   local out, meter = {''}, CP.meter()
   for i, member in ipairs(members) do
     if i > count or (i > 1 and CP.spent(meter)) then
@@ -4036,7 +4154,7 @@ function CP.cp_drop(keys, args)
   local deleted, done, budget = 0, 0, CP.DROP_FIELDS
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
-    redis.call('ZREM', keys[6], member)
+    CP.order_remove(keys[6], member)
     local n, first, folded = CP.write_count(keys[5], member)
     n = n or 0
     while n > 0 and budget > 0 do
@@ -4131,6 +4249,10 @@ function CP.cp_load(keys, args)
     if which == 'C' and not CP.is_shaped_or_bytes(args[i + 2]) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed shaped value')
     end
+    if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
+        and not CP.is_member(string.sub(args[i + 1], 2)) then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names no checkpoint "c<ns>\\0<id>"')
+    end
     local list = fields[which == 'C' and 4 or 5]
     list[#list + 1] = args[i + 1]
     list[#list + 1] = args[i + 2]
@@ -4174,9 +4296,7 @@ function CP.cp_load(keys, args)
   if #fields[4] > 0 then
     hash_set_many(keys[4], fields[4])
     for k = 1, #fields[4], 2 do
-      if string.sub(fields[4][k], 1, 1) == 'c' then
-        redis.call('ZADD', keys[6], 0, string.sub(fields[4][k], 2))
-      end
+      if string.sub(fields[4][k], 1, 1) == 'c' then CP.order_add(keys[6], string.sub(fields[4][k], 2)) end
     end
   end
   if #fields[5] > 0 then hash_set_many(keys[5], fields[5]) end

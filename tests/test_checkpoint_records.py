@@ -171,3 +171,63 @@ def test_a_list_too_fragmented_for_runs_is_stored_as_a_value(
     record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", second["id"]))
     assert record is not None and cp.Record.decode(record).blobs == {"messages": "00000002.0"}
     assert client.xlen(cp.thread_keys("chat:", "records")[0]) == 10_000
+
+
+# -- the order set in pages (1.6) ---------------------------------------------------------------
+
+
+def test_the_order_set_in_pages_lists_as_a_sorted_set_of_members_would() -> None:
+    """Checkpoints added and dropped in any order, in two namespaces, with pages of 3 ids
+    (the shipped 64 split and fill the same way): every list page, from every cursor, and
+    LATEST are those of a sorted set of one member per checkpoint."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from conftest import checkpoint_library
+    from redis_chat_history.local_server import start_redis, stop_redis
+
+    ids = st.sampled_from([f"{n:02d}" for n in range(12)] + ["1", "10a", "7"])
+    step = st.tuples(st.sampled_from(["put", "drop"]), st.sampled_from(["", "sub"]), ids)
+    server = start_redis()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.function_load(checkpoint_library(ORDER_PAGE=3), replace=True)
+        counter = iter(range(10**6))
+
+        @settings(max_examples=80, deadline=None)
+        @given(st.lists(step, max_size=30))
+        def check(steps: list[tuple[str, str, str]]) -> None:
+            keys = cp.thread_keys("o:", f"t{next(counter)}")
+            model: set[bytes] = set()
+            for action, ns, ident in steps:
+                member = cp.member(ns, ident)
+                if action == "put":
+                    client.execute_command(
+                        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", member, "0\n"
+                    )
+                    model.add(member)
+                else:
+                    client.execute_command("FCALL", cp.CP_DROP, 6, *keys, member)
+                    model.discard(member)
+            pages = client.zrange(keys[5], 0, -1)
+            assert all(page.count(b"\0") <= 3 for page in pages)
+            for ns in ("", "sub", "ALL"):
+                mine = sorted(
+                    (m for m in model if ns == "ALL" or m.split(b"\0")[0] == ns.encode()),
+                    reverse=True,
+                )
+                for before in [b"", *mine, cp.member(ns if ns != "ALL" else "", "05")]:
+                    for count in (1, 2, 5):
+                        reply = client.execute_command(
+                            "FCALL_RO", cp.CP_LIST, 6, *keys, ns, before, count
+                        )
+                        got = [item[0] for item in reply[1:]]
+                        want = [m for m in mine if not before or m < before][:count]
+                        assert got == want, (ns, before, count)
+                if ns != "ALL":
+                    latest = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, "LATEST", ns)
+                    assert (latest[0] if latest else None) == (mine[0] if mine else None)
+
+        check()
+    finally:
+        stop_redis(server)
