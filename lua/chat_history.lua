@@ -2837,50 +2837,58 @@ end
 -- whose id is stored with other JSON (an edited message) is stored anew and
 -- the id map points to it. noindex: a session this call creates keeps no
 -- search index (as append's NOINDEX). Returns the stream id of each message.
-function CP.same_value(a, b)
-  if type(a) ~= 'table' or type(b) ~= 'table' then return a == b end
-  for k, v in pairs(a) do
-    if not CP.same_value(v, b[k]) then return false end
-  end
-  for k in pairs(b) do
-    if a[k] == nil then return false end
-  end
-  return true
-end
-
--- A message's data without the fields that hold an empty value (null,
--- false, {}, []) or its type again.
-function CP.without_empty(message)
-  local kept = {}
-  for k, v in pairs(message.data) do
-    if not (v == cjson.null or v == false or (type(v) == 'table' and next(v) == nil)
-        or (k == 'type' and v == message.type)) then
-      kept[k] = v
-    end
-  end
-  return kept
-end
+-- The data fields the Python client leaves out (since 1.6) while they hold
+-- the empty default of LangChain's class, as a whole dict writes them.
+CP.EMPTY_FIELDS = {'"additional_kwargs":{}', '"response_metadata":{}', '"name":null',
+  '"example":false', '"tool_calls":[]', '"invalid_tool_calls":[]', '"usage_metadata":null',
+  '"artifact":null', '"tool_call_chunks":[]', '"chunk_position":null'}
 
 -- True if a stored JSON and a message a call carries (json, decoded) are
--- the same message: the same bytes, or the same but for data fields that
--- hold an empty value or the type again (the Python client leaves those
--- out since 1.6; messages stored whole before are still the same ones).
--- Work: the carried JSON; a stored one more than 1 KiB longer is not read.
+-- the same message: the same bytes, or the stored JSON a whole dict whose
+-- compact form is the carried JSON byte for byte: the whole dict with its
+-- data's type again and its fields above that hold their empty default cut
+-- out, each found once (a stored message written before 1.6 is the same
+-- message as the Python client sends it now; any other difference is an
+-- edit). Work: the carried JSON; a stored one more than 1 KiB longer is not
+-- looked at.
 function CP.same_message(stored_json, json, message)
   if stored_json == json then return true end
-  if #stored_json > #json + 1024 then return false end
-  local old = decode_stored(stored_json)
-  return old ~= nil and old.type == message.type
-    and CP.same_value(CP.without_empty(old), CP.without_empty(message))
+  if #stored_json <= #json or #stored_json > #json + 1024 then return false end
+  local data_at = string.find(stored_json, '"data":{', 1, true)
+  if not data_at then return false end
+  local cut = stored_json
+  local patterns = {',"type":' .. cjson.encode(message.type)}
+  for _, field in ipairs(CP.EMPTY_FIELDS) do patterns[#patterns + 1] = ',' .. field end
+  for _, pattern in ipairs(patterns) do
+    local at = string.find(cut, pattern, data_at, true)
+    if at then
+      if string.find(cut, pattern, at + 1, true) then return false end
+      cut = string.sub(cut, 1, at - 1) .. string.sub(cut, at + #pattern)
+    end
+  end
+  return cut == json
+end
+
+-- The stored JSON of a message's entry, read while budget.bytes lasts (a
+-- call reads at most twice what it carries and READ_BYTES, and one message
+-- more, however long the messages its ids name); nil if not read.
+function CP.stored_entry(keys, stream_id, budget)
+  if budget.bytes <= 0 then return nil end
+  local entry = redis.call('XRANGE', keys[1], stream_id, stream_id)[1]
+  local json = entry and entry[2][2]
+  budget.bytes = budget.bytes - (json and #json or 0)
+  budget.read = (budget.read or 0) + (json and #json or 0)
+  return json
 end
 
 function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
   local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
+  local budget = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
     local existing = id and redis.call('HGET', keys[3], id)
-    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
-    if entry and CP.same_message(entry[2][2], json, messages[position]) then
+    local entry = existing and CP.stored_entry(keys, existing, budget)
+    if entry and CP.same_message(entry, json, messages[position]) then
       stored[position] = existing
     else
       if existing then redis.call('HDEL', keys[3], id) end
@@ -2904,15 +2912,16 @@ end
 -- holds under its client id with the same JSON (others are absent).
 function CP.known_messages(keys, messages, jsons, exists)
   local found = {}
+  local budget = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
     local existing = id and redis.call('HGET', keys[3], id)
-    local entry = existing and redis.call('XRANGE', keys[1], existing, existing)[1]
-    if entry and CP.same_message(entry[2][2], json, messages[position]) then
+    local entry = existing and CP.stored_entry(keys, existing, budget)
+    if entry and CP.same_message(entry, json, messages[position]) then
       found[position] = existing
     end
   end
-  return found
+  return found, budget.read or 0
 end
 
 -- The bytes of JSON a call carries.
@@ -2994,9 +3003,13 @@ function CP.settled(keys, room)
   for _, group in ipairs(room.changed) do
     local value = CP.group_value(group.path, group.writes)
     local count = group.count
-    if count then
+    if count and #value <= CP.FOLD_BYTES then
       count.folded = value
       redis.call('HSET', keys[5], group.member, CP.count_value(count.n, count.first, value))
+    elseif count then  -- a SETTLE made it longer than the count holds: a field of its own
+      count.folded = nil
+      redis.call('HSET', keys[5], group.field, value, group.member,
+        CP.count_value(count.n, count.first))
     else
       redis.call('HSET', keys[5], group.field, value)
     end
@@ -3874,14 +3887,14 @@ function CP.cp_writes(keys, args)
   end
   local inline_first = n == 0 or first_group ~= nil  -- the count holds group 1's name
 
-  local stored
+  local stored, looked_up = nil, 0
   if lookup then
-    stored = CP.known_messages(keys, messages, jsons, exists)
+    stored, looked_up = CP.known_messages(keys, messages, jsons, exists)
   else
     stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   end
   local state = {key = keys[5], member = member, n = n, first_group = first_group,
-    inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = 0,
+    inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = looked_up,
     folded = folded, folded_name = folded and first_group, first_body = folded,
     fold = options.FOLD and true or false}
   local added = 0
@@ -3929,7 +3942,7 @@ function CP.cp_writes(keys, args)
   collect_garbage()
   -- the :w fields this call looked at (the count, one name per write, and
   -- per task the newest group and each group it starts), and the bytes of
-  -- stored groups it read
+  -- stored groups and KNOWN messages' entries it read
   if COUNT_WORK then return {state.looked .. ' ' .. state.read, added} end
   return added
 end

@@ -402,3 +402,51 @@ def test_writes_fold_or_not_read_the_same() -> None:
         check()
     finally:
         stop_redis(server)
+
+
+def test_known_lookups_read_at_most_twice_what_the_call_carries(client: redis.Redis) -> None:
+    """KNOWN messages naming a long stored message by its id: the call reads stored entries
+    to compare only while twice what it carries and READ_BYTES last (and one entry more)."""
+    from conftest import checkpoint_library
+
+    keys = cp.thread_keys("w:", "known-big")
+    put(client, keys)
+    big = b'{"type":"human","data":{"content":"' + b"x" * 100_000 + b'","id":"big"}}'
+    client.execute_command("FCALL", "chathist_append", 3, *keys[:3], "MESSAGES", big)
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    small = b'{"type":"human","data":{"content":"x","id":"big"}}'
+    args: list[object] = ["WRITES", MEMBER, 1, "t", 0, "", "ch", b"v", "IFKNOWN", 1, 1, 300]
+    work, added = client.execute_command(
+        "FCALL", cp.CP_WRITES, 6, *keys, *args, "KNOWN", *[small] * 300
+    )
+    assert added == 1
+    read = int(work.decode().split()[1])
+    assert read <= 2 * 300 * len(small) + 262144 + len(big)
+    client.function_load(library_source(), replace=True)
+    assert stored(client, keys) == [("t", 0, "ch", b"v")]  # not known: the value is kept
+
+
+def test_a_settle_that_outgrows_a_folded_group_moves_it_to_its_field(client: redis.Redis) -> None:
+    """A SETTLE's runs may be longer than the value they replace: a folded group that becomes
+    longer than FOLD_BYTES leaves the count, which later calls read whole."""
+    keys = cp.thread_keys("w:", "settle-grows")
+    put(client, keys)
+    items = [("t", i, "", "ch", b"v") for i in range(60)]
+    assert fold_writes(client, keys, items, fold=True) == 60
+    assert client.hlen(keys[4]) == 1
+    one = b'{"type":"human","data":{"content":"hi","id":"h1"}}'
+    sha1 = __import__("hashlib").sha1(b"v").hexdigest()
+    runs = " ".join(["#1..#1"] * 40)
+    settles = []
+    for i in range(60):
+        settles += ["SETTLE", MEMBER, f"t\x00{i}\x000", sha1, runs]
+    client.execute_command(
+        "FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", cp.member("", "c2"), "0\np",
+        *settles, "MESSAGES", one,
+    )  # fmt: skip
+    count = client.hget(keys[4], MEMBER)
+    assert count == b"1\0t\x000"
+    group = client.hget(keys[4], MEMBER + b"\0=t\x000")
+    assert group is not None and len(group) > 4096
+    writes = cp.decode_write_fields(client.hscan_iter(keys[4]))
+    assert len(writes) == 60 and all(w.value.startswith(cp.REFS_MARK) for w in writes)

@@ -177,3 +177,40 @@ def test_a_saver_knows_messages_stored_whole_before(
     )
     got = new.get_tuple(second)
     assert got is not None and got.checkpoint["channel_values"]["messages"] == longer
+
+
+@pytest.mark.parametrize(
+    "edited",
+    [
+        {"content": "x", "id": "m", "artifact": None, "tool_call_id": "c", "status": "success"},
+        {"content": "x", "id": "m", "tool_call_id": "c", "status": "success", "extra": False},
+        {"content": "x", "id": "m", "tool_call_id": "c", "status": "success", "artifact": {}},
+        {"content": "x", "id": "m", "tool_call_id": "c", "status": "success", "artifact": [1.0]},
+        {"content": [], "id": "m", "tool_call_id": "c", "status": "success", "artifact": []},
+    ],
+)
+def test_an_edit_of_an_empty_field_is_an_edit(
+    redis_url: str, client: redis.Redis, edited: dict[str, object]
+) -> None:
+    """The library takes a whole dict and its compact form as the same message, byte for
+    byte: any other difference (an empty value changed, 1 and 1.0, {} and []) is an edit,
+    stored anew."""
+    pytest.importorskip("langgraph")
+    from redis_chat_history import _checkpoint_protocol as cp
+    from redis_chat_history.checkpoint import RedisChatSaver
+
+    RedisChatSaver(redis_url).put(  # loads the library
+        {"configurable": {"thread_id": "load", "checkpoint_ns": ""}},
+        {"v": 1, "id": "1", "ts": "", "channel_values": {}, "channel_versions": {},
+         "versions_seen": {}, "updated_channels": None},
+        {},
+        {},
+    )  # fmt: skip
+    keys = cp.thread_keys("chat:", "edits")
+    first = {"content": "x", "id": "m", "tool_call_id": "c", "status": "success", "artifact": [1]}
+    stored = encode_stored({"type": "tool", "data": first})
+    client.fcall("chathist_append", 3, *keys[:3], "MESSAGES", stored)
+    message = encode_stored({"type": "tool", "data": edited})
+    client.fcall(cp.CP_PUT, 6, *keys, "CHECKPOINT", b"\0c1", b"17\nMmessages\t#1..#1\n",
+                 "MESSAGES", message)  # fmt: skip
+    assert client.xlen(keys[0]) == 2
