@@ -374,12 +374,17 @@ end
 
 -- The stream id stored for a client message id, if that entry still exists
 -- (the messages key may have been evicted or trimmed since).
-local function stored_id(keys, id)
+-- Reading an entry copies it: a call reads entries to check while
+-- budget.bytes lasts (twice the JSON it carries and 256 KiB, and one entry
+-- more, however long the messages its ids name); past that a message is
+-- stored anew (a retry of tiny messages naming huge ones costs memory).
+local function stored_id(keys, id, budget)
   local existing = redis.call('HGET', keys[3], id)
-  if existing and #redis.call('XRANGE', keys[1], existing, existing) > 0 then
-    return existing
-  end
-  return nil
+  if not existing or budget.bytes <= 0 then return nil end
+  local entry = redis.call('XRANGE', keys[1], existing, existing)[1]
+  if not entry then return nil end
+  budget.bytes = budget.bytes - #entry[2][2]
+  return existing
 end
 
 ------------------------------------------------------------------------------
@@ -1509,10 +1514,11 @@ end
 -- in ids, or new ones ("*") when ids is nil; returns the stream ids. A
 -- message whose client id is stored already is not stored again.
 local function store_messages(keys, jsons, messages, ids, state)
-  local stream_ids, seen = {}, {}
+  local stream_ids, seen, budget = {}, {}, {bytes = 262144}
+  for _, json in ipairs(jsons) do budget.bytes = budget.bytes + 2 * #json end
   for position, json in ipairs(jsons) do
     local id = client_id(messages[position])
-    local existing = id and (seen[id] or stored_id(keys, id))
+    local existing = id and (seen[id] or stored_id(keys, id, budget))
     if existing then
       stream_ids[position] = existing
     else

@@ -266,3 +266,18 @@ def test_clear_and_delete_work_at_maxmemory(redis_server: Any) -> None:
     finally:
         client.config_set("maxmemory", 0)
     client.close()
+
+
+def test_an_append_reads_the_entries_its_ids_name_within_a_budget(raw: RawSession) -> None:
+    """A message whose id is stored is not stored again; checking that its entry still
+    exists copies it. Tiny messages naming a long stored one by id: the call checks while
+    twice what it carries and 256 KiB last, then stores the message anew (a retry of its
+    own messages always fits), so it reads about 3 of the 100 KB entries, not 300."""
+    big = json.dumps({"type": "human", "data": {"content": "x" * 100_000, "id": "big"}})
+    first = raw.call("append", "MESSAGES", big)
+    tiny = json.dumps({"type": "human", "data": {"content": "x", "id": "big"}})
+    ids = raw.call("append", "MESSAGES", *[tiny] * 300)
+    assert 1 <= ids.count(first[0]) <= 4
+    assert raw.client.xlen(raw.keys[0]) == 2
+    # a retry of the long message itself fits the budget: not stored again
+    assert raw.call("append", "MESSAGES", big) == [ids[-1]]
