@@ -27,8 +27,9 @@ or does not match. Fields:
                     at the next write. Search scans unless it is '2'.
   "\0b"             total bytes of the stored message JSON (for MAXBYTES)
   "\0e"             epoch: the ms time of the first indexed message
-  "\0r" <k>         pending record k (k = 1, 2, ...): the text of one of the
-                    newest messages, not yet in the fields below; every
+  "\0r" <k>         pending record k (k = 1, 2, ...): the stream id of one of
+                    the newest messages, not yet in the fields below (1.6;
+                    before, its text: the stream holds it); every
                     PENDING_RECORDS of them are folded in, in one pass
   "\0n"             the pending records' count and first stream id
   "\0f"             the JSON bytes of the messages written since the last
@@ -919,10 +920,12 @@ finish_write reads them all: it folds the records once there are
 PENDING_RECORDS (or PENDING_BYTES of JSON) and saves the rest.
 ]]
 
--- Pending postings: the newest messages' terms, one record each, in fields
+-- Pending postings: the newest messages, one record each, in fields
 -- "\0r" <k> (k = 1, 2, ...), written without reading anything back and
 -- folded into the index PENDING_RECORDS at a time: one hash update per term
--- and fold instead of one per term and message. A record is
+-- and fold instead of one per term and message. A record is stored as its
+-- message's stream id (1.6; see RECORDS.texts); its text, made at a fold or
+-- a search (or stored so by 1.5), is
 --   <stream id> "\0a" <type> "\0" <lower-cased text>    ASCII text, or
 --   <stream id> "\0u\0" <term> "\0" <term> ... "\0"    its terms (type first),
 -- so that ASCII text, most text, is split into words once, when folded.
@@ -964,6 +967,43 @@ local function record_field(k)
   return RECORD_MARK .. decimal(k)
 end
 
+local RECORDS = {}  -- pending records' helpers (Lua allows 200 locals)
+
+-- The texts of stored pending records (values, in order; those removed,
+-- false or in skip, left out): since 1.6 a record is its message's stream
+-- id alone, and the text is made again from the stream (the newest
+-- messages' JSON, under PENDING_BYTES, is not kept twice), read in one
+-- XRANGE over the records' ids; a record of 1.5 holds its text. A record
+-- whose message is gone is left out.
+function RECORDS.texts(keys, values, count, skip)
+  local low, high
+  for k = 1, count do
+    local value = values[k]
+    if value and not (skip and skip[k]) and not string.find(value, '\0', 1, true) then
+      low, high = low or value, value
+    end
+  end
+  local found = {}
+  if low then
+    for _, entry in ipairs(redis.call('XRANGE', keys[1], low, high)) do
+      found[entry[1]] = entry[2][2]
+    end
+  end
+  local texts = {}
+  for k = 1, count do
+    local value = values[k]
+    if value and not (skip and skip[k]) then
+      if string.find(value, '\0', 1, true) then
+        texts[#texts + 1] = value
+      else
+        local message = found[value] and decode_stored(found[value])
+        if message then texts[#texts + 1] = pending_record(value, message) end
+      end
+    end
+  end
+  return texts
+end
+
 -- The names of pending record fields 1..count and their values, in order
 -- (false for a record since removed).
 local function read_records(index_key, count)
@@ -977,7 +1017,7 @@ end
 -- Parses a pending record: {id, ms, seq, ascii, type, raw, from}: its text
 -- (lower-cased for ASCII records, else "\0" term "\0" term ... "\0") is
 -- raw from position from on, searched in place.
-local function parse_record(record)
+function RECORDS.parse(record)
   local cut = string.find(record, '\0', 1, true)
   local id = string.sub(record, 1, cut - 1)
   local ms, seq = parse_full_id(id)
@@ -992,20 +1032,20 @@ local function parse_record(record)
 end
 
 -- The count and first id of the pending records, from their meta value.
-local function parse_records_meta(value)
+function RECORDS.meta(value)
   if not value then return 0, nil end
   local count, first = string.match(value, '^(%d+) (.*)$')
   return tonumber(count), first
 end
 
 -- The pending records stored in the index hash, oldest first.
-local function stored_records(index_key, records_meta)
+local function stored_records(keys, records_meta)
   local records = {}
-  local count = parse_records_meta(records_meta)
+  local count = RECORDS.meta(records_meta)
   if count == 0 then return records end
-  local _, values = read_records(index_key, count)
-  for k = 1, count do
-    if values[k] then records[#records + 1] = parse_record(values[k]) end
+  local _, values = read_records(keys[2], count)
+  for _, text in ipairs(RECORDS.texts(keys, values, count)) do
+    records[#records + 1] = RECORDS.parse(text)
   end
   return records
 end
@@ -1253,7 +1293,7 @@ local function prepare_write(keys, noindex, exists, token)
   state.orphans, state.stored_orphans = meta[12] ~= false, meta[12] ~= false
   if format == INDEX_FORMAT and total then
     state.indexed, state.total = true, total
-    state.count, state.first = parse_records_meta(meta[3] or nil)
+    state.count, state.first = RECORDS.meta(meta[3] or nil)
     state.unfolded = tonumber(meta[5] or nil) or 0
   elseif format == NOINDEX_FORMAT and total then
     state.total = total
@@ -1280,7 +1320,7 @@ local function add_record(state, stream_id, message, bytes)
   state.count = state.count + 1
   state.unfolded = state.unfolded + bytes
   state.first = state.first or stream_id
-  state.fresh[#state.fresh + 1] = {k = state.count, text = pending_record(stream_id, message)}
+  state.fresh[#state.fresh + 1] = {k = state.count, id = stream_id, message = message}
   state.changed = true
 end
 
@@ -1296,9 +1336,7 @@ local function find_record(keys, state, stream_id, ms, seq)
     for k = 1, stored do
       if values[k] then state.where[string.match(values[k], '^[^%z]+')] = k end
     end
-    for _, fresh in ipairs(state.fresh) do
-      state.where[string.match(fresh.text, '^[^%z]+')] = fresh.k
-    end
+    for _, fresh in ipairs(state.fresh) do state.where[fresh.id] = fresh.k end
   end
   return state.where[stream_id]
 end
@@ -1388,11 +1426,10 @@ local function finish_write(keys, state)
     if state.count >= PENDING_RECORDS
         or (state.count > 0 and state.unfolded >= PENDING_BYTES) then
       local fields, values = read_records(keys[2], old)
-      local texts = {}
-      for k = 1, old do
-        if values[k] and not state.removed[k] then texts[#texts + 1] = values[k] end
+      local texts = RECORDS.texts(keys, values, old, state.removed)
+      for _, record in ipairs(fresh) do
+        texts[#texts + 1] = pending_record(record.id, record.message)
       end
-      for _, record in ipairs(fresh) do texts[#texts + 1] = record.text end
       fold_records(keys[2], texts)
       if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
       redis.call('HDEL', keys[2], META_RECORDS)
@@ -1407,7 +1444,7 @@ local function finish_write(keys, state)
       if #gone > 0 then redis.call('HDEL', keys[2], unpack(gone)) end
       for _, record in ipairs(fresh) do
         writes[#writes + 1] = record_field(record.k)
-        writes[#writes + 1] = record.text
+        writes[#writes + 1] = record.id
       end
       if state.count > 0 then
         writes[#writes + 1] = META_RECORDS
@@ -2203,7 +2240,7 @@ local function index_search(keys, query)
   for _, field in ipairs(fields) do lookup[#lookup + 1] = field end
   local values = hash_get_many(keys[2], lookup)
   query.largest = tonumber(values[META_LARGEST] or nil)
-  judge_records(keys, hits, fields, stored_records(keys[2], values[META_RECORDS] or nil))
+  judge_records(keys, hits, fields, stored_records(keys, values[META_RECORDS] or nil))
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do

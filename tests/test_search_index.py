@@ -556,3 +556,54 @@ def test_json_with_escaped_or_fullwidth_letters_is_found(raw: RawSession) -> Non
         for mode, count in zip(("ALL", "ANY"), counts, strict=True):
             reply = raw.call("search", query, "MODE", mode, read_only=True)
             assert len(reply) // 2 == count, (query, mode)
+
+
+def test_a_short_session_does_not_keep_its_text_twice(loaded: redis.Redis) -> None:
+    """The index's pending records (the messages not yet folded, here all 40) are their
+    stream ids: the index of a short session takes a fraction of its stream, and searches and
+    the fold read the text from the stream (the same hits before and after the fold)."""
+    import json as json_module
+
+    from redis_chat_history import session_keys
+
+    keys = session_keys("chat:", "short")
+    texts = [f"message {i} about the weather in Paris " * 8 for i in range(40)]
+    for text in texts:
+        stored = json_module.dumps({"type": "human", "data": {"content": text}})
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
+    stream = loaded.memory_usage(keys[0], samples=0)
+    index = loaded.memory_usage(keys[1], samples=0)
+    assert index < 0.5 * stream, (index, stream)
+    assert all(
+        len(value) < 32 for field, value in loaded.hscan_iter(keys[1]) if field.startswith(b"\0r")
+    )
+    before = loaded.fcall_ro("chathist_search", 3, *keys, "message 7", "LIMIT", 50)
+    for i in range(40, 70):  # past 64 pending: a fold
+        stored = json_module.dumps({"type": "human", "data": {"content": f"later {i}"}})
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
+    after = loaded.fcall_ro("chathist_search", 3, *keys, "message 7", "LIMIT", 50)
+    assert before == after and len(before) > 0
+
+
+def test_pending_records_with_their_text_are_read_as_before(loaded: redis.Redis) -> None:
+    """Pending records written by 1.5 hold their text (<id>\\0a<type>\\0<lower-cased text>):
+    1.6 searches them and folds them as it does its own."""
+    import json as json_module
+
+    from redis_chat_history import session_keys
+
+    keys = session_keys("chat:", "old-records")
+    for i in range(10):
+        stored = json_module.dumps({"type": "human", "data": {"content": f"Old Words {i}"}})
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
+    for field, value in list(loaded.hscan_iter(keys[1])):
+        if field.startswith(b"\0r") and b"\0" not in value:
+            content = json_module.loads(loaded.xrange(keys[0], value, value)[0][1][b"m"])
+            text = content["data"]["content"].lower().encode()
+            loaded.hset(keys[1], field, value + b"\0ahuman\0" + text)
+    hits = loaded.fcall_ro("chathist_search", 3, *keys, "words 3", "LIMIT", 50)
+    assert len(hits) == 2 and b"Old Words 3" in hits[1]
+    for i in range(60):  # a fold of old and new records together
+        stored = json_module.dumps({"type": "human", "data": {"content": f"new {i}"}})
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
+    assert loaded.fcall_ro("chathist_search", 3, *keys, "words 3", "LIMIT", 50) == hits
