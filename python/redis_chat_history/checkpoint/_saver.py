@@ -177,7 +177,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         ttl: Seconds of inactivity after which a thread expires; every write renews it.
         search_index: Keep a search index of a new thread's messages (as
             ``RedisChatMessageHistory``'s ``search_index``): without one a thread takes less
-            memory (about a quarter of its messages' JSON) and is searched by a scan.
+            memory (the index keeps its newest messages' stream ids until it folds them in)
+            and is searched by a scan.
         refresh_ttl_on_read: Renew ``ttl`` on reads too (get_tuple, list).
         redis_client: A ready sync client to use instead of ``redis_url``.
         async_redis_client: A ready ``redis.asyncio`` client for the async methods.
