@@ -377,11 +377,16 @@ end
 -- (the messages key may have been evicted or trimmed since).
 -- Reading an entry copies it: a call reads entries to check while
 -- budget.bytes lasts (twice the JSON it carries and 256 KiB, and one entry
--- more, however long the messages its ids name); past that a message is
--- stored anew (a retry of tiny messages naming huge ones costs memory).
+-- more, however long the messages its ids name); past that it trusts the
+-- id map, which the library clears of every message it deletes or trims,
+-- if the stream is there (a stream evicted alone leaves the map behind).
 local function stored_id(keys, id, budget)
   local existing = redis.call('HGET', keys[3], id)
-  if not existing or budget.bytes <= 0 then return nil end
+  if not existing then return nil end
+  if budget.bytes <= 0 then
+    if budget.stream == nil then budget.stream = redis.call('EXISTS', keys[1]) == 1 end
+    return budget.stream and existing or nil
+  end
   local entry = redis.call('XRANGE', keys[1], existing, existing)[1]
   if not entry then return nil end
   budget.bytes = budget.bytes - #entry[2][2]
@@ -970,23 +975,39 @@ end
 local RECORDS = {}  -- pending records' helpers (Lua allows 200 locals)
 
 -- The texts of stored pending records (values, in order; those removed,
--- false or in skip, left out): since 1.6 a record is its message's stream
--- id alone, and the text is made again from the stream (the newest
--- messages' JSON, under PENDING_BYTES, is not kept twice), read in one
--- XRANGE over the records' ids; a record of 1.5 holds its text. A record
--- whose message is gone is left out.
+-- false or in skip, left out), and the stream entries read: since 1.6 the
+-- record of an ASCII message is its stream id alone, and the text is made
+-- again from the stream (the newest messages' JSON, under PENDING_BYTES, is
+-- not kept twice), read in one XRANGE over the records' ids with a COUNT of
+-- their number (entries another client added between them are not read)
+-- and a record it did not reach alone; other records (1.5's, non-ASCII
+-- text) hold their text or terms. A record whose message is gone is left
+-- out.
 function RECORDS.texts(keys, values, count, skip)
-  local low, high
+  local low, high, ids = nil, nil, {}
   for k = 1, count do
     local value = values[k]
     if value and not (skip and skip[k]) and not string.find(value, '\0', 1, true) then
       low, high = low or value, value
+      ids[#ids + 1] = value
     end
   end
-  local found = {}
+  local found, read = {}, 0
   if low then
-    for _, entry in ipairs(redis.call('XRANGE', keys[1], low, high)) do
-      found[entry[1]] = entry[2][2]
+    -- At most as many entries as there are records: entries another client
+    -- added between them do not make the read longer; a record the read
+    -- did not reach is read alone.
+    local entries = redis.call('XRANGE', keys[1], low, high, 'COUNT', #ids)
+    for _, entry in ipairs(entries) do found[entry[1]] = entry[2][2] end
+    read = #entries
+    if #entries == #ids then
+      for _, id in ipairs(ids) do
+        if not found[id] then
+          local entry = redis.call('XRANGE', keys[1], id, id)[1]
+          if entry then found[id] = entry[2][2] end
+          read = read + 1
+        end
+      end
     end
   end
   local texts = {}
@@ -1001,7 +1022,7 @@ function RECORDS.texts(keys, values, count, skip)
       end
     end
   end
-  return texts
+  return texts, read
 end
 
 -- The names of pending record fields 1..count and their values, in order
@@ -1038,16 +1059,16 @@ function RECORDS.meta(value)
   return tonumber(count), first
 end
 
--- The pending records stored in the index hash, oldest first.
+-- The pending records stored in the index hash, oldest first, and the
+-- stream entries read to make their texts.
 local function stored_records(keys, records_meta)
   local records = {}
   local count = RECORDS.meta(records_meta)
-  if count == 0 then return records end
+  if count == 0 then return records, 0 end
   local _, values = read_records(keys[2], count)
-  for _, text in ipairs(RECORDS.texts(keys, values, count)) do
-    records[#records + 1] = RECORDS.parse(text)
-  end
-  return records
+  local texts, read = RECORDS.texts(keys, values, count)
+  for _, text in ipairs(texts) do records[#records + 1] = RECORDS.parse(text) end
+  return records, read
 end
 
 -- The stream id that starts a pending record (or an entry), parsed.
@@ -1320,7 +1341,12 @@ local function add_record(state, stream_id, message, bytes)
   state.count = state.count + 1
   state.unfolded = state.unfolded + bytes
   state.first = state.first or stream_id
-  state.fresh[#state.fresh + 1] = {k = state.count, id = stream_id, message = message}
+  -- A record of non-ASCII text keeps its terms (tokenizing them again at
+  -- every search of the session would cost far more than the search).
+  local text = pending_record(stream_id, message)
+  local ascii = string.byte(text, #stream_id + 2) == ASCII_RECORD
+  state.fresh[#state.fresh + 1] = {k = state.count, id = stream_id, text = text,
+    value = ascii and stream_id or text}
   state.changed = true
 end
 
@@ -1428,7 +1454,7 @@ local function finish_write(keys, state)
       local fields, values = read_records(keys[2], old)
       local texts = RECORDS.texts(keys, values, old, state.removed)
       for _, record in ipairs(fresh) do
-        texts[#texts + 1] = pending_record(record.id, record.message)
+        texts[#texts + 1] = record.text
       end
       fold_records(keys[2], texts)
       if old > 0 then redis.call('HDEL', keys[2], unpack(fields)) end
@@ -1444,7 +1470,7 @@ local function finish_write(keys, state)
       if #gone > 0 then redis.call('HDEL', keys[2], unpack(gone)) end
       for _, record in ipairs(fresh) do
         writes[#writes + 1] = record_field(record.k)
-        writes[#writes + 1] = record.id
+        writes[#writes + 1] = record.value
       end
       if state.count > 0 then
         writes[#writes + 1] = META_RECORDS
@@ -2240,7 +2266,9 @@ local function index_search(keys, query)
   for _, field in ipairs(fields) do lookup[#lookup + 1] = field end
   local values = hash_get_many(keys[2], lookup)
   query.largest = tonumber(values[META_LARGEST] or nil)
-  judge_records(keys, hits, fields, stored_records(keys, values[META_RECORDS] or nil))
+  local pending, read = stored_records(keys, values[META_RECORDS] or nil)
+  work.entries = work.entries + read  -- the entries its pending messages' texts came from
+  judge_records(keys, hits, fields, pending)
   local epoch = tonumber(values[META_EPOCH] or nil)
   local cursors = {}
   for _, field in ipairs(fields) do

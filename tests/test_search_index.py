@@ -607,3 +607,22 @@ def test_pending_records_with_their_text_are_read_as_before(loaded: redis.Redis)
         stored = json_module.dumps({"type": "human", "data": {"content": f"new {i}"}})
         loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
     assert loaded.fcall_ro("chathist_search", 3, *keys, "words 3", "LIMIT", 50) == hits
+
+
+def test_a_pending_message_of_other_scripts_keeps_its_terms(loaded: redis.Redis) -> None:
+    """A pending record of non-ASCII text keeps its terms (tokenizing them again at every
+    search would cost far more than the search); an ASCII one is its stream id alone."""
+    import json as json_module
+
+    from redis_chat_history import session_keys
+
+    keys = session_keys("chat:", "scripts")
+    for text in ["天气很好 北京", "plain words here"]:
+        stored = json_module.dumps({"type": "human", "data": {"content": text}}, ensure_ascii=False)
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored)
+    records = sorted(v for f, v in loaded.hscan_iter(keys[1]) if f.startswith(b"\0r"))
+    assert len(records) == 2
+    assert sum(b"\0u\0" in value for value in records) == 1
+    assert sum(b"\0" not in value for value in records) == 1
+    assert len(loaded.fcall_ro("chathist_search", 3, *keys, "北京", "LIMIT", 5)) == 2
+    assert len(loaded.fcall_ro("chathist_search", 3, *keys, "words", "LIMIT", 5)) == 2
