@@ -4344,6 +4344,21 @@ function CP.is_shaped_or_bytes(value)
   return runs ~= nil and runs ~= '' and #value > #runs + 3 and CP.check_runs(runs, 0) ~= false
 end
 
+-- True unless a :w field copied from a dump holds a group (in a field of
+-- its own, or folded into a count) with a malformed shaped value.
+function CP.group_values_ok(field, value)
+  local body = string.find(field, '\0=', 1, true) and value
+  if not body then
+    local at = string.find(value, '\0=', 1, true)
+    body = at and string.sub(value, at + 2)
+  end
+  local parts = body and CP.read_netstrings(body)
+  for i = 3, parts and #parts or 0, 3 do
+    if not CP.is_shaped_or_bytes(parts[i]) then return false end
+  end
+  return true
+end
+
 function CP.cp_load(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
@@ -4359,7 +4374,8 @@ function CP.cp_load(keys, args)
     if (which ~= 'C' and which ~= 'W') or not args[i + 2] then
       return fail('BADARG', 'expected C|W <field> <value> ... [ENTRIES id json ...]')
     end
-    if which == 'C' and not CP.is_shaped_or_bytes(args[i + 2]) then
+    if (which == 'C' and not CP.is_shaped_or_bytes(args[i + 2]))
+        or (which == 'W' and not CP.group_values_ok(args[i + 1], args[i + 2])) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed shaped value')
     end
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'

@@ -434,3 +434,20 @@ def test_a_message_list_blob_is_bytes_and_a_forged_shaped_copy_is_refused(
         with pytest.raises(redis.ResponseError, match="malformed shaped value"):
             loaded.fcall(cp.CP_LOAD, 6, *keys, "C", b"b\0y\x001", value)
     assert not loaded.hexists(keys[3], b"b\0y\x001")
+
+
+def test_cp_load_refuses_a_malformed_shaped_write(loaded: redis.Redis) -> None:
+    """A copied group (in its own field, or folded into a count) whose write value is a
+    malformed shaped value is refused like a copied channel value."""
+    keys = cp.thread_keys("chat:", "forged-w")
+    bad = b"\x01Tno newline"
+    group = b"0:" + b"8:messages" + str(len(bad)).encode() + b":" + bad
+    for field, value in [
+        (b"\0c1\0=t\x000", group),
+        (b"\0c1", b"1\0t\x000\0=" + group),
+    ]:
+        with pytest.raises(redis.ResponseError, match="malformed shaped value"):
+            loaded.fcall(cp.CP_LOAD, 6, *keys, "W", field, value)
+    assert loaded.exists(*keys) == 0
+    good = b"0:8:messages5:bytes"
+    assert loaded.fcall(cp.CP_LOAD, 6, *keys, "W", b"\0c1\0=t\x000", good) == 1
