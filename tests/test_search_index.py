@@ -626,3 +626,27 @@ def test_a_pending_message_of_other_scripts_keeps_its_terms(loaded: redis.Redis)
     assert sum(b"\0" not in value for value in records) == 1
     assert len(loaded.fcall_ro("chathist_search", 3, *keys, "北京", "LIMIT", 5)) == 2
     assert len(loaded.fcall_ro("chathist_search", 3, *keys, "words", "LIMIT", 5)) == 2
+
+
+def test_entries_added_around_the_library_are_found_after_a_reindex(loaded: redis.Redis) -> None:
+    """As docs/PROTOCOL.md says: entries another client XADDs are never indexed, and a
+    search may miss the library's messages stored just before them; a reindex finds all."""
+    import json as json_module
+
+    from redis_chat_history import RedisChatMessageHistory, session_keys
+
+    keys = session_keys("chat:", "around")
+
+    def stored(text: str) -> str:
+        return json_module.dumps({"type": "human", "data": {"content": text}})
+
+    loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored("alpha one"))
+    for i in range(100):
+        loaded.xadd(keys[0], {"m": stored(f"raw {i}")})
+    for i in range(70):
+        loaded.fcall("chathist_append", 3, *keys, "MESSAGES", stored(f"filler {i}"))
+    pool = loaded.connection_pool.connection_kwargs
+    history = RedisChatMessageHistory("around", redis_url=f"redis://{pool['host']}:{pool['port']}")
+    history.reindex()
+    assert len(loaded.fcall_ro("chathist_search", 3, *keys, "alpha", "LIMIT", 10)) == 2
+    assert len(loaded.fcall_ro("chathist_search", 3, *keys, "raw", "LIMIT", 10)) == 20
