@@ -2930,11 +2930,6 @@ function CP.store_chunks(state, group, chunks)
   end
 end
 
--- Stores the messages args[first..] of a checkpoint call in the session:
--- one whose client id is stored with the same JSON is not stored again; one
--- whose id is stored with other JSON (an edited message) is stored anew and
--- the id map points to it. noindex: a session this call creates keeps no
--- search index (as append's NOINDEX). Returns the stream id of each message.
 -- The data fields the Python client leaves out (since 1.6) while they hold
 -- the empty default of LangChain's class, as a whole dict writes them.
 CP.EMPTY_FIELDS = {'"additional_kwargs":{}', '"response_metadata":{}', '"name":null',
@@ -2979,17 +2974,37 @@ function CP.stored_entry(keys, stream_id, budget)
   return json
 end
 
-function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
-  local stored, fresh_jsons, fresh_messages, where = {}, {}, {}, {}
+-- A call's messages looked up by client id: the stream id of each that the
+-- session holds under its id as the same message (CP.same_message), the
+-- bytes of stored entries read (within CP.stored_entry's budget), and the
+-- positions whose id the map names otherwise (an edit, or an entry gone).
+function CP.known_messages(keys, messages, jsons, exists)
+  local found, named = {}, {}
   local budget = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES}
   for position, json in ipairs(jsons) do
     local id = exists and client_id(messages[position])
     local existing = id and redis.call('HGET', keys[3], id)
     local entry = existing and CP.stored_entry(keys, existing, budget)
     if entry and CP.same_message(entry, json, messages[position]) then
-      stored[position] = existing
-    else
-      if existing then redis.call('HDEL', keys[3], id) end
+      found[position] = existing
+    elseif existing then
+      named[position] = true
+    end
+  end
+  return found, budget.read or 0, named
+end
+
+-- Stores the messages of a checkpoint call in the session: one whose client
+-- id is stored as the same message is not stored again; one whose id is
+-- stored otherwise (an edited message) is stored anew and the id map points
+-- to it. noindex: a session this call creates keeps no search index (as
+-- append's NOINDEX). Returns the stream id of each message.
+function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
+  local stored, _, named = CP.known_messages(keys, messages, jsons, exists)
+  local fresh_jsons, fresh_messages, where = {}, {}, {}
+  for position, json in ipairs(jsons) do
+    if not stored[position] then
+      if named[position] then redis.call('HDEL', keys[3], client_id(messages[position])) end
       fresh_jsons[#fresh_jsons + 1] = json
       fresh_messages[#fresh_messages + 1] = messages[position]
       where[#fresh_jsons] = position
@@ -3004,22 +3019,6 @@ function CP.store_thread_messages(keys, messages, jsons, exists, noindex)
     for k, stream_id in ipairs(ids) do stored[where[k]] = stream_id end
   end
   return stored
-end
-
--- KNOWN messages of a writes call: the stream id of each that the session
--- holds under its client id with the same JSON (others are absent).
-function CP.known_messages(keys, messages, jsons, exists)
-  local found = {}
-  local budget = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES}
-  for position, json in ipairs(jsons) do
-    local id = exists and client_id(messages[position])
-    local existing = id and redis.call('HGET', keys[3], id)
-    local entry = existing and CP.stored_entry(keys, existing, budget)
-    if entry and CP.same_message(entry, json, messages[position]) then
-      found[position] = existing
-    end
-  end
-  return found, budget.read or 0
 end
 
 -- The bytes of JSON a call carries.

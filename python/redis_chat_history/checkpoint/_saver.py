@@ -113,6 +113,12 @@ def _message_list(value: Any) -> list[bytes] | None:
     return [lc.encode_message(item) for item in value]
 
 
+def _message_key(json_bytes: bytes) -> bytes:
+    """The digest a message is known by: of its canonical JSON, so that a message stored
+    whole (before 1.6, or a subclass) and its compact form are the same message."""
+    return cp.digest(lc.canonical_json(json_bytes))
+
+
 def _messages(jsons: Sequence[bytes]) -> list[BaseMessage]:
     return messages_from_dict([json.loads(item) for item in jsons])
 
@@ -127,6 +133,13 @@ class Written(NamedTuple):
     digests: list[bytes]
     first: int
     shape: _shapes.Shape | None = None
+
+
+def _evict(table: OrderedDict[Any, Any], key: Any) -> None:
+    """Marks key as a per-checkpoint table's newest entry and keeps the VIEWS_KEPT newest."""
+    table.move_to_end(key)
+    while len(table) > VIEWS_KEPT:
+        table.popitem(last=False)
 
 
 def _within_budget(
@@ -293,17 +306,13 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         key = (thread_id, ns, checkpoint_id)
         with self._lock:
             self._views[key] = (view, blobs)
-            self._views.move_to_end(key)
-            while len(self._views) > VIEWS_KEPT:
-                self._views.popitem(last=False)
+            _evict(self._views, key)
 
     def _keep(self, table: OrderedDict[Any, list[Any]], key: Any, items: list[Any]) -> None:
         """Adds items to a per-checkpoint table of the saver, the latest VIEWS_KEPT kept."""
         with self._lock:
             table.setdefault(key, []).extend(items)
-            table.move_to_end(key)
-            while len(table) > VIEWS_KEPT:
-                table.popitem(last=False)
+            _evict(table, key)
 
     def _settles(
         self,
@@ -326,7 +335,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             for ident, key in zip(plan.ids, plan.digests, strict=True):
                 if ident.startswith("#"):
                     new.setdefault(key, ident)
-        texts = _texts_known(values, plans)
+        # the digests of the put's long texts, made only if a write or value is shaped
+        texts = (
+            _texts_known(values, plans)
+            if stored or any(item.shape is not None for item in written)
+            else {}
+        )
         settles = []
         for item in written:
             runs: str | None
@@ -383,7 +397,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         view = {}
         for channel, runs in raw.record.runs.items():
             view[channel] = [
-                (stream_id, cp.digest(lc.canonical_json(json_bytes)), f"{channel}:{run}")
+                (stream_id, _message_key(json_bytes), f"{channel}:{run}")
                 for stream_id, json_bytes, run in cp.view_of(runs, raw.entries)
             ]
         return view
@@ -549,7 +563,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         messages: list[bytes] = []
         plans: dict[str, cp.ListPlan] = {}
         for name, jsons in lists.items():
-            keys_of = [cp.digest(lc.canonical_json(item)) for item in jsons]
+            keys_of = [_message_key(item) for item in jsons]
             plan = cp.plan_list(jsons, known, len(messages) + 1, keys_of)  # type: ignore[arg-type]
             plans[name] = plan
             record.runs[name] = plan.runs
@@ -674,7 +688,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 data = _typed(self.serde, value)
                 index = WRITES_IDX_MAP.get(channel, idx)
                 if jsons and with_ids and not self.writes_in_session:
-                    digests = [cp.digest(lc.canonical_json(item)) for item in jsons]
+                    digests = [_message_key(item) for item in jsons]
                     sha1 = hashlib.sha1(data).hexdigest()
                     lists.append(Written(task_id, index, sha1, digests, first_index))
                     if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
