@@ -231,3 +231,33 @@ def test_the_order_set_in_pages_lists_as_a_sorted_set_of_members_would() -> None
         check()
     finally:
         stop_redis(server)
+
+
+def test_the_order_set_work_of_a_put_and_a_list_does_not_grow_with_the_thread() -> None:
+    """A put reads and rewrites one page of the order set, a list of 5 reads a page or two,
+    however many checkpoints the thread holds (commands inside the function are counted by
+    INFO commandstats)."""
+    from redis_chat_history.local_server import start_redis, stop_redis
+
+    server = start_redis()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.function_load(library_source(), replace=True)
+        keys = cp.thread_keys("o:", "many")
+        for n in range(1000):
+            member = cp.member("", f"{n:08d}")
+            client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", member, "0\n")
+
+        def calls(name: str) -> int:
+            stats = client.info("commandstats").get(f"cmdstat_{name}", {})
+            return int(stats.get("calls", 0))
+
+        client.config_resetstat()
+        member = cp.member("", "00001000")
+        client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", member, "0\n")
+        assert calls("zrevrangebylex") == 1 and calls("zadd") <= 2 and calls("zrem") <= 1
+        client.config_resetstat()
+        reply = client.execute_command("FCALL_RO", cp.CP_LIST, 6, *keys, "", "", 5)
+        assert len(reply) == 6 and calls("zrevrangebylex") <= 2
+    finally:
+        stop_redis(server)
