@@ -87,7 +87,7 @@ Contents (sections in this order):
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.6.0'
+local LIBRARY_VERSION = '1.7.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
@@ -2341,6 +2341,12 @@ A record is a header the library reads, then a payload only clients read:
     "P" <parent id>               the parent checkpoint, of the same
                                   namespace (1.5; at most one line, an id
                                   of 1 to 64 bytes)
+    "W" <bytes>                   stored only, the last line (1.7,
+                                  INRECORD): the record's last <bytes>
+                                  bytes are its checkpoint's count of
+                                  writes "1\0<name>\0=<group>", which :w
+                                  then does not hold (a count is read from
+                                  :w first); replies leave both out
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
 meet in the stream). A write is replied as five netstrings (<length> ":"
@@ -2760,9 +2766,7 @@ end
 -- (since 1.5; a 1.4 count is n alone, the name in slot 1), and the first
 -- group itself when the count holds that too (folded, 1.6; a name holds no
 -- "\0=": a task id holds no NUL). nil if it is malformed.
-function CP.write_count(key, member)
-  local count = redis.call('HGET', key, member)
-  if not count then return 0 end
+function CP.parse_count(count)
   local n, rest = string.match(count, '^(%d+)%z(.+)$')
   if n then
     local at = string.find(rest, '\0=', 1, true)
@@ -2770,6 +2774,65 @@ function CP.write_count(key, member)
     return tonumber(n), rest
   end
   return tonumber(string.match(count, '^(%d+)$') or nil)
+end
+
+-- A record's own count of writes (INRECORD, 1.7): a "W<bytes>" header line
+-- says that the record's last <bytes> bytes are its checkpoint's count.
+-- Returns that count (nil if the record holds none, or a malformed one), the
+-- header lines without the "W" line, and where the payload starts and ends.
+function CP.record_parts(record)
+  local lines, payload_at = CP.record_header(record)
+  if not lines then return nil end
+  local kept, size = lines, nil
+  if lines[#lines] and string.byte(lines[#lines], 1) == 87 then  -- "W", the last line
+    size = tonumber(string.match(lines[#lines], '^W(%d%d?%d?%d?%d?%d?%d?%d?%d?)$') or nil)
+    if size then
+      kept = {}
+      for i = 1, #lines - 1 do kept[i] = lines[i] end
+    end
+  end
+  if not size or size > #record - payload_at + 1 then return nil, lines, payload_at, #record end
+  return string.sub(record, -size), kept, payload_at, #record - size
+end
+
+-- A record with its count of writes replaced (count nil: the record as its
+-- client stored it).
+function CP.with_count(record, count)
+  local held, lines, payload_at, payload_end = CP.record_parts(record)
+  if not lines or (not held and not count) then return record end
+  local header = {}
+  for i, line in ipairs(lines) do header[i] = line .. '\n' end
+  if count then header[#header + 1] = 'W' .. #count .. '\n' end
+  header = table.concat(header)
+  return #header .. '\n' .. header .. string.sub(record, payload_at, payload_end) .. (count or '')
+end
+
+-- A checkpoint's count of writes, from its :w field, else from its record
+-- (1.7; the record when it was read, or as given): n, first, folded (as
+-- parse_count), and the record if the record holds the count. 0 when
+-- there is none, nil if it is malformed.
+function CP.write_count(keys, member, record)
+  local count = redis.call('HGET', keys[5], member)
+  if count then return CP.parse_count(count) end
+  if record == nil then record = redis.call('HGET', keys[4], 'c' .. member) end
+  count = record and CP.record_parts(record)
+  if not count then return 0 end
+  local n, first, folded = CP.parse_count(count)
+  return n, first, folded, record
+end
+
+-- Stores a checkpoint's count: in its record (in_record, the record as
+-- read), or in its :w field (then a record that held it no longer does).
+function CP.store_count(keys, member, value, record, in_record)
+  if in_record then
+    record = CP.with_count(record, value)
+    redis.call('HSET', keys[4], 'c' .. member, record)
+    redis.call('HDEL', keys[5], member)
+    return record
+  end
+  redis.call('HSET', keys[5], member, value)
+  if record then redis.call('HSET', keys[4], 'c' .. member, CP.with_count(record, nil)) end
+  return nil
 end
 
 -- The name of a checkpoint's k-th write group.
@@ -3102,11 +3165,13 @@ function CP.settled(keys, room)
     local count = group.count
     if count and #value <= CP.FOLD_BYTES then
       count.folded = value
-      redis.call('HSET', keys[5], group.member, CP.count_value(count.n, count.first, value))
+      count.record = CP.store_count(keys, group.member, CP.count_value(count.n, count.first, value),
+        count.record, count.record ~= nil)
     elseif count then  -- a SETTLE made it longer than the count holds: a field of its own
       count.folded = nil
-      redis.call('HSET', keys[5], group.field, value, group.member,
-        CP.count_value(count.n, count.first))
+      redis.call('HSET', keys[5], group.field, value)
+      count.record = CP.store_count(keys, group.member, CP.count_value(count.n, count.first),
+        count.record, false)
     else
       redis.call('HSET', keys[5], group.field, value)
     end
@@ -3120,10 +3185,12 @@ function CP.settle_count(keys, member, room)
   if count == nil then
     count = false
     local size = redis.call('HSTRLEN', keys[5], member)
+    -- (a count kept in the record, 1.7, is charged with the record)
+    if size == 0 then size = redis.call('HSTRLEN', keys[4], 'c' .. member) end
     if size > 0 and size <= room.bytes then
       room.bytes = room.bytes - size
-      local n, first, folded = CP.write_count(keys[5], member)
-      if n then count = {n = n, first = first, folded = folded} end
+      local n, first, folded, record = CP.write_count(keys, member)
+      if n then count = {n = n, first = first, folded = folded, record = record} end
     end
     room.counts[member] = count
   end
@@ -3254,8 +3321,9 @@ end
 -- READ_ENTRIES writes and one group more (what one write call stored);
 -- each write is replied as five netstrings. Returns the writes, the runs
 -- their values hold, and the k to go on from (0 when all are read).
-function CP.read_writes(key, member, k, meter, wanted)
-  local n, first, folded = CP.write_count(key, member)
+function CP.read_writes(keys, member, k, meter, wanted, record)
+  local key = keys[5]
+  local n, first, folded = CP.write_count(keys, member, record)
   n = n or 0
   local writes, runs = {}, {}
   while k <= n do
@@ -3342,7 +3410,7 @@ function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
     if text and (not wanted or wanted[channel]) then runs[#runs + 1] = text end
   end
   local blobs, next_blob, blob_runs = CP.read_blobs(keys[4], member, lines, 1, meter, wanted)
-  local writes, write_runs, next_write = CP.read_writes(keys[5], member, 1, meter, wanted)
+  local writes, write_runs, next_write = CP.read_writes(keys, member, 1, meter, wanted, record)
   for _, text in ipairs(blob_runs) do runs[#runs + 1] = text end
   for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
   meter.entries_out = {}
@@ -3352,7 +3420,8 @@ function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
       CP.read_run(keys[1], keys[2], item, meter, more)
     end
   end
-  out[#out + 1] = {member, record, writes, blobs, meter.entries_out, next_write, more, next_blob}
+  out[#out + 1] = {member, CP.with_count(record, nil), writes, blobs, meter.entries_out, next_write,
+    more, next_blob}
 end
 
 ------------------------------------------------------------------------------
@@ -3764,7 +3833,7 @@ end
 chathist_cp_put: store one checkpoint of a thread, atomically (1.4;
   SETTLE's write may name its group's first index since 1.5).
   KEYS: the thread's 6 keys (session :m :x :i, then :c :w :k).
-  ARGV: [TTL seconds] [NOINDEX] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
+  ARGV: [TTL seconds] [NOINDEX] [INRECORD] CHECKPOINT <ns "\0" id> <record> (BLOB <field> <value>)*
         (SETTLE <parent "<ns>\0<id>"> <write> <sha1> <runs>)*
         [MESSAGES json...]
     where a write is <task id> "\0" <index>, the first write of its group,
@@ -3776,15 +3845,19 @@ chathist_cp_put: store one checkpoint of a thread, atomically (1.4;
     under its field "b" <ns> "\0" <channel> "\0" <version>. SETTLE names a
     pending write (of the parent) whose value is a list of messages of this
     call: if its stored value's SHA-1 (hex) is sha1, the value becomes the
-    runs (with "#k" resolved), so the messages are kept once. Work: what
-    the call carries (a SETTLE reads the one group it names).
+    runs (with "#k" resolved), so the messages are kept once. A record put
+    again keeps the count of writes it held; INRECORD (1.7): a count in :w
+    that holds the only group moves into the record. Work: what the call
+    carries (a SETTLE reads the one group it names), and the former record
+    and count.
   Reply: {the record as stored (its runs resolved), the stream id of each
   message of MESSAGES}.
 ]]
 function CP.cp_put(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
-  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true}, {NOINDEX = true})
+  local options, at = read_options(args, 1, {TTL = true}, {CHECKPOINT = true},
+    {NOINDEX = true, INRECORD = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3872,7 +3945,20 @@ function CP.cp_put(keys, args)
 
   local stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   record = CP.resolve_record(keys[1], record, stored)
-  redis.call('HSET', keys[4], 'c' .. member, record)
+  -- a record put again keeps the count of writes its former self held (1.7)
+  local former = redis.call('HGET', keys[4], 'c' .. member)
+  local held = former and CP.record_parts(former)
+  if not held and options.INRECORD then
+    -- INRECORD (1.7): a count stored before the record, that holds its only
+    -- group, moves into it
+    local count = redis.call('HGET', keys[5], member)
+    local n, _, folded = CP.parse_count(count or '')
+    if n == 1 and folded then
+      held = count
+      redis.call('HDEL', keys[5], member)
+    end
+  end
+  redis.call('HSET', keys[4], 'c' .. member, held and CP.with_count(record, held) or record)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   CP.order_add(keys[6], member)
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
@@ -3891,7 +3977,7 @@ end
 chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
   in groups since 1.5).
   KEYS: the thread's 6 keys.
-  ARGV: [TTL seconds] [NOINDEX] [FOLD] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
+  ARGV: [TTL seconds] [NOINDEX] [FOLD | INRECORD] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
         <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
         [MESSAGES json... | KNOWN json...]
     A task id holds no NUL byte. A (task id, index) twice in the call is
@@ -3899,7 +3985,8 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
     call's writes of one task and path go to groups (see :w above), merged
     into the newest stored group when that is the task's and short (FOLD,
     1.6: a first group the call makes is kept in the count while it takes
-    at most FOLD_BYTES). A write
+    at most FOLD_BYTES; INRECORD, 1.7: FOLD, and a count that holds the only
+    group goes into the record, if it is stored). A write
     whose (task id, index) that group holds, or that is the first of another
     stored group, is kept as it was, unless its index is negative (a special
     channel: error, interrupt...), which replaces it; a reader keeps the
@@ -3918,7 +4005,7 @@ function CP.cp_writes(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
   local options, at = read_options(args, 1, {TTL = true}, {WRITES = true},
-    {NOINDEX = true, FOLD = true})
+    {NOINDEX = true, FOLD = true, INRECORD = true})
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
@@ -3978,7 +4065,7 @@ function CP.cp_writes(keys, args)
     return fail('TOOBIG', 'runs of more than ' .. CP.segments_allowed(#jsons)
       .. ' segments in one call (' .. CP.SEGMENTS .. ' and two per message)')
   end
-  local n, first_group, folded = CP.write_count(keys[5], member)
+  local n, first_group, folded, held = CP.write_count(keys, member)
   if not n then
     return fail('BADKEYS', 'the writes of ' .. string.gsub(member, '%z', ' ') .. ' are unreadable')
   end
@@ -3993,7 +4080,7 @@ function CP.cp_writes(keys, args)
   local state = {key = keys[5], member = member, n = n, first_group = first_group,
     inline_first = inline_first, fields = {}, used = {}, looked = 1 + count, read = looked_up,
     folded = folded, folded_name = folded and first_group, first_body = folded,
-    fold = options.FOLD and true or false}
+    fold = (options.FOLD or options.INRECORD) and true or false}
   local added = 0
   for _, group in ipairs(CP.call_groups(args, first, count)) do
     local target = CP.merge_target(state, group, args[first + group.items[1] * 5 + 1])
@@ -4032,9 +4119,15 @@ function CP.cp_writes(keys, args)
   end
   n, first_group = state.n, state.first_group
   local fields = state.fields
-  fields[#fields + 1] = member
-  fields[#fields + 1] = CP.count_value(n, first_group, state.first_body)
-  hash_set_many(keys[5], fields)
+  if #fields > 0 then hash_set_many(keys[5], fields) end
+  -- INRECORD (1.7): a count that holds its only group goes into the record
+  local record = held
+  if options.INRECORD and n == 1 and state.first_body and not held then
+    record = redis.call('HGET', keys[4], 'c' .. member)
+    if not (record and CP.record_header(record)) then record = nil end
+  end
+  CP.store_count(keys, member, CP.count_value(n, first_group, state.first_body), record,
+    (options.INRECORD and n == 1 and state.first_body and record) and true or false)
   CP.thread_ttl(keys, ttl)
   collect_garbage()
   -- the :w fields this call looked at (the count, one name per write, and
@@ -4150,7 +4243,7 @@ function CP.cp_more(keys, args)
     if not CP.is_member(args[2]) or not k then
       return fail('BADARG', 'WRITES needs "<ns>\\0<id>" and a write number from 1')
     end
-    local writes, _, next_write = CP.read_writes(keys[5], args[2], k, meter)
+    local writes, _, next_write = CP.read_writes(keys, args[2], k, meter)
     local out = {next_write}
     for _, item in ipairs(writes) do out[#out + 1] = item end
     return CP.counted(meter, out)
@@ -4267,7 +4360,7 @@ function CP.cp_drop(keys, args)
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
     CP.order_remove(keys[6], member)
-    local n, first, folded = CP.write_count(keys[5], member)
+    local n, first, folded = CP.write_count(keys, member, false)
     n = n or 0
     while n > 0 and budget > 0 do
       local name = CP.group_at(keys[5], member, n, first)
@@ -4358,6 +4451,17 @@ function CP.group_values_ok(field, value)
   return true
 end
 
+-- True unless a record copied from a dump ends its header with a "W" line
+-- (1.7) that is not a well-formed count of writes holding its only group.
+function CP.held_count_ok(record)
+  local lines = CP.record_header(record)
+  local last = lines and lines[#lines]
+  if not last or string.sub(last, 1, 1) ~= 'W' then return true end
+  local count = CP.record_parts(record)
+  local n, _, folded = CP.parse_count(count or '')
+  return n == 1 and folded ~= nil and CP.group_values_ok('', count)
+end
+
 function CP.cp_load(keys, args)
   local bad, exists = CP.check_thread_keys(keys)
   if bad then return bad end
@@ -4380,6 +4484,9 @@ function CP.cp_load(keys, args)
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
         and not CP.is_member(string.sub(args[i + 1], 2)) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names no checkpoint "c<ns>\\0<id>"')
+    end
+    if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and not CP.held_count_ok(args[i + 2]) then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed count of writes')
     end
     local list = fields[which == 'C' and 4 or 5]
     list[#list + 1] = args[i + 1]

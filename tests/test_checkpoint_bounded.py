@@ -230,6 +230,7 @@ def test_shaped_values_read_on_tiny_budgets_as_on_the_shipped_ones(
     keys = cp.thread_keys("chat:", "shaped")
     stored = [v for _, v in client.hscan_iter(keys[3])]
     stored += [w.value for w in cp.decode_write_fields(client.hscan_iter(keys[4]))]
+    stored += [w.value for w in cp.decode_record_fields(client.hscan_iter(keys[3]))]
     assert sum(value.startswith(cp.SHAPE_MARK) for value in stored) >= 4
     shipped = snapshot(RedisChatSaver(redis_url), "shaped")
     client.function_load(checkpoint_library(**TINY), replace=True)

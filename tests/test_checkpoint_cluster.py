@@ -50,7 +50,8 @@ def test_a_thread_is_one_slot(cluster: LocalCluster) -> None:
     assert len({key_slot(key.encode()) for key in keys}) == 1
     client = RedisCluster.from_url(cluster.url)
     try:
-        assert all(client.exists(key) for key in keys)
+        # (:w stays empty here: each checkpoint's record holds its writes, library 1.7)
+        assert all(client.exists(key) for key in keys if not key.endswith(":w"))
     finally:
         client.close()
     history = RedisChatMessageHistory("cl", redis_url=cluster.url).messages

@@ -233,8 +233,10 @@ async def test_concurrent_threads_async(redis_url: str) -> None:
 def test_ttl_slides_and_delete_thread(redis_url: str, client: redis.Redis) -> None:
     saver = RedisChatSaver(redis_url, ttl=100)
     agent(saver, 1).invoke({"messages": [{"role": "user", "content": "q"}]}, thread("ttl"))
-    for suffix in (":m", ":c", ":w", ":k"):
+    for suffix in (":m", ":c", ":k"):
         assert 0 < client.ttl(f"chat:{{ttl}}{suffix}") <= 100
+    # (:w exists only once a checkpoint's writes outgrow its record, library 1.7)
+    assert client.ttl("chat:{ttl}:w") == -2 or 0 < client.ttl("chat:{ttl}:w") <= 100
     saver.delete_thread("ttl")
     assert client.keys("chat:{ttl}*") == []
 
@@ -246,7 +248,7 @@ def thread_memory(client: redis.Redis, thread_id: str) -> int:
 
 def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redis) -> None:
     """40 turns of ~500-byte messages: the cost per turn at 40 turns is at most 1.3x
-    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 2.6x, see
+    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 2.4x, see
     docs/checkpoint.md): this bound keeps what holds from regressing."""
     from benchmarks.checkpoint_memory import Conversation
 
@@ -259,5 +261,5 @@ def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redi
             memory = thread_memory(client, "mem")
             at[turn] = {"memory": memory, "json": conversation.json_bytes()}
     ten, forty = at[10], at[40]
-    assert forty["memory"] <= 2.9 * forty["json"], forty
+    assert forty["memory"] <= 2.6 * forty["json"], forty
     assert forty["memory"] / 40 <= 1.3 * ten["memory"] / 10, (ten, forty)

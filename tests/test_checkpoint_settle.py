@@ -40,8 +40,10 @@ def checkpoint(messages: list[Any], number: int) -> Any:
 
 def write_values(client: redis.Redis, thread_id: str) -> list[bytes]:
     """The values of a thread's pending writes of the channel ``messages``, as stored."""
-    fields = client.hscan_iter(cp.thread_keys("chat:", thread_id)[4])
-    return [w.value for w in cp.decode_write_fields(fields) if w.channel == "messages"]
+    keys = cp.thread_keys("chat:", thread_id)
+    writes = cp.decode_write_fields(client.hscan_iter(keys[4]))
+    writes += cp.decode_record_fields(client.hscan_iter(keys[3]))
+    return [w.value for w in writes if w.channel == "messages"]
 
 
 def test_the_next_put_settles_a_write_and_readers_see_the_same_value(

@@ -94,6 +94,7 @@ def stored_values(client: redis.Redis, thread_id: str) -> list[bytes]:
     keys = cp.thread_keys("chat:", thread_id)
     values = [v for f, v in client.hscan_iter(keys[3]) if f.startswith(b"b")]
     values += [w.value for w in cp.decode_write_fields(client.hscan_iter(keys[4]))]
+    values += [w.value for w in cp.decode_record_fields(client.hscan_iter(keys[3]))]
     return values
 
 

@@ -311,10 +311,14 @@ def test_a_write_that_would_overflow_a_group_starts_one_of_its_own(client: redis
 
 
 def fold_writes(
-    client: redis.Redis, keys: cp.Keys, items: list[tuple[str, int, str, str, bytes]], fold: bool
+    client: redis.Redis,
+    keys: cp.Keys,
+    items: list[tuple[str, int, str, str, bytes]],
+    fold: bool | str,
 ) -> int:
+    """A write call with FOLD (``fold`` True), without it (False) or with the flag named."""
     args = [part for item in items for part in item]
-    flag = ["FOLD"] if fold else []
+    flag = [fold] if isinstance(fold, str) and fold else ["FOLD"] if fold else []
     reply = client.execute_command(
         "FCALL", cp.CP_WRITES, 6, *keys, *flag, "WRITES", MEMBER, len(items), *args
     )
@@ -367,7 +371,9 @@ def test_a_drop_that_stops_keeps_the_folded_group(client: redis.Redis) -> None:
 
 def test_writes_fold_or_not_read_the_same() -> None:
     """Any series of write calls (tasks, indexes, negative ones, values short and long)
-    stored with FOLD and without it reads back the same, and with fewer fields."""
+    stored with INRECORD (1.7), with FOLD and without either reads back the same, the record
+    as it was put, and with fewer fields in that order; so do calls that mix the three (a
+    count moving between the record and :w)."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -378,26 +384,34 @@ def test_writes_fold_or_not_read_the_same() -> None:
         st.integers(-2, 4),
         st.sampled_from([b"v", b"w" * 300, b"x" * 3000]),
     )
+    flags = st.sampled_from(["INRECORD", "FOLD", False])
     server = start_redis()
     try:
         client = redis.Redis.from_url(server.url)
         counter = iter(range(10**6))
 
         @settings(max_examples=60, deadline=None)
-        @given(st.lists(st.lists(write, min_size=1, max_size=4), min_size=1, max_size=5))
-        def check(calls: list[list[tuple[str, int, bytes]]]) -> None:
+        @given(
+            st.lists(st.lists(write, min_size=1, max_size=4), min_size=1, max_size=5),
+            st.lists(flags, min_size=5, max_size=5),
+        )
+        def check(calls: list[list[tuple[str, int, bytes]]], mixed: list[bool | str]) -> None:
             run = next(counter)
             reads, fields = [], []
-            for fold in (True, False):
-                keys = cp.thread_keys("w:", f"model-{run}-{fold}")
+            for mode in ("INRECORD", "FOLD", "", "mixed"):
+                keys = cp.thread_keys("w:", f"model-{run}-{mode}")
                 put(client, keys)
-                for call in calls:
+                for number, call in enumerate(calls):
                     items = [(task, index, "p", "ch", value) for task, index, value in call]
-                    fold_writes(client, keys, items, fold)
+                    fold_writes(client, keys, items, mixed[number] if mode == "mixed" else mode)
                 reads.append(stored(client, keys))
-                fields.append(client.hlen(keys[4]))
-            assert reads[0] == reads[1]
-            assert fields[0] <= fields[1]
+                raw = cp.decode_checkpoint(
+                    client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, MEMBER)
+                )
+                assert raw is not None and raw.record.encode() == b"0\np"
+                fields.append(client.hlen(keys[3]) + client.hlen(keys[4]))
+            assert reads[0] == reads[1] == reads[2] == reads[3]
+            assert fields[0] <= fields[1] <= fields[2]
 
         check()
     finally:

@@ -91,6 +91,7 @@ class Record:
     payload: bytes = b""
     held: list[str] = field(default_factory=list)  # "V" lines (1.5)
     parent: str | None = None  # the "P" line (1.5)
+    count: bytes | None = None  # a stored record's count of writes: "W" (1.7), never sent
 
     def encode(self) -> bytes:
         """``<header bytes>\\n<header><payload>``, the form the library stores."""
@@ -102,8 +103,10 @@ class Record:
         lines += [f"V{name}\n" for name in self.held]
         if self.parent is not None:
             lines.append(f"P{self.parent}\n")
+        if self.count is not None:
+            lines.append(f"W{len(self.count)}\n")
         header = "".join(lines).encode()
-        return str(len(header)).encode() + b"\n" + header + self.payload
+        return str(len(header)).encode() + b"\n" + header + self.payload + (self.count or b"")
 
     @classmethod
     def decode(cls, raw: bytes) -> Record:
@@ -111,6 +114,9 @@ class Record:
         size, _, rest = raw.partition(b"\n")
         header, payload = rest[: int(size)], rest[int(size) :]
         record = cls(payload=payload)
+        count = held_count(raw)
+        if count is not None:
+            record.payload, record.count = payload[: -len(count)], count
         for line in header.decode().split("\n")[:-1]:
             kind, name, value = line[0], *line[1:].partition("\t")[::2]
             if kind == "M":
@@ -366,6 +372,27 @@ def decode_write_fields(fields: Iterable[tuple[bytes, bytes]]) -> list[StoredWri
     return writes
 
 
+def held_count(record: bytes) -> bytes | None:
+    """The count of writes a stored record holds (library 1.7, ``INRECORD``): its header's
+    last line ``W<bytes>`` says that its last ``<bytes>`` bytes are the count. The library
+    replies records without it."""
+    size, newline, rest = record.partition(b"\n")
+    if not newline or not size.isdigit():
+        return None
+    lines = rest[: int(size)].split(b"\n")[:-1]
+    last = lines[-1] if lines else b""
+    if not last.startswith(b"W") or not last[1:].isdigit():
+        return None
+    return record[-int(last[1:]) :] if int(last[1:]) else None
+
+
+def decode_record_fields(fields: Iterable[tuple[bytes, bytes]]) -> list[StoredWrite]:
+    """The writes that checkpoint records hold (an ``HSCAN`` of a thread's ``:c``, or a
+    dump), each the count of its checkpoint's only group (1.7)."""
+    counts = (held_count(value) for name, value in fields if name.startswith(b"c"))
+    return decode_write_fields((b"\0", count) for count in counts if count)
+
+
 def resolve_writes(writes: Iterable[StoredWrite]) -> list[StoredWrite]:
     """A checkpoint's writes as LangGraph keeps them: one per (task id, index), the first
     stored, or the last for a negative index (a special channel that replaces). The library
@@ -428,12 +455,16 @@ def put_call(
     settles: Sequence[Settle] = (),
     noindex: bool = False,
     shapes: Sequence[BlobShape] = (),
+    in_record: bool = False,
 ) -> Call:
     """Store a checkpoint, its new channel values and its new messages (one FCALL).
     ``noindex``: a session the call creates keeps no search index (library 1.5).
     ``settles`` and ``shapes``: a parent's writes and values that name messages of this
-    call (SETTLE, SHAPE, SHAPEBLOB)."""
-    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), "CHECKPOINT", name, record]
+    call (SETTLE, SHAPE, SHAPEBLOB). ``in_record`` (library 1.7): writes stored before the
+    record, one short group, go into the record (see :func:`writes_call`)."""
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex)]
+    args += ["INRECORD"] if in_record else []
+    args += ["CHECKPOINT", name, record]
     for blob, value in blobs:
         args += ["BLOB", blob, value]
     for settle in settles:
@@ -462,6 +493,7 @@ def writes_call(
     if_known: Sequence[tuple[int, int, int]] = (),
     noindex: bool = False,
     fold: bool = False,
+    in_record: bool = False,
 ) -> Call:
     """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL).
 
@@ -471,10 +503,13 @@ def writes_call(
     them all. A call carries ``messages`` or ``known``, not both. ``noindex`` as in
     :func:`put_call`. ``fold`` (library 1.6): the checkpoint's first group, if this call
     makes it, is kept in its count field while it is short (one hash field less).
+    ``in_record`` (library 1.7, implies ``fold``): a count that holds the checkpoint's only
+    group is kept in the checkpoint's record (one hash field less again).
     """
     if messages and known:
         raise InvalidInputError("a writes call carries MESSAGES or KNOWN, not both")
-    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex), *(["FOLD"] if fold else [])]
+    args: list[Any] = [*_ttl_args(ttl), *_noindex_args(noindex)]
+    args += ["INRECORD"] if in_record else ["FOLD"] if fold else []
     args += ["WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
         args += [task_id, index, task_path, channel, value]

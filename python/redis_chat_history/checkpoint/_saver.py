@@ -627,6 +627,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             settles,
             noindex=not self.search_index,
             shapes=shapes,
+            in_record=True,
         )
         stored = [as_text(item) for item in reply[1:]]
         stored_record = cp.Record.decode(
@@ -709,7 +710,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             known,
             if_known,
             noindex=not self.search_index,
-            fold=True,
+            in_record=True,
         )
 
     def _copy_plan(self, source: str, target: str) -> Plan:
