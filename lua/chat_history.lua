@@ -2341,6 +2341,13 @@ A record is a header the library reads, then a payload only clients read:
     "P" <parent id>               the parent checkpoint, of the same
                                   namespace (1.5; at most one line, an id
                                   of 1 to 64 bytes)
+    "P"                           stored only (1.7): the parent is the id
+                                  before the checkpoint's in the order set
+                                  (a put stores a "P" line so when it is;
+                                  a change of the order set that puts
+                                  another id before such a record writes
+                                  the id into it first); replies and dumps
+                                  give the id
     "W" <bytes>                   stored only, the last line (1.7,
                                   INRECORD): the record's last <bytes>
                                   bytes are its checkpoint's count of
@@ -2486,66 +2493,103 @@ function CP.page_at(key, ns, id)
     'LIMIT', 0, 1)[1]
 end
 
+-- The first id of a page, and the page of ns after page (nil if none).
+function CP.page_first(page)
+  return string.match(page, '^[^%z]*%z([^%z]+)')
+end
+
+function CP.page_after(key, ns, page)
+  return redis.call('ZRANGEBYLEX', key, '(' .. page, '[' .. ns .. '\0\255', 'LIMIT', 0, 1)[1]
+end
+
+function CP.page_before(key, ns, page)
+  return redis.call('ZREVRANGEBYLEX', key, '(' .. page, '[' .. ns .. '\0', 'LIMIT', 0, 1)[1]
+end
+
 -- Adds a checkpoint's member "<ns>\0<id>" to the order set: into the page
 -- that would hold it, a new page after a full one, or the full page split
--- in two when the id falls inside it.
+-- in two when the id falls inside it. Returns the ids before and after it
+-- (nil: none) and whether it was added (false: it was there).
 function CP.order_add(key, member)
   local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
   local page = CP.page_at(key, ns, id)
   if not page then
+    local next_page = CP.page_after(key, ns, member)
     redis.call('ZADD', key, 0, member)
-    return
+    return nil, next_page and CP.page_first(next_page), true
   end
   -- the common case, an id after every other: appended without parsing the page
-  if CP.bytes_before(CP.page_last(page), id) then
+  local last = CP.page_last(page)
+  if CP.bytes_before(last, id) then
+    local next_page = CP.page_after(key, ns, page)
     if CP.page_size(page) >= CP.ORDER_PAGE then
       redis.call('ZADD', key, 0, member)
     else
       redis.call('ZREM', key, page)
       redis.call('ZADD', key, 0, page .. '\0' .. id)
     end
-    return
+    return last, next_page and CP.page_first(next_page), true
   end
   local _, ids = CP.page_ids(page)
   local at = #ids + 1
   for i, other in ipairs(ids) do
-    if other == id then return end
+    if other == id then
+      local previous = i == 1 and CP.page_before(key, ns, page)
+      return ids[i - 1] or (previous and CP.page_last(previous)) or nil, ids[i + 1], false
+    end
     if CP.bytes_before(id, other) then
       at = i
       break
     end
   end
-  if at > #ids and #ids >= CP.ORDER_PAGE then
-    redis.call('ZADD', key, 0, member)
-    return
-  end
+  local before, after = ids[at - 1], ids[at]
   table.insert(ids, at, id)
   redis.call('ZREM', key, page)
   if #ids <= CP.ORDER_PAGE then
     redis.call('ZADD', key, 0, CP.page_member(ns, ids))
-    return
+    return before, after, true
   end
   local half, low, high = math.floor(#ids / 2), {}, {}
   for i, other in ipairs(ids) do
     if i <= half then low[#low + 1] = other else high[#high + 1] = other end
   end
   redis.call('ZADD', key, 0, CP.page_member(ns, low), 0, CP.page_member(ns, high))
+  return before, after, true
 end
 
--- Removes a checkpoint's member from the order set.
+-- Removes a checkpoint's member from the order set; returns the id that was
+-- after it (nil: none, or the member was not there).
 function CP.order_remove(key, member)
   local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
   local page = CP.page_at(key, ns, id)
-  if not page then return end
+  if not page then return nil end
   local _, ids = CP.page_ids(page)
   for i, other in ipairs(ids) do
     if other == id then
+      local next_page = i == #ids and CP.page_after(key, ns, page)
       table.remove(ids, i)
       redis.call('ZREM', key, page)
       if #ids > 0 then redis.call('ZADD', key, 0, CP.page_member(ns, ids)) end
-      return
+      return ids[i] or (next_page and CP.page_first(next_page)) or nil
     end
   end
+  return nil
+end
+
+-- The id before id in the order set of ns (nil if none). Work: one or two
+-- pages.
+function CP.order_before(key, ns, id)
+  local page = CP.page_at(key, ns, id)
+  if not page then return nil end
+  if CP.bytes_before(CP.page_first(page), id) then
+    if CP.bytes_before(CP.page_last(page), id) then return CP.page_last(page) end
+    local _, ids = CP.page_ids(page)
+    for i = #ids, 1, -1 do
+      if CP.bytes_before(ids[i], id) then return ids[i] end
+    end
+  end
+  local previous = CP.page_before(key, ns, page)
+  return previous and CP.page_last(previous) or nil
 end
 
 -- Up to count members "<ns>\0<id>" of the order set, newest first, between
@@ -2795,16 +2839,81 @@ function CP.record_parts(record)
   return string.sub(record, -size), kept, payload_at, #record - size
 end
 
+-- A record of header lines, a payload and a count of writes (or nil).
+function CP.build_record(lines, payload, count)
+  local header = {}
+  for i, line in ipairs(lines) do header[i] = line .. '\n' end
+  if count then header[#header + 1] = 'W' .. #count .. '\n' end
+  header = table.concat(header)
+  return #header .. '\n' .. header .. payload .. (count or '')
+end
+
 -- A record with its count of writes replaced (count nil: the record as its
 -- client stored it).
 function CP.with_count(record, count)
   local held, lines, payload_at, payload_end = CP.record_parts(record)
   if not lines or (not held and not count) then return record end
-  local header = {}
-  for i, line in ipairs(lines) do header[i] = line .. '\n' end
-  if count then header[#header + 1] = 'W' .. #count .. '\n' end
-  header = table.concat(header)
-  return #header .. '\n' .. header .. string.sub(record, payload_at, payload_end) .. (count or '')
+  return CP.build_record(lines, string.sub(record, payload_at, payload_end), count)
+end
+
+-- A record's parent (1.7): a "P" line without an id says that the parent
+-- is the id before the checkpoint's in the order set of its namespace. The
+-- library stores it so instead of the id (about 40 bytes a checkpoint), and
+-- writes the id back into such a record before a change of the order set
+-- puts another id before it. Replies and dumps give the id.
+
+-- A record with its "P" line's id replaced: "" (the id before it), an id,
+-- or nil (no "P" line); the record itself if it has no "P" line or its
+-- line already says so.
+function CP.with_parent(record, parent)
+  local count, lines, payload_at, payload_end = CP.record_parts(record)
+  if not lines then return record end
+  for i, line in ipairs(lines) do
+    if string.byte(line, 1) == 80 then  -- "P"
+      if parent and line == 'P' .. parent then return record end
+      if parent then
+        lines[i] = 'P' .. parent
+      else
+        table.remove(lines, i)
+      end
+      return CP.build_record(lines, string.sub(record, payload_at, payload_end), count)
+    end
+  end
+  return record
+end
+
+-- True if a record's header holds the line.
+function CP.header_has(record, wanted)
+  local lines = CP.record_header(record)
+  for _, line in ipairs(lines or {}) do
+    if line == wanted then return true end
+  end
+  return false
+end
+
+-- A record as a reply gives it: without a count of writes, and with its
+-- parent's id (before, the id before it when the caller knows it).
+function CP.reply_record(keys, member, record, before)
+  return CP.reply_parent(keys, member, CP.with_count(record, nil), before)
+end
+
+-- A record with its parent's id if it names its parent by its place.
+function CP.reply_parent(keys, member, record, before)
+  if not CP.header_has(record, 'P') then return record end
+  local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
+  if not id then return record end
+  return CP.with_parent(record, before or CP.order_before(keys[6], ns, id))
+end
+
+-- Writes its parent's id into the record of checkpoint id (of ns) if it
+-- names its parent by its place, before that place changes.
+function CP.pin_parent(keys, ns, id, parent)
+  if not id or not parent then return end
+  local field = 'c' .. ns .. '\0' .. id
+  local record = redis.call('HGET', keys[4], field)
+  if record and CP.header_has(record, 'P') then
+    redis.call('HSET', keys[4], field, CP.with_parent(record, parent))
+  end
 end
 
 -- A checkpoint's count of writes, from its :w field, else from its record
@@ -3383,9 +3492,15 @@ function CP.read_blobs(key, member, lines, from, meter, wanted)
   return blobs, 0, runs
 end
 
--- The member of a record's parent (its header lines' "P" line), or nil.
-function CP.parent_member(lines, ns)
+-- The member of a record's parent (its header lines' "P" line; without an
+-- id, the id before member's in the order set), or nil.
+function CP.parent_member(keys, lines, member)
+  local ns, own = string.match(member, '^([^%z]*)%z([^%z]+)$')
   for _, line in ipairs(lines) do
+    if line == 'P' then
+      local id = CP.order_before(keys[6], ns, own)
+      return id and ns .. '\0' .. id
+    end
     local id = string.match(line, '^P(.+)$')
     if id then return ns .. '\0' .. id end
   end
@@ -3401,7 +3516,7 @@ end
 -- start, stop list of the ranges of runs not read yet, and the number of
 -- the first "B" line whose value is not replied (0: none), for
 -- chathist_cp_more.
-function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
+function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines, before)
   local runs = {}
   lines = lines or CP.record_header(record) or {}
   meter.bytes = meter.bytes + #record
@@ -3420,8 +3535,8 @@ function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
       CP.read_run(keys[1], keys[2], item, meter, more)
     end
   end
-  out[#out + 1] = {member, CP.with_count(record, nil), writes, blobs, meter.entries_out, next_write,
-    more, next_blob}
+  out[#out + 1] = {member, CP.reply_record(keys, member, record, before), writes, blobs,
+    meter.entries_out, next_write, more, next_blob}
 end
 
 ------------------------------------------------------------------------------
@@ -3945,6 +4060,11 @@ function CP.cp_put(keys, args)
 
   local stored = CP.store_thread_messages(keys, messages, jsons, exists, options.NOINDEX)
   record = CP.resolve_record(keys[1], record, stored)
+  local before, after, added = CP.order_add(keys[6], member)
+  if added then CP.pin_parent(keys, ns, after, before) end
+  -- (1.7) a parent that is the id before it is stored as "P" alone
+  local kept = before and CP.header_has(record, 'P' .. before) and CP.with_parent(record, '')
+    or record
   -- a record put again keeps the count of writes its former self held (1.7)
   local former = redis.call('HGET', keys[4], 'c' .. member)
   local held = former and CP.record_parts(former)
@@ -3958,9 +4078,8 @@ function CP.cp_put(keys, args)
       redis.call('HDEL', keys[5], member)
     end
   end
-  redis.call('HSET', keys[4], 'c' .. member, held and CP.with_count(record, held) or record)
+  redis.call('HSET', keys[4], 'c' .. member, held and CP.with_count(kept, held) or kept)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
-  CP.order_add(keys[6], member)
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
     changed = {}, counts = {}}
   for _, settle in ipairs(settles) do CP.settle(keys, settle, stored, settle_room) end
@@ -4203,7 +4322,11 @@ function CP.cp_list(keys, args)
       break
     end
     local record = redis.call('HGET', keys[4], 'c' .. member)
-    if record then CP.checkpoint_reply(keys, member, record, meter, out) end
+    -- (the page's next member is the id before this one when of the same ns)
+    local next_member = members[i + 1]
+    local before = next_member and string.match(next_member, '^([^%z]*)%z') == string.match(member, '^([^%z]*)%z')
+      and string.match(next_member, '%z([^%z]+)$') or nil
+    if record then CP.checkpoint_reply(keys, member, record, meter, out, nil, nil, before) end
   end
   collect_garbage()
   return CP.counted(meter, out)
@@ -4290,12 +4413,11 @@ function CP.cp_chain(keys, args)
   for i = 3, #args do
     if not wanted[args[i]] then wanted[args[i]], left = true, left + 1 end
   end
-  local ns = string.match(member, '^([^%z]*)%z')
   local out, meter, steps = {''}, CP.meter(), 0
   if form == 'PARENT' then
     local record = redis.call('HGET', keys[4], 'c' .. member)
     meter.bytes = meter.bytes + (record and #record or 0)
-    member = record and CP.parent_member(CP.record_header(record) or {}, ns)
+    member = record and CP.parent_member(keys, CP.record_header(record) or {}, member)
   end
   while member and left > 0 do
     if steps >= CP.CP_PAGE or CP.spent(meter) then
@@ -4307,7 +4429,9 @@ function CP.cp_chain(keys, args)
     local lines = CP.record_header(record) or {}
     -- header lines of channels not asked for are parsed too: they spend the budget
     meter.entries = meter.entries + math.floor(#lines / 8)
-    CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines)
+    local parent = CP.parent_member(keys, lines, member)
+    CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines,
+      parent and string.match(parent, '%z([^%z]+)$'))
     steps = steps + 1
     -- the channels it holds: M and V lines, and B lines whose value was read
     local read = {}
@@ -4320,7 +4444,7 @@ function CP.cp_chain(keys, args)
         wanted[channel], left = nil, left - 1
       end
     end
-    member = CP.parent_member(lines, ns)
+    member = parent
   end
   collect_garbage()
   return CP.counted(meter, out)
@@ -4359,7 +4483,8 @@ function CP.cp_drop(keys, args)
   local deleted, done, budget = 0, 0, CP.DROP_FIELDS
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
-    CP.order_remove(keys[6], member)
+    local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
+    CP.pin_parent(keys, ns, CP.order_remove(keys[6], member), id)
     local n, first, folded = CP.write_count(keys, member, false)
     n = n or 0
     while n > 0 and budget > 0 do
@@ -4406,7 +4531,11 @@ function CP.cp_dump(keys, args)
     steps = steps + 1
     local reply = redis.call('HSCAN', key, cursor, 'COUNT', 1)
     cursor = reply[1]
-    for _, item in ipairs(reply[2]) do
+    for k, item in ipairs(reply[2]) do
+      -- (1.7) a record that names its parent by its place is given with the id
+      if k % 2 == 0 and which == 'C' and string.byte(reply[2][k - 1], 1) == 99 then
+        item = CP.reply_parent(keys, string.sub(reply[2][k - 1], 2), item)
+      end
       out[#out + 1] = item
       bytes = bytes + #item
     end
@@ -4488,6 +4617,10 @@ function CP.cp_load(keys, args)
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and not CP.held_count_ok(args[i + 2]) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed count of writes')
     end
+    if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and CP.header_has(args[i + 2], 'P') then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names its parent by its place '
+        .. '("P" without an id: a dump gives the id)')
+    end
     local list = fields[which == 'C' and 4 or 5]
     list[#list + 1] = args[i + 1]
     list[#list + 1] = args[i + 2]
@@ -4531,7 +4664,11 @@ function CP.cp_load(keys, args)
   if #fields[4] > 0 then
     hash_set_many(keys[4], fields[4])
     for k = 1, #fields[4], 2 do
-      if string.sub(fields[4][k], 1, 1) == 'c' then CP.order_add(keys[6], string.sub(fields[4][k], 2)) end
+      if string.sub(fields[4][k], 1, 1) == 'c' then
+        local member = string.sub(fields[4][k], 2)
+        local before, after, added = CP.order_add(keys[6], member)
+        if added then CP.pin_parent(keys, string.match(member, '^([^%z]*)%z'), after, before) end
+      end
     end
   end
   if #fields[5] > 0 then hash_set_many(keys[5], fields[5]) end

@@ -60,7 +60,8 @@ def test_a_compact_record_reads_back_as_the_checkpoint_put(
     record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", CHECKPOINT_ID))
     assert record is not None
     stored = cp.Record.decode(record)
-    assert stored.blobs == {"zeta": "00000002.1"}  # alpha, small, is in the payload
+    # alpha, small, is in the payload; zeta's line names its version and its bytes (1.7)
+    assert list(stored.blobs) == ["zeta"] and stored.blobs["zeta"].startswith("00000002.1:")
     assert stored.payload.startswith(_payload.MARK)
     payload = _payload.unpack(stored.payload)
     assert CHECKPOINT_ID.encode() not in payload and b"00000002.1" in payload  # versions_seen
@@ -87,14 +88,17 @@ def test_small_values_live_in_records_and_large_ones_once_per_version(
     child = saver.put(parent, second, {"step": 1}, {"flag": "2"})
 
     fields = client.hkeys(cp.thread_keys("chat:", "inline")[3])
-    assert sorted(f for f in fields if f.startswith(b"b")) == [cp.blob_field("", "big", "1")]
+    blob_fields = [f for f in fields if f.startswith(b"b")]
+    # (named by the version and its bytes' SHA-1, 1.7)
+    assert len(blob_fields) == 1 and blob_fields[0].startswith(cp.blob_field("", "big", "1:"))
     for config, body in ((parent, first), (child, second)):
         found = saver.get_tuple(config)
         assert found is not None
         assert found.checkpoint["channel_values"] == body["channel_values"]
         assert found.checkpoint["channel_versions"] == body["channel_versions"]
     record = client.hget(cp.thread_keys("chat:", "inline")[3], b"c" + cp.member("", second["id"]))
-    assert record is not None and cp.Record.decode(record).blobs == {"big": "1"}
+    assert record is not None
+    assert cp.Record.decode(record).blobs == {"big": blob_fields[0].split(b"\0")[-1].decode()}
 
     # a saver that never saw the parent stores the large value again rather than guess
     fresh = RedisChatSaver(redis_url)
@@ -103,6 +107,38 @@ def test_small_values_live_in_records_and_large_ones_once_per_version(
     last = fresh.put(child, third, {"step": 2}, {"flag": "3"})
     found = fresh.get_tuple(last)
     assert found is not None and found.checkpoint["channel_values"]["big"] == "b" * 1000
+
+
+def test_two_branches_that_give_a_channel_the_same_version_keep_their_values(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """Versions are a counter alone (1.7): a fork (time travel) gives a channel the version
+    the other branch gave it too, with another value; values are stored by version and
+    bytes, so each branch reads its own (the same value is stored once)."""
+    saver = RedisChatSaver(redis_url)
+    thread = {"configurable": {"thread_id": "forks", "checkpoint_ns": ""}}
+    root = empty_checkpoint()
+    root["id"] = "1ef00002-0000-6000-8000-00000000000a"
+    root["channel_values"] = {"big": "r" * 1000}
+    root["channel_versions"] = {"big": saver.get_next_version(None, None)}
+    parent = saver.put(thread, root, {"step": 0}, dict(root["channel_versions"]))
+    version = saver.get_next_version(root["channel_versions"]["big"], None)
+    assert version == "00000002"
+    branches = {}
+    for suffix, fill in (("b", "x"), ("c", "y"), ("d", "x")):
+        child = empty_checkpoint()
+        child["id"] = f"1ef00002-0000-6000-8000-00000000000{suffix}"
+        child["channel_values"] = {"big": fill * 1000}
+        child["channel_versions"] = {"big": version}
+        branches[suffix] = (saver.put(parent, child, {"step": 1}, {"big": version}), fill)
+    for stored, fill in branches.values():
+        for reader in (saver, RedisChatSaver(redis_url)):
+            found = reader.get_tuple(stored)
+            assert found is not None
+            assert found.checkpoint["channel_values"]["big"] == fill * 1000
+            assert found.checkpoint["channel_versions"] == {"big": version}
+    fields = [f for f in client.hkeys(cp.thread_keys("chat:", "forks")[3]) if f.startswith(b"b")]
+    assert len(fields) == 3  # r, x (twice, stored once) and y
 
 
 def test_the_payload_dictionary_never_changes() -> None:
@@ -169,7 +205,9 @@ def test_a_list_too_fragmented_for_runs_is_stored_as_a_value(
         m.id for m in messages[::2]
     ]
     record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", second["id"]))
-    assert record is not None and cp.Record.decode(record).blobs == {"messages": "00000002.0"}
+    assert record is not None
+    blobs = cp.Record.decode(record).blobs
+    assert list(blobs) == ["messages"] and blobs["messages"].startswith("00000002.0:")
     assert client.xlen(cp.thread_keys("chat:", "records")[0]) == 10_000
 
 
@@ -229,6 +267,106 @@ def test_the_order_set_in_pages_lists_as_a_sorted_set_of_members_would() -> None
                     assert (latest[0] if latest else None) == (mine[0] if mine else None)
 
         check()
+    finally:
+        stop_redis(server)
+
+
+def test_a_parent_stored_by_its_place_reads_as_its_id() -> None:
+    """A record whose parent is the id before it in the order set is stored with "P" alone
+    (1.7); puts, puts again, drops and copies in any order (two namespaces, pages of 3 ids)
+    never change the parent a get, a list, a chain walk or a dump gives."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from conftest import checkpoint_library
+    from redis_chat_history.local_server import start_redis, stop_redis
+
+    idents = [f"{n:02d}" for n in range(10)] + ["1", "05a"]
+    step = st.tuples(
+        st.sampled_from(["put", "put", "put", "drop", "copy"]),
+        st.sampled_from(["", "sub"]),
+        st.sampled_from(idents),
+        st.sampled_from(["before", "before", "other", "none"]),
+        st.sampled_from(idents),
+    )
+    server = start_redis()
+    try:
+        client = redis.Redis.from_url(server.url)
+        client.function_load(checkpoint_library(ORDER_PAGE=3), replace=True)
+        counter = iter(range(10**6))
+
+        def fcall(name: str, keys: cp.Keys, *args: Any) -> Any:
+            return client.execute_command("FCALL", name, 6, *keys, *args)
+
+        def dump(keys: cp.Keys) -> list[tuple[bytes, bytes]]:
+            fields, cursor = [], b"0"
+            while True:
+                cursor, *items = fcall(cp.CP_DUMP, keys, "C", cursor)
+                fields += zip(items[0::2], items[1::2], strict=True)
+                if cursor == b"0":
+                    return fields
+
+        def check_thread(keys: cp.Keys, model: dict[bytes, str | None]) -> None:
+            for member, parent in model.items():
+                reply = fcall(cp.CP_GET, keys, member)
+                assert cp.Record.decode(reply[1]).parent == parent, (member, parent)
+                chain = fcall(cp.CP_CHAIN, keys, "PARENT", member, "messages")
+                ns = member.split(b"\0")[0]
+                want = cp.member(ns.decode(), parent) if parent else None
+                if want in model:
+                    assert chain[1][0] == want
+            for ns in ("", "sub"):
+                listed = fcall(cp.CP_LIST, keys, ns, b"", 64)[1:]
+                for item in listed:
+                    assert cp.Record.decode(item[1]).parent == model[item[0]]
+            for field, value in dump(keys):
+                if field.startswith(b"c"):
+                    assert cp.Record.decode(value).parent == model[field[1:]]
+
+        @settings(max_examples=80, deadline=None)
+        @given(st.lists(step, max_size=25))
+        def check(steps: list[tuple[str, str, str, str, str]]) -> None:
+            run = next(counter)
+            keys = cp.thread_keys("p:", f"t{run}")
+            model: dict[bytes, str | None] = {}
+            for action, ns, ident, choice, other in steps:
+                member = cp.member(ns, ident)
+                if action == "drop":
+                    fcall(cp.CP_DROP, keys, member)
+                    model.pop(member, None)
+                elif action == "copy":
+                    target = cp.thread_keys("p:", f"t{run}-copy")
+                    fields = dump(keys)
+                    if fields:
+                        args = [part for field, value in fields for part in ("C", field, value)]
+                        fcall(cp.CP_LOAD, target, *args)
+                    check_thread(target, model)
+                    client.delete(*target)
+                else:
+                    mine = sorted(m for m in model if m.split(b"\0")[0] == ns.encode())
+                    earlier = [m for m in mine if m < member]
+                    parent = {
+                        "before": earlier[-1].split(b"\0")[1].decode() if earlier else None,
+                        "other": other,
+                        "none": None,
+                    }[choice]
+                    header = f"P{parent}\n".encode() if parent else b""
+                    record = str(len(header)).encode() + b"\n" + header + b"payload"
+                    fcall(cp.CP_PUT, keys, "CHECKPOINT", member, record)
+                    model[member] = parent
+                check_thread(keys, model)
+
+        check()
+        # the common case, each checkpoint's parent the one before it, is stored by place
+        keys = cp.thread_keys("p:", "line")
+        parent = None
+        for n in range(5):
+            header = f"P{parent}\n".encode() if parent else b""
+            fcall(cp.CP_PUT, keys, "CHECKPOINT", cp.member("", f"{n:02d}"),
+                  str(len(header)).encode() + b"\n" + header)  # fmt: skip
+            parent = f"{n:02d}"
+        stored = [v for f, v in client.hscan_iter(keys[3]) if f.startswith(b"c")]
+        assert sum(b"\nP\n" in value for value in stored) == 4
     finally:
         stop_redis(server)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import random
 import re
 import threading
 from collections import OrderedDict
@@ -77,13 +76,28 @@ def _body(serde: Any, record: cp.Record) -> dict[str, Any]:
     return body
 
 
+def _blob_tag(version: str | int | float, typed: bytes) -> str:
+    """What a record's ``B`` line and the value's field name a stored channel value by: its
+    version, and the start of its bytes' SHA-1. Versions are a counter alone (since 1.7 of
+    the library): two branches of a thread may give a channel the same version, and the
+    SHA-1 keeps their values apart (the same value is stored once)."""
+    return f"{version}:{hashlib.sha1(typed).hexdigest()[:8]}"
+
+
+def _blob_version(tag: str | None) -> str | None:
+    """The channel version a ``B`` line names (a line of a version alone: that version)."""
+    return tag.rpartition(":")[0] if tag is not None and ":" in tag else tag
+
+
 def _compact(body: dict[str, Any], blobs: dict[str, str]) -> dict[str, Any]:
     """A checkpoint without what its record's header already says: its id (the record's
     name) and the versions of the channels stored as values (their ``B`` lines), left as
     None in ``channel_versions`` so that the names and their order stay. About 90 bytes of
     a 490-byte record in an agent's conversation."""
     versions = {
-        name: None if isinstance(version, str) and blobs.get(name) == version else version
+        name: None
+        if isinstance(version, str) and _blob_version(blobs.get(name)) == version
+        else version
         for name, version in body["channel_versions"].items()
     }
     return {
@@ -97,7 +111,7 @@ def _expanded(stored: dict[str, Any], blobs: dict[str, str], checkpoint_id: str)
     checkpoint = dict(stored)
     checkpoint.setdefault("id", checkpoint_id)
     checkpoint["channel_versions"] = {
-        name: blobs[name] if version is None else version
+        name: _blob_version(blobs[name]) if version is None else version
         for name, version in stored["channel_versions"].items()
     }
     return checkpoint
@@ -574,15 +588,16 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         for name, version in body["channel_versions"].items():
             if name in lists:
                 continue
-            if name not in new_versions and parent_blobs.get(name) == str(version):
-                record.blobs[name] = str(version)  # stored by an ancestor, named by the parent
+            if name not in new_versions and _blob_version(parent_blobs.get(name)) == str(version):
+                # stored by an ancestor, named by the parent
+                record.blobs[name] = parent_blobs[name]
             elif name in values:
                 typed = _typed(self.serde, values[name])
                 if len(typed) <= INLINE_BYTES:
                     inline[name] = typed
                 else:
-                    record.blobs[name] = str(version)
-                    field = cp.blob_field(ns, name, version)
+                    record.blobs[name] = _blob_tag(version, typed)
+                    field = cp.blob_field(ns, name, record.blobs[name])
                     blobs.append((field, typed))
                     if (shape := self._shape(values[name], typed)) is not None:
                         shaped.append((field, shape))
@@ -593,10 +608,10 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             # list): the lists are stored as values this time; their new messages still go
             # to the session.
             for name in plans:
-                version = body["channel_versions"][name]
+                typed = _typed(self.serde, values[name])
                 del record.runs[name]
-                record.blobs[name] = str(version)
-                blobs.append((cp.blob_field(ns, name, version), _typed(self.serde, values[name])))
+                record.blobs[name] = _blob_tag(body["channel_versions"][name], typed)
+                blobs.append((cp.blob_field(ns, name, record.blobs[name]), typed))
             plans = {}
         stored_body: dict[str, Any] = {
             "c": _compact(body, record.blobs),
@@ -1024,15 +1039,17 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         return await self._adrive(self._delta_plan(config, channels))  # type: ignore[no-any-return]
 
     def get_next_version(self, current: str | None, channel: None) -> str:
-        """A short increasing version: a counter, and a random part that keeps versions
-        made on two branches of a thread apart."""
+        """A short increasing version: a counter. (Before 1.7 of the library, a random part
+        kept the versions two branches of a thread made apart, for the values stored by
+        version; values are now told apart by their bytes, see ``_blob_tag``. A version of
+        that form goes on with the counter.)"""
         if current is None:
             number = 0
         elif isinstance(current, int | float):
             number = int(current)
         else:
             number = int(str(current).split(".")[0])
-        return f"{number + 1:08d}.{random.getrandbits(32):08x}"
+        return f"{number + 1:08d}"
 
 
 def _one(call: Call) -> Plan:
