@@ -141,6 +141,42 @@ def test_two_branches_that_give_a_channel_the_same_version_keep_their_values(
     assert len(fields) == 3  # r, x (twice, stored once) and y
 
 
+def test_values_and_writes_are_stored_deflated_when_that_is_shorter(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """A channel value stored on its own and a pending write that are neither messages nor
+    shaped are deflated with the payload's dictionary when that is shorter (a short one
+    stays as it is), and read back the same."""
+    saver = RedisChatSaver(redis_url)
+    thread = {"configurable": {"thread_id": "deflated", "checkpoint_ns": ""}}
+    body = empty_checkpoint()
+    body["id"] = "1ef00003-0000-6000-8000-00000000000a"
+    # (texts shorter than a shaped value's 128 bytes: a value with longer ones is kept as
+    # it is, for the put that may store them as messages to shape it)
+    big = {"documents": [{"title": f"doc {n}", "tags": ["lorem", "ipsum"] * 8} for n in range(9)]}
+    body["channel_values"] = {"context": big}
+    body["channel_versions"] = {"context": saver.get_next_version(None, None)}
+    stored = saver.put(thread, body, {"step": 0}, dict(body["channel_versions"]))
+    saver.put_writes(stored, [("context", big), ("flag", None)], "task-1")
+    keys = cp.thread_keys("chat:", "deflated")
+    values = [v for f, v in client.hscan_iter(keys[3]) if f.startswith(b"b")]
+    writes = cp.decode_write_fields(client.hscan_iter(keys[4]))
+    writes += cp.decode_record_fields(client.hscan_iter(keys[3]))
+    assert len(values) == 1 and values[0].startswith(_payload.MARK)
+    by_channel = {w.channel: w.value for w in writes}
+    assert by_channel["context"].startswith(_payload.MARK)
+    assert len(by_channel["context"]) < len(repr(big)) / 4
+    assert not by_channel["flag"].startswith(_payload.MARK)  # deflating a null saves nothing
+    for reader in (saver, RedisChatSaver(redis_url)):
+        found = reader.get_tuple(stored)
+        assert found is not None
+        assert found.checkpoint["channel_values"] == {"context": big}
+        assert [(w[1], w[2]) for w in found.pending_writes or []] == [
+            ("context", big),
+            ("flag", None),
+        ]
+
+
 def test_the_payload_dictionary_never_changes() -> None:
     """Records deflated with MARK's dictionary need exactly these bytes to be read: a new
     dictionary needs a new mark, and the old pair stays readable."""

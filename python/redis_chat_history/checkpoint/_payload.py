@@ -10,6 +10,10 @@ on a few hundred bytes. The dictionary is part of the format: ``MARK`` names it,
 new dictionary needs a new mark (records stored with the old one must stay readable).
 A payload without the mark (written before 1.5 of this package, or one that deflate
 did not shrink) is the serialized bytes themselves.
+
+The saver packs channel values stored on their own and pending writes the same way
+(since 1.7 of the library), except lists of messages and values it may shape: those the
+library reads or replaces by their SHA-1.
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def _typed(serde: Any, value: Any) -> bytes:
 
 
 def _untyped(serde: Any, raw: bytes) -> Any:
-    kind, _, data = raw.partition(b"\0")
+    """A value from its serialized bytes, deflated (``_payload.pack``) or not."""
+    kind, _, data = _payload.unpack(raw).partition(b"\0")
     return serde.loads_typed((kind.decode(), data))
 
 
@@ -598,9 +599,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 else:
                     record.blobs[name] = _blob_tag(version, typed)
                     field = cp.blob_field(ns, name, record.blobs[name])
-                    blobs.append((field, typed))
                     if (shape := self._shape(values[name], typed)) is not None:
+                        blobs.append((field, typed))  # kept as sent, to be shaped
                         shaped.append((field, shape))
+                    else:
+                        blobs.append((field, _payload.pack(typed)))
         if plans and cp.segments(plan.runs for plan in plans.values()) > cp.segments_allowed(
             len(messages)
         ):
@@ -712,6 +715,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 elif (shape := self._shape(value, data)) is not None:
                     # a value holding messages' texts (the caller's input as dicts)
                     lists.append(Written(task_id, index, shape.value_sha1, [], first_index, shape))
+                elif not jsons:
+                    data = _payload.pack(data)  # deflated when that is shorter
             encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
         if lists:  # before the call: a put of the next checkpoint may run meanwhile
             ns = configurable.get("checkpoint_ns", "")
