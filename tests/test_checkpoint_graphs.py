@@ -248,7 +248,7 @@ def thread_memory(client: redis.Redis, thread_id: str) -> int:
 
 def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redis) -> None:
     """40 turns of ~500-byte messages: the cost per turn at 40 turns is at most 1.3x
-    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 2.4x, see
+    that at 10. The issue's goal of 2x the messages' JSON is not reached (about 2.25x, see
     docs/checkpoint.md): this bound keeps what holds from regressing."""
     from benchmarks.checkpoint_memory import Conversation
 
@@ -261,5 +261,5 @@ def test_memory_is_linear_in_the_conversation(redis_url: str, client: redis.Redi
             memory = thread_memory(client, "mem")
             at[turn] = {"memory": memory, "json": conversation.json_bytes()}
     ten, forty = at[10], at[40]
-    assert forty["memory"] <= 2.6 * forty["json"], forty
+    assert forty["memory"] <= 2.4 * forty["json"], forty
     assert forty["memory"] / 40 <= 1.3 * ten["memory"] / 10, (ten, forty)
