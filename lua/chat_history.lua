@@ -2347,13 +2347,16 @@ A record is a header the library reads, then a payload only clients read:
                                   a change of the order set that puts
                                   another id before such a record writes
                                   the id into it first); replies and dumps
-                                  give the id
+                                  give the id; only a record of at
+                                  most SMALL_RECORD_BYTES is stored so
     "W" <bytes>                   stored only, the last line (1.7,
                                   INRECORD): the record's last <bytes>
                                   bytes are its checkpoint's count of
                                   writes "1\0<name>\0=<group>", which :w
                                   then does not hold (a count is read from
-                                  :w first); replies leave both out
+                                  :w first); only a record of at most
+                                  SMALL_RECORD_BYTES, count included,
+                                  holds one; replies leave both out
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
 meet in the stream). A write is replied as five netstrings (<length> ":"
@@ -2408,6 +2411,11 @@ CP.NAME_BYTES = 128
 CP.FOLD_BYTES = 4096
 -- A page of the order set holds at most ORDER_PAGE checkpoint ids (1.6).
 CP.ORDER_PAGE = 64
+-- A record holds its count of writes or names its parent by its place
+-- (1.7) only while it takes at most SMALL_RECORD_BYTES: the calls that read
+-- a record for these (a write, a put or drop of another checkpoint, a read
+-- of writes) read no more of a record than that, however long it is.
+CP.SMALL_RECORD_BYTES = 8192
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2906,24 +2914,33 @@ function CP.reply_parent(keys, member, record, before)
 end
 
 -- Writes its parent's id into the record of checkpoint id (of ns) if it
--- names its parent by its place, before that place changes.
+-- names its parent by its place, before that place changes (only a small
+-- record does).
 function CP.pin_parent(keys, ns, id, parent)
   if not id or not parent then return end
-  local field = 'c' .. ns .. '\0' .. id
-  local record = redis.call('HGET', keys[4], field)
+  local record = CP.small_record(keys, ns .. '\0' .. id)
   if record and CP.header_has(record, 'P') then
-    redis.call('HSET', keys[4], field, CP.with_parent(record, parent))
+    redis.call('HSET', keys[4], 'c' .. ns .. '\0' .. id, CP.with_parent(record, parent))
   end
 end
 
+-- A checkpoint's record if it takes at most SMALL_RECORD_BYTES, else nil:
+-- only such a record holds a count of writes or names its parent by its
+-- place, and a call reads no longer one for these.
+function CP.small_record(keys, member)
+  local size = redis.call('HSTRLEN', keys[4], 'c' .. member)
+  if size == 0 or size > CP.SMALL_RECORD_BYTES then return nil end
+  return redis.call('HGET', keys[4], 'c' .. member)
+end
+
 -- A checkpoint's count of writes, from its :w field, else from its record
--- (1.7; the record when it was read, or as given): n, first, folded (as
--- parse_count), and the record if the record holds the count. 0 when
--- there is none, nil if it is malformed.
+-- (1.7; the record as given, or read if small; false: none): n, first,
+-- folded (as parse_count), and the record if the record holds the count.
+-- 0 when there is none, nil if it is malformed.
 function CP.write_count(keys, member, record)
   local count = redis.call('HGET', keys[5], member)
   if count then return CP.parse_count(count) end
-  if record == nil then record = redis.call('HGET', keys[4], 'c' .. member) end
+  if record == nil then record = CP.small_record(keys, member) end
   count = record and CP.record_parts(record)
   if not count then return 0 end
   local n, first, folded = CP.parse_count(count)
@@ -2931,16 +2948,22 @@ function CP.write_count(keys, member, record)
 end
 
 -- Stores a checkpoint's count: in its record (in_record, the record as
--- read), or in its :w field (then a record that held it no longer does).
+-- read) if both take at most SMALL_RECORD_BYTES, else in its :w field (then
+-- a record that held it no longer does). Returns the record if it holds
+-- the count.
 function CP.store_count(keys, member, value, record, in_record)
   if in_record then
-    record = CP.with_count(record, value)
-    redis.call('HSET', keys[4], 'c' .. member, record)
-    redis.call('HDEL', keys[5], member)
-    return record
+    local holding = CP.with_count(record, value)
+    if #holding <= CP.SMALL_RECORD_BYTES then
+      redis.call('HSET', keys[4], 'c' .. member, holding)
+      redis.call('HDEL', keys[5], member)
+      return holding
+    end
   end
   redis.call('HSET', keys[5], member, value)
-  if record then redis.call('HSET', keys[4], 'c' .. member, CP.with_count(record, nil)) end
+  if record and CP.record_parts(record) then
+    redis.call('HSET', keys[4], 'c' .. member, CP.with_count(record, nil))
+  end
   return nil
 end
 
@@ -3294,8 +3317,12 @@ function CP.settle_count(keys, member, room)
   if count == nil then
     count = false
     local size = redis.call('HSTRLEN', keys[5], member)
-    -- (a count kept in the record, 1.7, is charged with the record)
-    if size == 0 then size = redis.call('HSTRLEN', keys[4], 'c' .. member) end
+    -- (a count kept in the record, 1.7, is charged with the record; only
+    -- a small record keeps one)
+    if size == 0 then
+      size = redis.call('HSTRLEN', keys[4], 'c' .. member)
+      if size > CP.SMALL_RECORD_BYTES then size = 0 end
+    end
     if size > 0 and size <= room.bytes then
       room.bytes = room.bytes - size
       local n, first, folded, record = CP.write_count(keys, member)
@@ -4062,23 +4089,31 @@ function CP.cp_put(keys, args)
   record = CP.resolve_record(keys[1], record, stored)
   local before, after, added = CP.order_add(keys[6], member)
   if added then CP.pin_parent(keys, ns, after, before) end
-  -- (1.7) a parent that is the id before it is stored as "P" alone
-  local kept = before and CP.header_has(record, 'P' .. before) and CP.with_parent(record, '')
-    or record
-  -- a record put again keeps the count of writes its former self held (1.7)
-  local former = redis.call('HGET', keys[4], 'c' .. member)
+  -- (1.7) a small record whose parent is the id before it is stored with
+  -- "P" alone
+  local kept = before and #record <= CP.SMALL_RECORD_BYTES
+    and CP.header_has(record, 'P' .. before) and CP.with_parent(record, '') or record
+  -- a record put again keeps the count of writes its former self held (1.7;
+  -- only a small record holds one)
+  local former = CP.small_record(keys, member)
   local held = former and CP.record_parts(former)
+  local from_writes = false
   if not held and options.INRECORD then
     -- INRECORD (1.7): a count stored before the record, that holds its only
     -- group, moves into it
     local count = redis.call('HGET', keys[5], member)
     local n, _, folded = CP.parse_count(count or '')
-    if n == 1 and folded then
-      held = count
-      redis.call('HDEL', keys[5], member)
-    end
+    if n == 1 and folded then held, from_writes = count, true end
   end
-  redis.call('HSET', keys[4], 'c' .. member, held and CP.with_count(kept, held) or kept)
+  local holding = held and CP.with_count(kept, held)
+  if holding and #holding <= CP.SMALL_RECORD_BYTES then
+    if from_writes then redis.call('HDEL', keys[5], member) end
+    kept = holding
+  elseif held and not from_writes then
+    -- too long to hold it: the count its former self held goes to :w
+    redis.call('HSET', keys[5], member, held)
+  end
+  redis.call('HSET', keys[4], 'c' .. member, kept)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
     changed = {}, counts = {}}
@@ -4242,7 +4277,7 @@ function CP.cp_writes(keys, args)
   -- INRECORD (1.7): a count that holds its only group goes into the record
   local record = held
   if options.INRECORD and n == 1 and state.first_body and not held then
-    record = redis.call('HGET', keys[4], 'c' .. member)
+    record = CP.small_record(keys, member)
     if not (record and CP.record_header(record)) then record = nil end
   end
   CP.store_count(keys, member, CP.count_value(n, first_group, state.first_body), record,
@@ -4581,11 +4616,13 @@ function CP.group_values_ok(field, value)
 end
 
 -- True unless a record copied from a dump ends its header with a "W" line
--- (1.7) that is not a well-formed count of writes holding its only group.
+-- (1.7) that is not a well-formed count of writes holding its only group,
+-- or the record is longer than a record that holds one may be.
 function CP.held_count_ok(record)
   local lines = CP.record_header(record)
   local last = lines and lines[#lines]
   if not last or string.sub(last, 1, 1) ~= 'W' then return true end
+  if #record > CP.SMALL_RECORD_BYTES then return false end
   local count = CP.record_parts(record)
   local n, _, folded = CP.parse_count(count or '')
   return n == 1 and folded ~= nil and CP.group_values_ok('', count)

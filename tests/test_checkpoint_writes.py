@@ -21,9 +21,9 @@ MEMBER = cp.member("", "1ef00001-0000-6000-8000-000000000001")
 GROUP_BYTES = int(re.search(r"^CP\.GROUP_BYTES = (\d+)$", library_source(), re.M).group(1))  # type: ignore[union-attr]
 
 
-def put(client: redis.Redis, keys: cp.Keys) -> None:
+def put(client: redis.Redis, keys: cp.Keys, record: bytes = b"0\np", *flags: str) -> None:
     client.function_load(library_source(), replace=True)
-    client.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", MEMBER, "0\np")
+    client.execute_command("FCALL", cp.CP_PUT, 6, *keys, *flags, "CHECKPOINT", MEMBER, record)
 
 
 def writes(client: redis.Redis, keys: cp.Keys, *items: tuple[str, int, str, str, bytes]) -> int:
@@ -373,7 +373,9 @@ def test_writes_fold_or_not_read_the_same() -> None:
     """Any series of write calls (tasks, indexes, negative ones, values short and long)
     stored with INRECORD (1.7), with FOLD and without either reads back the same, the record
     as it was put, and with fewer fields in that order; so do calls that mix the three (a
-    count moving between the record and :w)."""
+    count moving between the record and :w), records short and near SMALL_RECORD_BYTES (a
+    count that would make them longer stays in :w), and a put of the record again between
+    the calls."""
     from hypothesis import given, settings
     from hypothesis import strategies as st
 
@@ -385,6 +387,8 @@ def test_writes_fold_or_not_read_the_same() -> None:
         st.sampled_from([b"v", b"w" * 300, b"x" * 3000]),
     )
     flags = st.sampled_from(["INRECORD", "FOLD", False])
+    small = int(re.search(r"^CP\.SMALL_RECORD_BYTES = (\d+)$", library_source(), re.M).group(1))  # type: ignore[union-attr]
+    records = st.sampled_from([b"0\np", b"0\n" + b"p" * (small - 300)])
     server = start_redis()
     try:
         client = redis.Redis.from_url(server.url)
@@ -394,21 +398,34 @@ def test_writes_fold_or_not_read_the_same() -> None:
         @given(
             st.lists(st.lists(write, min_size=1, max_size=4), min_size=1, max_size=5),
             st.lists(flags, min_size=5, max_size=5),
+            records,
+            st.none() | st.tuples(st.integers(0, 4), records),
         )
-        def check(calls: list[list[tuple[str, int, bytes]]], mixed: list[bool | str]) -> None:
+        def check(
+            calls: list[list[tuple[str, int, bytes]]],
+            mixed: list[bool | str],
+            record: bytes,
+            again: tuple[int, bytes] | None,
+        ) -> None:
             run = next(counter)
             reads, fields = [], []
             for mode in ("INRECORD", "FOLD", "", "mixed"):
                 keys = cp.thread_keys("w:", f"model-{run}-{mode}")
-                put(client, keys)
+                put(client, keys, record)
+                last = record
                 for number, call in enumerate(calls):
+                    flag = mixed[number] if mode == "mixed" else mode
                     items = [(task, index, "p", "ch", value) for task, index, value in call]
-                    fold_writes(client, keys, items, mixed[number] if mode == "mixed" else mode)
+                    fold_writes(client, keys, items, flag)
+                    if again and again[0] == number:
+                        last = again[1]
+                        put(client, keys, last, *(["INRECORD"] if flag == "INRECORD" else []))
                 reads.append(stored(client, keys))
                 raw = cp.decode_checkpoint(
                     client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, MEMBER)
                 )
-                assert raw is not None and raw.record.encode() == b"0\np"
+                assert raw is not None and raw.record.encode() == last
+                assert len(client.hget(keys[3], b"c" + MEMBER) or b"") <= max(small, len(last))
                 fields.append(client.hlen(keys[3]) + client.hlen(keys[4]))
             assert reads[0] == reads[1] == reads[2] == reads[3]
             assert fields[0] <= fields[1] <= fields[2]

@@ -1,0 +1,153 @@
+"""A long record is read only by the calls that reply it (library 1.7): a record holds its
+count of writes or names its parent by its place only while it takes at most
+SMALL_RECORD_BYTES, so a write, a put or drop of a checkpoint beside it, a put of it again
+and a read of its writes never read it (MONITOR shows every command a function runs), and
+its writes read the same whatever its length."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from redis_chat_history import _checkpoint_protocol as cp
+from redis_chat_history import library_source
+
+pytest.importorskip("langgraph")
+
+SMALL_RECORD_BYTES = int(
+    re.search(r"^CP\.SMALL_RECORD_BYTES = (\d+)$", library_source(), re.M).group(1)  # type: ignore[union-attr]
+)
+LONG = 1 << 20
+MARK = "end-of-calls"
+
+
+def record_of(size: int, parent: str | None = None) -> bytes:
+    """A record of about ``size`` bytes (its payload padded), with a "P" line if it has a
+    parent."""
+    header = f"P{parent}\n".encode() if parent else b""
+    head = str(len(header)).encode() + b"\n" + header
+    return head + b"p" * max(1, size - len(head))
+
+
+def commands_run(client: redis.Redis, calls: Callable[[], Any]) -> list[list[str]]:
+    """The commands the functions ran while ``calls`` ran (MONITOR's "lua" lines), each as
+    its name and arguments."""
+    run: list[list[str]] = []
+    with client.monitor() as monitor:
+        calls()
+        client.echo(MARK)
+        while True:
+            command = monitor.next_command()
+            if command["command"] == f"ECHO {MARK}":
+                return run
+            if command.get("client_type") == "lua":
+                run.append(command["command"].split(" "))
+
+
+def reads_of(run: list[list[str]], key: str, member: bytes) -> list[list[str]]:
+    """The commands of ``run`` that read the record of ``member`` in the hash ``key``."""
+    field = "c" + member.decode().replace("\0", "\\x00")
+    return [c for c in run if c[0] == "HGET" and c[1] == key and c[2] == field]
+
+
+@pytest.fixture
+def thread(loaded: redis.Redis) -> Iterator[tuple[redis.Redis, cp.Keys]]:
+    yield loaded, cp.thread_keys("long:", "t")
+
+
+def fcall(client: redis.Redis, function: str, keys: cp.Keys, *args: Any) -> Any:
+    return client.execute_command("FCALL", function, 6, *keys, *args)
+
+
+def write(client: redis.Redis, keys: cp.Keys, member: bytes, task: str, value: bytes) -> Any:
+    return fcall(client, cp.CP_WRITES, keys, "INRECORD", "WRITES", member, 1,
+                 task, 0, "", "ch", value)  # fmt: skip
+
+
+def writes_of(client: redis.Redis, keys: cp.Keys, member: bytes) -> list[tuple[str, bytes]]:
+    """A checkpoint's writes, read on from the first (a long record spends a get's budget)."""
+    found, k = [], 1
+    while k:
+        reply = client.execute_command("FCALL_RO", cp.CP_MORE, 6, *keys, "WRITES", member, k)
+        k = int(reply[0])
+        found += [cp.decode_write(raw) for raw in reply[1:]]
+    return [(w.task_id, w.value) for w in found]
+
+
+def test_no_call_but_a_reply_reads_a_long_record(thread: tuple[redis.Redis, cp.Keys]) -> None:
+    client, keys = thread
+    first, long, later = (cp.member("", i) for i in ("0001", "0002", "0003"))
+    fcall(client, cp.CP_PUT, keys, "CHECKPOINT", first, record_of(100))
+    fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", long, record_of(LONG, "0001"))
+
+    # its writes: the count stays in :w, and its record is never read
+    run = commands_run(client, lambda: [write(client, keys, long, t, b"v") for t in "ab"])
+    assert reads_of(run, keys[3], long) == []
+    assert client.hget(keys[4], long) is not None
+    assert b"\nP0001\n" in (client.hget(keys[3], b"c" + long) or b"")  # no "P" alone
+
+    # a put after it, before it (its place changes), of it again, a read of its writes,
+    # a drop of the one before it
+    def around() -> None:
+        fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", later, record_of(100, "0002"))
+        fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", cp.member("", "00015"),
+              record_of(100, "0001"))  # fmt: skip
+        fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", long, record_of(LONG, "0001"))
+        client.execute_command("FCALL_RO", cp.CP_MORE, 6, *keys, "WRITES", long, 1)
+        fcall(client, cp.CP_DROP, keys, cp.member("", "00015"))
+
+    run = commands_run(client, around)
+    assert reads_of(run, keys[3], long) == []
+    assert writes_of(client, keys, long) == [("a", b"v"), ("b", b"v")]
+    assert fcall(client, cp.CP_DROP, keys, long)[0] == 1
+    assert client.hget(keys[4], long) is None
+
+
+def test_a_count_too_long_for_its_record_stays_in_writes(
+    thread: tuple[redis.Redis, cp.Keys],
+) -> None:
+    """A record that would pass SMALL_RECORD_BYTES with its count leaves it in :w; a record
+    that held one and is put again longer gives it back to :w; a put again short takes it."""
+    client, keys = thread
+    member = cp.member("", "0001")
+    edge = record_of(SMALL_RECORD_BYTES - 50)
+    fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, edge)
+    write(client, keys, member, "t", b"v" * 100)
+    assert client.hget(keys[4], member) is not None
+    assert client.hget(keys[3], b"c" + member) == edge
+
+    short = record_of(200)
+    fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, short)
+    assert client.hget(keys[4], member) is None
+    held = client.hget(keys[3], b"c" + member) or b""
+    assert len(held) > len(short) and cp.held_count(held) is not None
+
+    fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, edge)
+    assert client.hget(keys[4], member) is not None
+    assert client.hget(keys[3], b"c" + member) == edge
+    assert writes_of(client, keys, member) == [("t", b"v" * 100)]
+
+
+def test_a_copy_refuses_a_long_record_that_holds_a_count(
+    thread: tuple[redis.Redis, cp.Keys],
+) -> None:
+    client, keys = thread
+    source = cp.thread_keys("long:", "s")
+    member = cp.member("", "0001")
+    fcall(client, cp.CP_PUT, source, "INRECORD", "CHECKPOINT", member, record_of(100))
+    write(client, source, member, "t", b"v")
+    held = client.hget(source[3], b"c" + member) or b""
+    assert cp.held_count(held) is not None
+    header, _, rest = held.partition(b"\n")
+    count = cp.held_count(held) or b""
+    payload = rest[int(header) : len(rest) - len(count)]
+    forged = header + b"\n" + rest[: int(header)] + payload + b"p" * SMALL_RECORD_BYTES + count
+    with pytest.raises(redis.ResponseError, match=r"CHATHIST_BADARG.*count of writes"):
+        fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, forged)
+    assert client.exists(keys[3]) == 0
+    fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, held)
+    assert writes_of(client, keys, member) == [("t", b"v")]
