@@ -106,3 +106,86 @@ def test_an_agent_keeps_each_answer_and_tool_result_once(
     # per turn: the tool call, the tool result and the answer; the human input stays
     # whole (a dict without an id, as the caller gave it)
     assert len(settled) == 9 and len(values) == 12
+
+
+def test_writes_sent_while_the_next_put_is_planned_are_kept_once(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LangGraph may save a step's writes and the next checkpoint at the same time, from two
+    workers. The put waits between its plan and its call for up to a second, for writes of
+    the same thread to be stored meanwhile: they are not (a thread's puts and writes run
+    one at a time in a saver), so either the put settles them or they find its messages;
+    the answer is kept once either way."""
+    import threading
+
+    from redis_chat_history._transport import SyncTransport
+
+    saver = RedisChatSaver(redis_url)
+    human = HumanMessage("hi", id="h1")
+    first = saver.put(config("r"), checkpoint([human], 1), {"step": 0}, {"messages": "00000001.0"})
+    answer = [AIMessage("hello", id="a1"), ToolMessage("done", tool_call_id="c1", id="t1")]
+    planned, written = threading.Event(), threading.Event()
+    run = SyncTransport.run
+
+    def slow_put(transport: SyncTransport, call: Any) -> Any:
+        if call.function == cp.CP_PUT:
+            planned.set()
+            written.wait(timeout=1.0)
+        return run(transport, call)
+
+    def write() -> None:
+        planned.wait(timeout=5.0)
+        saver.put_writes(first, [("messages", answer)], "task-1")
+        written.set()
+
+    monkeypatch.setattr(SyncTransport, "run", slow_put)
+    worker = threading.Thread(target=write)
+    worker.start()
+    saver.put(first, checkpoint([human, *answer], 2), {"step": 1}, {"messages": "00000002.0"})
+    worker.join(timeout=10.0)
+    (value,) = write_values(client, "r")
+    assert value.startswith(cp.REFS_MARK)
+    assert len(client.xrange(cp.thread_keys("chat:", "r")[0])) == 3
+    found = RedisChatSaver(redis_url).get_tuple(first)
+    assert found is not None and [m.id for m in found.pending_writes[0][2]] == ["a1", "t1"]
+
+
+async def test_async_writes_sent_while_the_next_put_is_planned_are_kept_once(
+    redis_url: str, client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same with aput and aput_writes as two tasks of one event loop."""
+    import asyncio
+    import contextlib
+
+    from redis_chat_history._transport import AsyncTransport
+
+    saver = RedisChatSaver(redis_url)
+    human = HumanMessage("hi", id="h1")
+    first = await saver.aput(
+        config("ra"), checkpoint([human], 1), {"step": 0}, {"messages": "00000001.0"}
+    )
+    answer = [AIMessage("hello", id="a1"), ToolMessage("done", tool_call_id="c1", id="t1")]
+    planned, written = asyncio.Event(), asyncio.Event()
+    run = AsyncTransport.run
+
+    async def slow_put(transport: AsyncTransport, call: Any) -> Any:
+        if call.function == cp.CP_PUT:
+            planned.set()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(written.wait(), timeout=1.0)
+        return await run(transport, call)
+
+    async def write() -> None:
+        await planned.wait()
+        await saver.aput_writes(first, [("messages", answer)], "task-1")
+        written.set()
+
+    monkeypatch.setattr(AsyncTransport, "run", slow_put)
+    child = checkpoint([human, *answer], 2)
+    await asyncio.gather(
+        saver.aput(first, child, {"step": 1}, {"messages": "00000002.0"}),
+        asyncio.wait_for(write(), timeout=10.0),
+    )
+    (value,) = write_values(client, "ra")
+    assert value.startswith(cp.REFS_MARK)
+    assert len(client.xrange(cp.thread_keys("chat:", "ra")[0])) == 3

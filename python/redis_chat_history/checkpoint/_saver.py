@@ -40,6 +40,7 @@ from .._protocol import DEFAULT_KEY_PREFIX, Call, as_text, range_call
 from .._retry import DEFAULT_RETRY, RetryPolicy
 from .._transport import AsyncTransport, SyncTransport
 from . import _payload, _shapes
+from ._ordering import ThreadLocks
 
 Plan = Generator[Call | list[Call], Any, Any]
 #: A checkpoint's lists of messages: by channel, each message's (stream id, digest, run).
@@ -256,6 +257,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         self._shapes: OrderedDict[tuple[str, str, str], list[tuple[bytes, _shapes.Shape]]]
         self._shapes = OrderedDict()
         self._lock = threading.Lock()
+        #: A thread's puts and put_writes run one at a time (see ``_ordering``).
+        self._order = ThreadLocks()
         self.writes_in_session = False
 
     def __repr__(self) -> str:
@@ -295,6 +298,18 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 work = plan.send(reply)
         except StopIteration as done:
             return done.value
+
+    def _drive_in_order(self, config: RunnableConfig, plan: Plan) -> Any:
+        """Runs a put or put_writes plan while no other of its thread runs here."""
+        with self._order.sync(str(config["configurable"]["thread_id"])):
+            return self._drive(plan)
+
+    async def _adrive_in_order(self, config: RunnableConfig, plan: Plan) -> Any:
+        """Async twin of :meth:`_drive_in_order`."""
+        if self._async_redis_client is None and self._redis_client is not None:
+            return await asyncio.to_thread(self._drive_in_order, config, plan)
+        async with self._order.in_loop(str(config["configurable"]["thread_id"])):
+            return await self._adrive(plan)
 
     def _complete(self, keys: cp.Keys, raw: cp.RawCheckpoint) -> Plan:
         """Reads what a get or list reply left for later (bounded calls of chathist_cp_more)."""
@@ -961,7 +976,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Store a checkpoint: its new messages, new channel values and record in one FCALL."""
-        return self._drive(self._put_plan(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        plan = self._put_plan(config, checkpoint, metadata, new_versions)
+        return self._drive_in_order(config, plan)  # type: ignore[no-any-return]
 
     async def aput(
         self,
@@ -971,7 +987,8 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         new_versions: ChannelVersions,
     ) -> RunnableConfig:
         """Async twin of :meth:`put`."""
-        return await self._adrive(self._put_plan(config, checkpoint, metadata, new_versions))  # type: ignore[no-any-return]
+        plan = self._put_plan(config, checkpoint, metadata, new_versions)
+        return await self._adrive_in_order(config, plan)  # type: ignore[no-any-return]
 
     def put_writes(
         self,
@@ -981,7 +998,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Store a task's writes for a checkpoint in one FCALL (messages in the session)."""
-        self._drive(self._writes_plan(config, writes, task_id, task_path))
+        self._drive_in_order(config, self._writes_plan(config, writes, task_id, task_path))
 
     async def aput_writes(
         self,
@@ -991,7 +1008,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         task_path: str = "",
     ) -> None:
         """Async twin of :meth:`put_writes`."""
-        await self._adrive(self._writes_plan(config, writes, task_id, task_path))
+        await self._adrive_in_order(config, self._writes_plan(config, writes, task_id, task_path))
 
     def delete_thread(self, thread_id: str) -> None:
         """Delete a thread: its checkpoints, writes and chat session (one UNLINK)."""
