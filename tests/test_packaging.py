@@ -21,6 +21,7 @@ WHEEL_PACKAGE_FILES = {
     "redis_chat_history/__init__.py",
     "redis_chat_history/_checkpoint_protocol.py",
     "redis_chat_history/checkpoint/__init__.py",
+    "redis_chat_history/checkpoint/_ordering.py",
     "redis_chat_history/checkpoint/_payload.py",
     "redis_chat_history/checkpoint/_saver.py",
     "redis_chat_history/checkpoint/_shapes.py",
