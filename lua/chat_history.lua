@@ -2355,8 +2355,10 @@ A record is a header the library reads, then a payload only clients read:
                                   writes "1\0<name>\0=<group>", which :w
                                   then does not hold (a count is read from
                                   :w first); only a record of at most
-                                  SMALL_RECORD_BYTES, count included,
-                                  holds one; replies leave both out
+                                  SMALL_RECORD_BYTES, count included
+                                  (and room for a "P" line's id, see
+                                  CP.fits_small), holds one; replies
+                                  leave both out
 In a call, a run's end may be "#k": the k-th message of the call, stored by
 the call (the library replaces it with its stream id and joins runs that
 meet in the stream). A write is replied as five netstrings (<length> ":"
@@ -2918,10 +2920,28 @@ end
 -- record does).
 function CP.pin_parent(keys, ns, id, parent)
   if not id or not parent then return end
-  local record = CP.small_record(keys, ns .. '\0' .. id)
+  local member = ns .. '\0' .. id
+  local record = CP.small_record(keys, member)
   if record and CP.header_has(record, 'P') then
-    redis.call('HSET', keys[4], 'c' .. ns .. '\0' .. id, CP.with_parent(record, parent))
+    local pinned = CP.with_parent(record, parent)
+    local count = CP.record_parts(pinned)
+    if count and #pinned > CP.SMALL_RECORD_BYTES then
+      -- (a record stored before fits_small: its count goes to :w, where the
+      -- calls that read only small records find it)
+      CP.store_count(keys, member, count, pinned, false)
+    else
+      redis.call('HSET', keys[4], 'c' .. member, pinned)
+    end
   end
+end
+
+-- True if a record may hold a count of writes: it takes at most
+-- SMALL_RECORD_BYTES, and still would with the id of a parent it names by
+-- its place written back into it (a pin, a reply, a dump: up to 64 bytes
+-- and a digit more of header length).
+function CP.fits_small(record)
+  local room = CP.header_has(record, 'P') and 65 or 0
+  return #record + room <= CP.SMALL_RECORD_BYTES
 end
 
 -- A checkpoint's record if it takes at most SMALL_RECORD_BYTES, else nil:
@@ -2954,7 +2974,7 @@ end
 function CP.store_count(keys, member, value, record, in_record)
   if in_record then
     local holding = CP.with_count(record, value)
-    if #holding <= CP.SMALL_RECORD_BYTES then
+    if CP.fits_small(holding) then
       redis.call('HSET', keys[4], 'c' .. member, holding)
       redis.call('HDEL', keys[5], member)
       return holding
@@ -4106,7 +4126,7 @@ function CP.cp_put(keys, args)
     if n == 1 and folded then held, from_writes = count, true end
   end
   local holding = held and CP.with_count(kept, held)
-  if holding and #holding <= CP.SMALL_RECORD_BYTES then
+  if holding and CP.fits_small(holding) then
     if from_writes then redis.call('HDEL', keys[5], member) end
     kept = holding
   elseif held and not from_writes then

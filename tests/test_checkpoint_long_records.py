@@ -151,3 +151,39 @@ def test_a_copy_refuses_a_long_record_that_holds_a_count(
     assert client.exists(keys[3]) == 0
     fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, held)
     assert writes_of(client, keys, member) == [("t", b"v")]
+
+
+LANGGRAPH_ID = "1f1f1136-9ebe-6f05-8018-28090defc1e6"
+
+
+@pytest.mark.parametrize("change", ["drop the parent", "put one between", "copy"])
+def test_a_record_that_names_its_parent_by_place_keeps_room_for_its_id(
+    loaded: redis.Redis, change: str
+) -> None:
+    """A record with "P" alone holds a count only if its parent's id still fits once written
+    back (a pin before its place changes, a dump): for records of every length near
+    SMALL_RECORD_BYTES, its writes read the same after a drop of its parent or a put before
+    it, and a copy of it loads."""
+    client = loaded
+    parent = cp.member("", LANGGRAPH_ID)
+    child = cp.member("", "2" + LANGGRAPH_ID[1:])
+    for slack in range(0, 200, 8):
+        keys = cp.thread_keys("long:", f"{change}-{slack}")
+        fcall(client, cp.CP_PUT, keys, "CHECKPOINT", parent, record_of(100))
+        fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", child,
+              record_of(SMALL_RECORD_BYTES - slack, LANGGRAPH_ID))  # fmt: skip
+        assert b"\nP\n" in (client.hget(keys[3], b"c" + child) or b"")
+        write(client, keys, child, "t", b"v" * 60)
+        if change == "drop the parent":
+            fcall(client, cp.CP_DROP, keys, parent)
+        elif change == "put one between":
+            fcall(client, cp.CP_PUT, keys, "CHECKPOINT", cp.member("", "1f2"), record_of(100))
+        else:
+            reply = client.execute_command("FCALL_RO", cp.CP_DUMP, 6, *keys, "C", 0)
+            fields = [part for k in range(1, len(reply), 2) for part in ("C", *reply[k : k + 2])]
+            count = client.hget(keys[4], child)
+            fields += ["W", child, count] if count else []
+            keys = cp.thread_keys("long:", f"copy-{slack}")
+            fcall(client, cp.CP_LOAD, keys, *fields)
+        assert len(client.hget(keys[3], b"c" + child) or b"") <= SMALL_RECORD_BYTES, slack
+        assert writes_of(client, keys, child) == [("t", b"v" * 60)], slack

@@ -435,3 +435,81 @@ def test_the_order_set_work_of_a_put_and_a_list_does_not_grow_with_the_thread() 
         assert len(reply) == 6 and calls("zrevrangebylex") <= 2
     finally:
         stop_redis(server)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_parents_read_as_put_through_random_puts_writes_drops_and_a_copy(
+    client: redis.Redis, seed: int
+) -> None:
+    """Puts of ids anywhere in the order (mostly after the id before them, as an agent
+    does), puts again, writes that move counts into records and out, drops that stop on
+    their budget, in two namespaces with order pages of 2 ids: every parent that get, list,
+    dump and a copy read is the one its put named."""
+    import random
+
+    from conftest import checkpoint_library
+    from test_checkpoint_long_records import fcall, record_of
+
+    client.function_load(checkpoint_library(ORDER_PAGE=2, DROP_FIELDS=2), replace=True)
+    rng = random.Random(seed)
+    keys = cp.thread_keys("fz:", f"t{seed}")
+    parents: dict[tuple[str, str], str | None] = {}
+
+    def parent_of(record: bytes) -> str | None:
+        return cp.Record.decode(record).parent
+
+    for _ in range(150):
+        ns = rng.choice(["", "a"])
+        ids = sorted(i for (n, i) in parents if n == ns)
+        choice = rng.random()
+        if choice < 0.55 or not ids:
+            new = f"{rng.randrange(1000):03d}{rng.choice(['', 'x', 'xy'])}"
+            before = [i for i in ids if i < new]
+            parent = before[-1] if before and rng.random() < 0.8 else None
+            if parent is None and ids and rng.random() < 0.5:
+                parent = rng.choice(ids)
+            record = record_of(rng.choice([100, 100, 3000]), parent)
+            fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", cp.member(ns, new), record)
+            parents[(ns, new)] = parent
+        elif choice < 0.75:
+            member = cp.member(ns, rng.choice(ids))
+            for task in range(rng.choice([1, 1, 3])):
+                value = b"v" * rng.choice([10, 200])
+                fcall(client, cp.CP_WRITES, keys, "INRECORD", "WRITES", member, 1,
+                      f"task{task}", 0, "", "ch", value)  # fmt: skip
+        else:
+            doomed = rng.sample(ids, min(len(ids), rng.choice([1, 1, 2, 3])))
+            members = [cp.member(ns, i) for i in doomed]
+            while members:
+                members = members[int(fcall(client, cp.CP_DROP, keys, *members)[1]) :]
+            for i in doomed:
+                del parents[(ns, i)]
+        for (n, i), parent in parents.items():
+            reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, cp.member(n, i))
+            assert parent_of(reply[1]) == parent, (n, i)
+
+    target, cursor = cp.thread_keys("fz:", f"copy{seed}"), b"0"
+    while True:
+        reply = client.execute_command("FCALL_RO", cp.CP_DUMP, 6, *keys, "C", cursor)
+        cursor, fields = reply[0], []
+        for k in range(1, len(reply), 2):
+            fields += ["C", reply[k], reply[k + 1]]
+            if reply[k].startswith(b"c"):
+                assert parent_of(reply[k + 1]) == parents[cp.split_member(reply[k][1:])]
+        if fields:
+            fcall(client, cp.CP_LOAD, target, *fields)
+        if cursor in (b"0", 0):
+            break
+    for (n, i), parent in parents.items():
+        reply = client.execute_command("FCALL_RO", cp.CP_GET, 6, *target, cp.member(n, i))
+        assert parent_of(reply[1]) == parent
+    for ns in ("", "a"):
+        before = b""
+        while True:
+            reply = client.execute_command("FCALL_RO", cp.CP_LIST, 6, *keys, ns, before, 3)
+            for item in reply[1:]:
+                assert parent_of(item[1]) == parents[cp.split_member(item[0])]
+            before = reply[0]
+            if not before:
+                break
+    client.function_load(library_source(), replace=True)

@@ -189,3 +189,26 @@ async def test_async_writes_sent_while_the_next_put_is_planned_are_kept_once(
     (value,) = write_values(client, "ra")
     assert value.startswith(cp.REFS_MARK)
     assert len(client.xrange(cp.thread_keys("chat:", "ra")[0])) == 3
+
+
+def test_the_locks_keep_no_closed_event_loop() -> None:
+    """An asyncio.Lock that had a waiter holds its loop: the saver's locks let go of the
+    locks of closed loops (a sync wrapper may run a loop per request)."""
+    import asyncio
+
+    from redis_chat_history.checkpoint._ordering import ThreadLocks
+
+    locks = ThreadLocks()
+
+    async def contend() -> None:
+        lock = locks.in_loop("t")
+
+        async def hold() -> None:
+            async with lock:
+                await asyncio.sleep(0.001)
+
+        await asyncio.gather(hold(), hold())
+
+    for _ in range(20):
+        asyncio.run(contend())
+    assert len(locks._loops) <= 1

@@ -48,6 +48,10 @@ class ThreadLocks:
         ``asyncio.Lock`` serves one loop)."""
         loop = asyncio.get_running_loop()
         with self._guard:
+            # an asyncio.Lock that saw a waiter holds its loop, so the weak keys alone
+            # would keep every such loop (and its locks) for the saver's life
+            for closed in [other for other in self._loops if other.is_closed()]:
+                del self._loops[closed]
             locks = self._loops.get(loop)
             if locks is None:
                 locks = self._loops[loop] = [asyncio.Lock() for _ in range(self._stripes)]
