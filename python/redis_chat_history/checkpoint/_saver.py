@@ -82,8 +82,10 @@ def _blob_tag(version: str | int | float, typed: bytes) -> str:
     """What a record's ``B`` line and the value's field name a stored channel value by: its
     version, and the start of its bytes' SHA-1. Versions are a counter alone (since 1.7 of
     the library): two branches of a thread may give a channel the same version, and the
-    SHA-1 keeps their values apart (the same value is stored once)."""
-    return f"{version}:{hashlib.sha1(typed).hexdigest()[:8]}"
+    SHA-1 keeps their values apart (the same value is stored once): 64 bits of it, so that
+    even a thousand branches at one version have odds of about 1e-13 that two values share
+    a name (one would replace the other)."""
+    return f"{version}:{hashlib.sha1(typed).hexdigest()[:16]}"
 
 
 def _blob_version(tag: str | None) -> str | None:
