@@ -76,8 +76,10 @@ Contents (sections in this order):
   8. Checkpoints: a LangGraph thread's keys, records, writes, runs of
      messages, shaped values, the order set's pages, and the budgets of
      their reads
-  9. Entry points: chathist_append, _import, _delete, _range, _search,
-     _reindex, _clear, _len, _ttl, _expire, _version; then (1.4)
+  9. Entry points (fields of API and CP: a chunk has at most 200 local
+     names, and sections 1 to 7 take nearly all): chathist_append,
+     _import, _delete, _range, _search, _reindex, _clear, _len, _ttl,
+     _expire, _version; then (1.4)
      chathist_cp_put, _writes, _get, _list, _more, _drop, _dump, _load,
      _delete, _touch; (1.5) chathist_cp_chain; and their register_function
      calls
@@ -3591,6 +3593,11 @@ end
 -- checks its keys and every argument before its first write.
 ------------------------------------------------------------------------------
 
+-- The chat-history entry points (the checkpoint ones are CP's): fields of a
+-- table, as CP's helpers are, because Lua allows a chunk 200 local names and
+-- the sections above take nearly all of them.
+local API = {}
+
 --[[
 chathist_append: store a batch of messages, atomically.
   KEYS: the session's 3 keys.
@@ -3614,7 +3621,7 @@ chathist_append: store a batch of messages, atomically.
     again: its existing stream id is returned (safe retries).
   Reply: array of stream ids, one per message, in order.
 ]]
-local function append(keys, args)
+function API.append(keys, args)
   local bad, exists = check_keys(keys)
   if bad then return bad end
   local options, at = read_options(args, 1, {TTL = true, MAXLEN = true, MAXBYTES = true,
@@ -3673,7 +3680,7 @@ chathist_import: store messages under explicit stream ids (export/import).
   Reply: array of stream ids, one per message (the stored one for a message
   whose data.id is stored already).
 ]]
-local function import(keys, args)
+function API.import(keys, args)
   local bad, exists = check_keys(keys)
   if bad then return bad end
   local options, at = read_options(args, 1, {TTL = true, TOKEN = true}, {ENTRIES = true},
@@ -3734,7 +3741,7 @@ chathist_delete: delete messages by id, atomically.
      or MESSAGEIDS mid [mid ...]   client ids (LangChain message.id)
   Unknown ids are ignored. Reply: the number of messages deleted.
 ]]
-local function delete(keys, args)
+function API.delete(keys, args)
   local bad, exists = check_keys(keys)
   if bad then return bad end
   local form = args[1] and string.upper(args[1])
@@ -3789,7 +3796,7 @@ chathist_range: read messages in order (read-only).
   of tool results only reaches back to their AI message instead.
   Reply: flat array id1, json1, id2, json2, ... oldest first.
 ]]
-local function range(keys, args)
+function API.range(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   local options, err = read_options(args, 1, {COUNT = true, BEFORE = true, AFTER = true}, nil,
@@ -3842,7 +3849,7 @@ chathist_search: find messages by their words (read-only).
     next, id1, json1, score1, id2, json2, score2, ...
   A call without PAGED that cannot finish inside its budget replies BUDGET.
 ]]
-local function search(keys, args)
+function API.search(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   local text = args[1]
@@ -3898,7 +3905,7 @@ chathist_reindex: rebuild the session's index from its messages, in steps.
   Reply: without arguments, the number of messages (1.1's reply); else
     {messages indexed, messages, 1 when the index is complete else 0}.
 ]]
-local function reindex(keys, args)
+function API.reindex(keys, args)
   local bad, exists = check_keys(keys)
   if bad then return bad end
   local form = args[1] and string.upper(args[1])
@@ -3925,7 +3932,7 @@ chathist_clear: delete every key of the session.
   KEYS: the session's 3 keys.  ARGV: none.
   Reply: the number of messages deleted.
 ]]
-local function clear(keys, args)
+function API.clear(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   if #args > 0 then return fail('BADARG', 'clear takes no arguments') end
@@ -3938,7 +3945,7 @@ end
 chathist_len: the number of messages in the session (read-only).
   KEYS: the session's 3 keys.  ARGV: none.  Reply: integer.
 ]]
-local function len(keys, args)
+function API.len(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   if #args > 0 then return fail('BADARG', 'len takes no arguments') end
@@ -3950,7 +3957,7 @@ chathist_ttl: the session's remaining time to live (read-only).
   KEYS: the session's 3 keys.  ARGV: none.
   Reply: integer ms; -1 when it has no TTL, -2 when the session does not exist.
 ]]
-local function ttl(keys, args)
+function API.ttl(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   if #args > 0 then return fail('BADARG', 'ttl takes no arguments') end
@@ -3962,7 +3969,7 @@ chathist_expire: set or drop the TTL of every key of the session.
   KEYS: the session's 3 keys.  ARGV: seconds (1 to 315360000) | PERSIST
   Reply: 1 if the session exists, else 0.
 ]]
-local function expire(keys, args)
+function API.expire(keys, args)
   local bad = check_keys(keys)
   if bad then return bad end
   local persist = #args == 1 and string.upper(args[1]) == 'PERSIST'
@@ -3986,7 +3993,7 @@ chathist_version: the library version, "major.minor.patch" (read-only).
   KEYS: none.  ARGV: none.  Reply: bulk string.
   Same major: compatible protocol; a higher minor only adds.
 ]]
-local function version(keys, args)
+function API.version(keys, args)
   if #keys > 0 then return fail('BADKEYS', 'version takes no keys') end
   return LIBRARY_VERSION
 end
@@ -4767,27 +4774,27 @@ function CP.cp_touch(keys, args)
   return found > 0 and 1 or 0
 end
 
-local READ_ONLY = {'no-writes'}
-local FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
-redis.register_function{function_name = 'chathist_append', callback = append}
-redis.register_function{function_name = 'chathist_import', callback = import}
-redis.register_function{function_name = 'chathist_delete', callback = delete, flags = FREES}
-redis.register_function{function_name = 'chathist_range', callback = range, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_search', callback = search, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_reindex', callback = reindex}
-redis.register_function{function_name = 'chathist_clear', callback = clear, flags = FREES}
-redis.register_function{function_name = 'chathist_len', callback = len, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_ttl', callback = ttl, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_expire', callback = expire, flags = FREES}
-redis.register_function{function_name = 'chathist_version', callback = version, flags = READ_ONLY}
+API.READ_ONLY = {'no-writes'}
+API.FREES = {'allow-oom'}  -- frees memory: runs when the server is at maxmemory
+redis.register_function{function_name = 'chathist_append', callback = API.append}
+redis.register_function{function_name = 'chathist_import', callback = API.import}
+redis.register_function{function_name = 'chathist_delete', callback = API.delete, flags = API.FREES}
+redis.register_function{function_name = 'chathist_range', callback = API.range, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_search', callback = API.search, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_reindex', callback = API.reindex}
+redis.register_function{function_name = 'chathist_clear', callback = API.clear, flags = API.FREES}
+redis.register_function{function_name = 'chathist_len', callback = API.len, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_ttl', callback = API.ttl, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_expire', callback = API.expire, flags = API.FREES}
+redis.register_function{function_name = 'chathist_version', callback = API.version, flags = API.READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_put', callback = CP.cp_put}
 redis.register_function{function_name = 'chathist_cp_writes', callback = CP.cp_writes}
-redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_cp_more', callback = CP.cp_more, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_cp_chain', callback = CP.cp_chain, flags = READ_ONLY}
-redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = FREES}
-redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_get', callback = CP.cp_get, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_list', callback = CP.cp_list, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_more', callback = CP.cp_more, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_chain', callback = CP.cp_chain, flags = API.READ_ONLY}
+redis.register_function{function_name = 'chathist_cp_drop', callback = CP.cp_drop, flags = API.FREES}
+redis.register_function{function_name = 'chathist_cp_dump', callback = CP.cp_dump, flags = API.READ_ONLY}
 redis.register_function{function_name = 'chathist_cp_load', callback = CP.cp_load}
-redis.register_function{function_name = 'chathist_cp_delete', callback = CP.cp_delete, flags = FREES}
+redis.register_function{function_name = 'chathist_cp_delete', callback = CP.cp_delete, flags = API.FREES}
 redis.register_function{function_name = 'chathist_cp_touch', callback = CP.cp_touch}

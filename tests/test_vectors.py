@@ -302,11 +302,15 @@ def test_protocol_walkthrough_runs_as_documented(redis_url: str) -> None:
 
 
 def test_protocol_doc_lists_every_function_with_its_flags() -> None:
-    flag_names = {"": "", ", flags = READ_ONLY": "no-writes", ", flags = FREES": "allow-oom"}
+    flag_names = {
+        "": "",
+        ", flags = API.READ_ONLY": "no-writes",
+        ", flags = API.FREES": "allow-oom",
+    }
     registered = {
         name: flag_names[flags]
         for name, flags in re.findall(
-            r"register_function\{function_name = '(\w+)', callback = [\w.]+(, flags = \w+)?\}",
+            r"register_function\{function_name = '(\w+)', callback = [\w.]+(, flags = [\w.]+)?\}",
             library_source(),
         )
     }
