@@ -2629,9 +2629,11 @@ function CP.order_page(key, high, low, before, count)
   return members
 end
 
--- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL.
+-- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL
+-- or 0xFF (1.7; UTF-8 never holds it, and "<ns>\0\255" bounds the order
+-- set's pages of ns).
 function CP.is_member(text)
-  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z]+$') ~= nil
+  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z\255]+$') ~= nil
     and #text <= 4096 and #string.match(text, '%z([^%z]+)$') <= 64
 end
 

@@ -513,3 +513,15 @@ def test_parents_read_as_put_through_random_puts_writes_drops_and_a_copy(
             if not before:
                 break
     client.function_load(library_source(), replace=True)
+
+
+def test_an_id_holding_the_byte_ff_is_refused(loaded: redis.Redis) -> None:
+    """0xFF (never in UTF-8) bounds a namespace's pages of the order set: an id holding it
+    would not be found there, so a put, a get and a drop refuse it and change nothing."""
+    keys = cp.thread_keys("ff:", "t")
+    for member in (b"\0\xffa", b"ns\0a\xff"):
+        with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+            loaded.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", member, "0\n")
+        with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+            loaded.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, member)
+    assert loaded.exists(*keys) == 0
