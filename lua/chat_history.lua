@@ -2420,6 +2420,11 @@ CP.ORDER_PAGE = 64
 -- a record for these (a write, a put or drop of another checkpoint, a read
 -- of writes) read no more of a record than that, however long it is.
 CP.SMALL_RECORD_BYTES = 8192
+-- A stored record's header holds at most HEADER_LINES lines (a put's
+-- CP_MAX_FIELDS and a "W" line) and HEADER_BYTES bytes: a longer one is not
+-- parsed (a put and a load refuse it), so each parse of a record is bounded.
+CP.HEADER_LINES = 1001
+CP.HEADER_BYTES = 1048576
 
 -- Checks the six keys of a thread; returns an error reply, or nil and
 -- whether the session's stream exists.
@@ -2654,17 +2659,29 @@ function CP.thread_ttl(keys, ttl)
 end
 
 -- Reads a record's header: its lines and where the payload starts; nil if
--- the header is malformed.
+-- the header is malformed or longer than HEADER_LINES and HEADER_BYTES.
 function CP.record_header(record)
   local size, at = string.match(record, '^(%d+)\n()')
   if not size or #size > 9 then return nil end
   size = tonumber(size)
-  if at + size - 1 > #record then return nil end
+  if at + size - 1 > #record or size > CP.HEADER_BYTES then return nil end
   local header = string.sub(record, at, at + size - 1)
-  local lines = {}
-  for line in string.gmatch(header, '([^\n]*)\n') do lines[#lines + 1] = line end
   if header ~= '' and string.sub(header, -1) ~= '\n' then return nil end
+  local lines = {}
+  for line in string.gmatch(header, '([^\n]*)\n') do
+    if #lines >= CP.HEADER_LINES then return nil end
+    lines[#lines + 1] = line
+  end
   return lines, at + size
+end
+
+-- A record's header with the newline before its first line ("\n" <lines>),
+-- and where its payload starts; nil if it has none. Cut, not parsed: what
+-- looks for one line finds it with a plain search.
+function CP.raw_header(record)
+  local size, at = string.match(record, '^(%d+)\n()')
+  if not size or #size > 9 or at + tonumber(size) - 1 > #record then return nil end
+  return string.sub(record, at - 1, at + tonumber(size) - 1), at + tonumber(size)
 end
 
 -- If runs text is well formed ("<a>..<b>" items separated by spaces, each
@@ -2695,9 +2712,9 @@ end
 -- placeholders up to placeholders, or "B" versions, at most CP_MAX_FIELDS.
 -- Returns an error text or nil, and the segments its runs resolve through.
 function CP.check_record(record, placeholders)
+  local problem = CP.header_problem(record, CP.CP_MAX_FIELDS)
+  if problem then return problem end
   local lines = CP.record_header(record)
-  if not lines then return 'has no header "<bytes>\\n<lines>"' end
-  if #lines > CP.CP_MAX_FIELDS then return 'has more than ' .. CP.CP_MAX_FIELDS .. ' header lines' end
   local segments, parents = 0, 0
   for _, line in ipairs(lines) do
     local kind, channel, rest = string.match(line, '^([MB])([^\t]+)\t(.*)$')
@@ -2721,6 +2738,19 @@ function CP.check_record(record, placeholders)
     end
   end
   return nil, segments
+end
+
+-- Why a record's header cannot be stored (at most most_lines lines), or nil.
+function CP.header_problem(record, most_lines)
+  local header = CP.raw_header(record)
+  if not header or string.sub(header, -1) ~= '\n' then return 'has no header "<bytes>\\n<lines>"' end
+  if #header - 1 > CP.HEADER_BYTES then
+    return 'has a header longer than ' .. CP.HEADER_BYTES .. ' bytes'
+  end
+  if select(2, string.gsub(header, '\n', '')) - 1 > most_lines then
+    return 'has more than ' .. most_lines .. ' header lines'
+  end
+  return nil
 end
 
 -- The most run segments one write call may resolve (each a read of the
@@ -2896,19 +2926,43 @@ function CP.with_parent(record, parent)
   return record
 end
 
--- True if a record's header holds the line.
+-- True if a record's header holds the line (a plain search of the header,
+-- however many lines it has).
 function CP.header_has(record, wanted)
-  local lines = CP.record_header(record)
-  for _, line in ipairs(lines or {}) do
-    if line == wanted then return true end
-  end
-  return false
+  local header = CP.raw_header(record)
+  return header ~= nil and string.find(header, '\n' .. wanted .. '\n', 1, true) ~= nil
+end
+
+-- A record that names its parent by its place ("P" alone) with the id
+-- parent written into that line: its header spliced, not parsed.
+function CP.pinned(record, parent)
+  local header, payload_at = CP.raw_header(record)
+  local found = header and string.find(header, '\nP\n', 1, true)
+  if not found then return record end
+  header = string.sub(header, 2, found) .. 'P' .. parent .. string.sub(header, found + 2)
+  return #header .. '\n' .. header .. string.sub(record, payload_at)
 end
 
 -- A record as a reply gives it: without a count of writes, and with its
--- parent's id (before, the id before it when the caller knows it).
-function CP.reply_record(keys, member, record, before)
-  return CP.reply_parent(keys, member, CP.with_count(record, nil), before)
+-- parent's id (before, the id before it when the caller knows it). parts:
+-- what CP.record_parts gave for it (a reply parses a record once).
+function CP.reply_record(keys, member, record, before, parts)
+  local held, lines, payload_at, payload_end = parts[1], parts[2], parts[3], parts[4]
+  if not lines then return record end
+  local place = nil
+  for i, line in ipairs(lines) do
+    if line == 'P' then place = i end
+  end
+  if not held and not place then return record end
+  if place then
+    local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
+    local parent = before or (id and CP.order_before(keys[6], ns, id))
+    local copy = {}
+    for i, line in ipairs(lines) do copy[i] = line end
+    if parent then copy[place] = 'P' .. parent else table.remove(copy, place) end
+    lines = copy
+  end
+  return CP.build_record(lines, string.sub(record, payload_at, payload_end), nil)
 end
 
 -- A record with its parent's id if it names its parent by its place.
@@ -2916,7 +2970,9 @@ function CP.reply_parent(keys, member, record, before)
   if not CP.header_has(record, 'P') then return record end
   local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
   if not id then return record end
-  return CP.with_parent(record, before or CP.order_before(keys[6], ns, id))
+  local parent = before or CP.order_before(keys[6], ns, id)
+  if parent then return CP.pinned(record, parent) end
+  return CP.with_parent(record, nil)
 end
 
 -- Writes its parent's id into the record of checkpoint id (of ns) if it
@@ -2927,9 +2983,9 @@ function CP.pin_parent(keys, ns, id, parent)
   local member = ns .. '\0' .. id
   local record = CP.small_record(keys, member)
   if record and CP.header_has(record, 'P') then
-    local pinned = CP.with_parent(record, parent)
-    local count = CP.record_parts(pinned)
-    if count and #pinned > CP.SMALL_RECORD_BYTES then
+    local pinned = CP.pinned(record, parent)
+    local count = #pinned > CP.SMALL_RECORD_BYTES and CP.record_parts(pinned)
+    if count then
       -- (a record stored before fits_small: its count goes to :w, where the
       -- calls that read only small records find it)
       CP.store_count(keys, member, count, pinned, false)
@@ -2961,11 +3017,11 @@ end
 -- (1.7; the record as given, or read if small; false: none): n, first,
 -- folded (as parse_count), and the record if the record holds the count.
 -- 0 when there is none, nil if it is malformed.
-function CP.write_count(keys, member, record)
+function CP.write_count(keys, member, record, held)
   local count = redis.call('HGET', keys[5], member)
   if count then return CP.parse_count(count) end
   if record == nil then record = CP.small_record(keys, member) end
-  count = record and CP.record_parts(record)
+  if held ~= nil then count = held else count = record and CP.record_parts(record) end
   if not count then return 0 end
   local n, first, folded = CP.parse_count(count)
   return n, first, folded, record
@@ -3481,9 +3537,9 @@ end
 -- READ_ENTRIES writes and one group more (what one write call stored);
 -- each write is replied as five netstrings. Returns the writes, the runs
 -- their values hold, and the k to go on from (0 when all are read).
-function CP.read_writes(keys, member, k, meter, wanted, record)
+function CP.read_writes(keys, member, k, meter, wanted, record, held)
   local key = keys[5]
-  local n, first, folded = CP.write_count(keys, member, record)
+  local n, first, folded = CP.write_count(keys, member, record, held)
   n = n or 0
   local writes, runs = {}, {}
   while k <= n do
@@ -3567,16 +3623,20 @@ end
 -- start, stop list of the ranges of runs not read yet, and the number of
 -- the first "B" line whose value is not replied (0: none), for
 -- chathist_cp_more.
-function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines, before)
+function CP.checkpoint_reply(keys, member, record, meter, out, wanted, parts, before)
   local runs = {}
-  lines = lines or CP.record_header(record) or {}
+  parts = parts or {CP.record_parts(record)}
+  local lines = parts[2] or {}
   meter.bytes = meter.bytes + #record
+  -- header lines of channels not asked for are parsed too: they spend the budget
+  meter.entries = meter.entries + math.floor(#lines / 8)
   for _, line in ipairs(lines) do
     local channel, text = string.match(line, '^M([^\t]+)\t(.*)$')
     if text and (not wanted or wanted[channel]) then runs[#runs + 1] = text end
   end
   local blobs, next_blob, blob_runs = CP.read_blobs(keys[4], member, lines, 1, meter, wanted)
-  local writes, write_runs, next_write = CP.read_writes(keys, member, 1, meter, wanted, record)
+  local writes, write_runs, next_write = CP.read_writes(keys, member, 1, meter, wanted, record,
+    parts[1] or false)
   for _, text in ipairs(blob_runs) do runs[#runs + 1] = text end
   for _, text in ipairs(write_runs) do runs[#runs + 1] = text end
   meter.entries_out = {}
@@ -3586,7 +3646,7 @@ function CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines, be
       CP.read_run(keys[1], keys[2], item, meter, more)
     end
   end
-  out[#out + 1] = {member, CP.reply_record(keys, member, record, before), writes, blobs,
+  out[#out + 1] = {member, CP.reply_record(keys, member, record, before, parts), writes, blobs,
     meter.entries_out, next_write, more, next_blob}
 end
 
@@ -4375,10 +4435,15 @@ function CP.cp_list(keys, args)
     return fail('BADARG', 'expected <ns>|ALL, <before "<ns>\\0<id>" or "">, <count 1 to '
       .. CP.CP_PAGE .. '>')
   end
-  local low, high = '-', '+'
-  if string.upper(ns) ~= 'ALL' then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
-  if before ~= '' then high = '(' .. before end
-  local members = CP.order_page(keys[6], high, low, before ~= '' and before or nil, count + 1)
+  local low, high, all = '-', '+', string.upper(ns) == 'ALL'
+  if not all then low, high = '[' .. ns .. '\0', '[' .. ns .. '\0\255' end
+  -- (before, a member of another namespace: every checkpoint of ns is
+  -- before it, or none is)
+  local within = before ~= '' and (all or string.sub(before, 1, #ns + 1) == ns .. '\0')
+  if within then high = '(' .. before end
+  local none = before ~= '' and not within and CP.bytes_before(before, ns .. '\0')
+  local members = none and {}
+    or CP.order_page(keys[6], high, low, within and before or nil, count + 1)
   local out, meter = {''}, CP.meter()
   for i, member in ipairs(members) do
     if i > count or (i > 1 and CP.spent(meter)) then
@@ -4490,11 +4555,10 @@ function CP.cp_chain(keys, args)
     end
     local record = redis.call('HGET', keys[4], 'c' .. member)
     if not record then break end
-    local lines = CP.record_header(record) or {}
-    -- header lines of channels not asked for are parsed too: they spend the budget
-    meter.entries = meter.entries + math.floor(#lines / 8)
+    local parts = {CP.record_parts(record)}
+    local lines = parts[2] or {}
     local parent = CP.parent_member(keys, lines, member)
-    CP.checkpoint_reply(keys, member, record, meter, out, wanted, lines,
+    CP.checkpoint_reply(keys, member, record, meter, out, wanted, parts,
       parent and string.match(parent, '%z([^%z]+)$'))
     steps = steps + 1
     -- the channels it holds: M and V lines, and B lines whose value was read
@@ -4520,7 +4584,8 @@ chathist_cp_drop: delete checkpoints (their records, writes and order
   KEYS: the thread's 6 keys.
   ARGV: <ns "\0" id> ... [BLOBS <field> ...]   at most 1000 in all.
     The values named and the records and order entries of the checkpoints
-    go first; then their writes, DROP_FIELDS fields at most per call.
+    go first; then their writes, DROP_FIELDS fields at most per call, and
+    group names of READ_BYTES (and one more).
   Reply: {checkpoints whose record this call deleted, checkpoints done}:
   the checkpoints are done in the order given; send those not done again.
 ]]
@@ -4544,18 +4609,20 @@ function CP.cp_drop(keys, args)
     end
   end
   if #blobs > 0 then redis.call('HDEL', keys[4], unpack(blobs)) end
-  local deleted, done, budget = 0, 0, CP.DROP_FIELDS
+  -- (the groups' names, which no bound keeps short, are read and spend
+  -- READ_BYTES: a call deletes at most one long name past it)
+  local deleted, done, budget, bytes = 0, 0, CP.DROP_FIELDS, 0
   for _, member in ipairs(members) do
     deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
     local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
     CP.pin_parent(keys, ns, CP.order_remove(keys[6], member), id)
     local n, first, folded = CP.write_count(keys, member, false)
     n = n or 0
-    while n > 0 and budget > 0 do
+    while n > 0 and budget > 0 and bytes <= CP.READ_BYTES do
       local name = CP.group_at(keys[5], member, n, first)
       if name then redis.call('HDEL', keys[5], CP.write_field(member, name)) end
       redis.call('HDEL', keys[5], CP.write_slot(member, n))
-      n, budget = n - 1, budget - 2
+      n, budget, bytes = n - 1, budget - 2, bytes + (name and #name or 0)
     end
     if n > 0 then
       redis.call('HSET', keys[5], member, CP.count_value(n, first, folded))
@@ -4679,6 +4746,11 @@ function CP.cp_load(keys, args)
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
         and not CP.is_member(string.sub(args[i + 1], 2)) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names no checkpoint "c<ns>\\0<id>"')
+    end
+    local problem = which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
+      and CP.header_problem(args[i + 2], CP.HEADER_LINES)
+    if problem then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a record that ' .. problem)
     end
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and not CP.held_count_ok(args[i + 2]) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed count of writes')

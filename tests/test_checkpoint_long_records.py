@@ -187,3 +187,96 @@ def test_a_record_that_names_its_parent_by_place_keeps_room_for_its_id(
             fcall(client, cp.CP_LOAD, keys, *fields)
         assert len(client.hget(keys[3], b"c" + child) or b"") <= SMALL_RECORD_BYTES, slack
         assert writes_of(client, keys, child) == [("t", b"v" * 60)], slack
+
+
+# -- headers and names no bound keeps short --------------------------------------------
+
+
+def lines_record(lines: int, line: bytes = b"Vc") -> bytes:
+    """A record whose header has ``lines`` lines (``V`` lines: values the payload holds)."""
+    header = (line + b"\n") * lines
+    return str(len(header)).encode() + b"\n" + header + b"p"
+
+
+def test_a_header_is_at_most_1001_lines_and_1_mib(thread: tuple[redis.Redis, cp.Keys]) -> None:
+    """Every parse of a stored record is bounded: a put refuses a header of more than 1000
+    lines or 1 MiB, a load one of more than 1001 (a held count's "W" line), and neither
+    stores anything then."""
+    client, keys = thread
+    member = cp.member("", "a")
+    for record, problem in (
+        (lines_record(1001), "more than 1000 header lines"),
+        (lines_record(9, b"V" + b"c" * 120_000), "header longer than 1048576 bytes"),
+    ):
+        with pytest.raises(redis.ResponseError, match=problem):
+            fcall(client, cp.CP_PUT, keys, "CHECKPOINT", member, record)
+    for record, problem in (
+        (lines_record(1002), "more than 1001 header lines"),
+        (lines_record(10**5, b""), "more than 1001 header lines"),
+        (lines_record(9, b"V" + b"c" * 120_000), "header longer than 1048576 bytes"),
+    ):
+        with pytest.raises(redis.ResponseError, match=f"CHATHIST_BADARG field 1 .*{problem}"):
+            fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, record)
+    assert client.exists(*keys) == 0
+    fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, lines_record(1001))
+    fcall(client, cp.CP_PUT, keys, "CHECKPOINT", cp.member("", "b"), lines_record(1000))
+    assert client.hlen(keys[3]) == 2
+
+
+def test_a_page_of_long_headers_spends_its_budget_on_their_lines(
+    client: redis.Redis,
+) -> None:
+    """A list reads records of 1000 header lines (one entry of its budget per 8 lines) until
+    the budget is spent, then ends its page: its work does not grow with the headers."""
+    from conftest import checkpoint_library
+    from test_checkpoint_bounded import READ_ENTRIES
+
+    client.function_load(checkpoint_library(count_work=True), replace=True)
+    keys = cp.thread_keys("long:", "lines")
+    for n in range(64):
+        fcall(client, cp.CP_PUT, keys, "CHECKPOINT", cp.member("", f"{n:04d}"), lines_record(1000))
+    work, reply = client.execute_command("FCALL_RO", cp.CP_LIST, 6, *keys, "", "", 64)
+    entries, _ = map(int, work.split())
+    assert entries <= READ_ENTRIES + 1000 // 8
+    assert len(reply) - 1 == READ_ENTRIES // (1000 // 8) + 1 and reply[0] != b""
+    client.function_load(library_source(), replace=True)
+
+
+def test_a_drop_reads_long_group_names_within_its_budget(client: redis.Redis) -> None:
+    """Task ids are not bounded: a drop reads and deletes groups whose names (a task id
+    each) take at most READ_BYTES and one more, then stops; calls again finish it."""
+    from conftest import checkpoint_library
+
+    client.function_load(checkpoint_library(count_work=True, READ_BYTES=100_000), replace=True)
+    keys = cp.thread_keys("long:", "names")
+    member = cp.member("", "a")
+    fcall(client, cp.CP_PUT, keys, "CHECKPOINT", member, record_of(100))
+    for n in range(6):
+        fcall(client, cp.CP_WRITES, keys, "WRITES", member, 1,
+              f"{n}" + "t" * 60_000, 0, "", "ch", b"v")  # fmt: skip
+    calls = 0
+    while True:
+        work, (_, done) = fcall(client, cp.CP_DROP, keys, member)
+        calls += 1
+        assert int(work) <= 2 * 2  # two groups a call: 120 KB of names, READ_BYTES and one
+        if done:
+            break
+    assert calls == 3 and client.exists(keys[3], keys[4]) == 0
+    client.function_load(library_source(), replace=True)
+
+
+def test_a_list_before_a_checkpoint_of_another_namespace_keeps_to_its_own(
+    thread: tuple[redis.Redis, cp.Keys],
+) -> None:
+    client, keys = thread
+    for ns in ("ns1", "ns2", "ns3"):
+        fcall(client, cp.CP_PUT, keys, "CHECKPOINT", cp.member(ns, "a"), record_of(10))
+
+    def listed(ns: str, before: bytes) -> list[bytes]:
+        reply = client.execute_command("FCALL_RO", cp.CP_LIST, 6, *keys, ns, before, 10)
+        return [item[0] for item in reply[1:]]
+
+    assert listed("ns1", cp.member("ns3", "a")) == [cp.member("ns1", "a")]
+    assert listed("ns3", cp.member("ns1", "a")) == []
+    assert listed("ns2", cp.member("ns2", "b")) == [cp.member("ns2", "a")]
+    assert listed("ALL", cp.member("ns3", "a")) == [cp.member("ns2", "a"), cp.member("ns1", "a")]
