@@ -89,7 +89,7 @@ Contents (sections in this order):
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.7.0'
+local LIBRARY_VERSION = '1.7.1'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
