@@ -2634,11 +2634,11 @@ function CP.order_page(key, high, low, before, count)
   return members
 end
 
--- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL
--- or 0xFF (1.7; UTF-8 never holds it, and "<ns>\0\255" bounds the order
--- set's pages of ns).
+-- A checkpoint's member "<ns>\0<id>": an id of 1 to 64 bytes without NUL,
+-- or (1.7.1) a newline (a "P" line could not name it) or 0xFF (UTF-8 never
+-- holds it, and "<ns>\0\255" bounds the order set's pages of ns).
 function CP.is_member(text)
-  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z\255]+$') ~= nil
+  return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z\n\255]+$') ~= nil
     and #text <= 4096 and #string.match(text, '%z([^%z]+)$') <= 64
 end
 
@@ -2741,11 +2741,13 @@ function CP.check_record(record, placeholders)
 end
 
 -- Why a record's header cannot be stored (at most most_lines lines), or nil.
+-- Each "#" (a placeholder a put resolves) counts for the 40 bytes a stream
+-- id may take.
 function CP.header_problem(record, most_lines)
   local header = CP.raw_header(record)
   if not header or string.sub(header, -1) ~= '\n' then return 'has no header "<bytes>\\n<lines>"' end
-  if #header - 1 > CP.HEADER_BYTES then
-    return 'has a header longer than ' .. CP.HEADER_BYTES .. ' bytes'
+  if #header - 1 + 40 * select(2, string.gsub(header, '#', '')) > CP.HEADER_BYTES then
+    return 'has a header longer than ' .. CP.HEADER_BYTES .. ' bytes (each "#k" counting 40)'
   end
   if select(2, string.gsub(header, '\n', '')) - 1 > most_lines then
     return 'has more than ' .. most_lines .. ' header lines'
@@ -2930,7 +2932,8 @@ end
 -- however many lines it has).
 function CP.header_has(record, wanted)
   local header = CP.raw_header(record)
-  return header ~= nil and string.find(header, '\n' .. wanted .. '\n', 1, true) ~= nil
+  return header ~= nil and not string.find(wanted, '\n', 1, true)
+    and string.find(header, '\n' .. wanted .. '\n', 1, true) ~= nil
 end
 
 -- A record that names its parent by its place ("P" alone) with the id

@@ -198,6 +198,11 @@ def lines_record(lines: int, line: bytes = b"Vc") -> bytes:
     return str(len(header)).encode() + b"\n" + header + b"p"
 
 
+def header_record(lines: list[bytes]) -> bytes:
+    header = b"".join(line + b"\n" for line in lines)
+    return str(len(header)).encode() + b"\n" + header + b"p"
+
+
 def test_a_header_is_at_most_1001_lines_and_1_mib(thread: tuple[redis.Redis, cp.Keys]) -> None:
     """Every parse of a stored record is bounded: a put refuses a header of more than 1000
     lines or 1 MiB, a load one of more than 1001 (a held count's "W" line), and neither
@@ -207,9 +212,15 @@ def test_a_header_is_at_most_1001_lines_and_1_mib(thread: tuple[redis.Redis, cp.
     for record, problem in (
         (lines_record(1001), "more than 1000 header lines"),
         (lines_record(9, b"V" + b"c" * 120_000), "header longer than 1048576 bytes"),
+        # placeholders resolve to stream ids: a header that would outgrow the bound then
+        (
+            header_record([b"Mm\t" + b" ".join([b"#1..#1"] * 4000)] + [b"V" + b"c" * 127_000] * 8),
+            "header longer than 1048576 bytes",
+        ),
     ):
         with pytest.raises(redis.ResponseError, match=problem):
-            fcall(client, cp.CP_PUT, keys, "CHECKPOINT", member, record)
+            fcall(client, cp.CP_PUT, keys, "CHECKPOINT", member, record, "MESSAGES",
+                  '{"type": "human", "data": {"content": "x"}}')  # fmt: skip
     for record, problem in (
         (lines_record(1002), "more than 1001 header lines"),
         (lines_record(10**5, b""), "more than 1001 header lines"),

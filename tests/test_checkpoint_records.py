@@ -525,3 +525,11 @@ def test_an_id_holding_the_byte_ff_is_refused(loaded: redis.Redis) -> None:
         with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
             loaded.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, member)
     assert loaded.exists(*keys) == 0
+
+
+def test_an_id_holding_a_newline_is_refused(loaded: redis.Redis) -> None:
+    """A "P" line could not name a parent whose id holds a newline (1.7.1)."""
+    keys = cp.thread_keys("nl:", "t")
+    with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG"):
+        loaded.execute_command("FCALL", cp.CP_PUT, 6, *keys, "CHECKPOINT", b"\x001\nVq", "0\np")
+    assert loaded.exists(*keys) == 0
