@@ -481,3 +481,51 @@ def test_a_settle_that_outgrows_a_folded_group_moves_it_to_its_field(client: red
     assert group is not None and len(group) > 4096
     writes = cp.decode_write_fields(client.hscan_iter(keys[4]))
     assert len(writes) == 60 and all(w.value.startswith(cp.REFS_MARK) for w in writes)
+
+
+@pytest.mark.parametrize("move", ["into the record", "out of the record"])
+@pytest.mark.parametrize("before_dump", [0, 1, 2])
+def test_a_copy_keeps_writes_whose_count_moves_while_it_runs(
+    redis_url: str, client: redis.Redis, move: str, before_dump: int
+) -> None:
+    """copy_thread dumps :w, then :c, then :w again: a count that moves once between a
+    record and :w (INRECORD, 1.7) while the copy runs, before any of its dumps, is copied
+    from one place or the other."""
+    from redis_chat_history._transport import SyncTransport
+
+    client.function_load(library_source(), replace=True)
+    source = cp.thread_keys("chat:", f"src-{move}-{before_dump}")
+    target = cp.thread_keys("chat:", f"dst-{move}-{before_dump}")
+    put(client, source)
+    fold_writes(
+        client,
+        source,
+        [("t", 0, "p", "ch", b"v")],
+        "FOLD" if move == "into the record" else "INRECORD",
+    )
+    held = client.hget(source[4], MEMBER) is None
+    assert held == (move == "out of the record")
+
+    def change() -> None:
+        if move == "into the record":  # the checkpoint put again takes its count
+            put(client, source, b"0\np", "INRECORD")
+        else:  # a second group moves the count back to :w
+            fold_writes(client, source, [("u", 0, "p", "ch", b"w")], "INRECORD")
+        assert (client.hget(source[4], MEMBER) is None) != held
+
+    saver = RedisChatSaver(redis_url)
+    plan = saver._copy_plan(
+        source[0].split("{")[1].split("}")[0], target[0].split("{")[1].split("}")[0]
+    )
+    transport, dumps, work = SyncTransport(client, None), 0, next(plan)
+    try:
+        while True:
+            if not isinstance(work, list) and work.function == cp.CP_DUMP:
+                if dumps == before_dump:
+                    change()
+                dumps += 1
+            reply = transport.run_all(work) if isinstance(work, list) else transport.run(work)
+            work = plan.send(reply)
+    except StopIteration:
+        pass
+    assert ("t", 0, "ch", b"v") in stored(client, target)

@@ -766,7 +766,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 after = entries[-1][0]
             if len(entries) < COPY_PAGE:
                 break
-        for which in ("C", "W"):
+        # :w, :c, then :w again: a count of writes moves between a checkpoint's record and
+        # :w (library 1.7) when its checkpoint is put again or takes a second group, so a
+        # count that moves once while the copy runs is in a pass over one or the other (a
+        # count found in both places is read from :w, as the library reads it)
+        for which in ("W", "C", "W"):
             cursor: Any = "0"
             while True:
                 reply = yield cp.dump_call(source_keys, which, cursor)
