@@ -494,8 +494,8 @@ def test_a_copy_keeps_writes_whose_count_moves_while_it_runs(
     from redis_chat_history._transport import SyncTransport
 
     client.function_load(library_source(), replace=True)
-    source = cp.thread_keys("chat:", f"src-{move}-{before_dump}")
-    target = cp.thread_keys("chat:", f"dst-{move}-{before_dump}")
+    source_id, target_id = f"src-{move}-{before_dump}", f"dst-{move}-{before_dump}"
+    source, target = cp.thread_keys("chat:", source_id), cp.thread_keys("chat:", target_id)
     put(client, source)
     fold_writes(
         client,
@@ -513,10 +513,8 @@ def test_a_copy_keeps_writes_whose_count_moves_while_it_runs(
             fold_writes(client, source, [("u", 0, "p", "ch", b"w")], "INRECORD")
         assert (client.hget(source[4], MEMBER) is None) != held
 
-    saver = RedisChatSaver(redis_url)
-    plan = saver._copy_plan(
-        source[0].split("{")[1].split("}")[0], target[0].split("{")[1].split("}")[0]
-    )
+    # the copy's plan run call by call, the count moved before its dump number before_dump
+    plan = RedisChatSaver(redis_url)._copy_plan(source_id, target_id)
     transport, dumps, work = SyncTransport(client, None), 0, next(plan)
     try:
         while True:
