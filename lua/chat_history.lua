@@ -2667,10 +2667,13 @@ function CP.record_header(record)
   if at + size - 1 > #record or size > CP.HEADER_BYTES then return nil end
   local header = string.sub(record, at, at + size - 1)
   if header ~= '' and string.sub(header, -1) ~= '\n' then return nil end
-  local lines = {}
-  for line in string.gmatch(header, '([^\n]*)\n') do
+  -- (plain searches: Lua's pattern matcher steps through every byte)
+  local lines, from = {}, 1
+  while from <= #header do
     if #lines >= CP.HEADER_LINES then return nil end
-    lines[#lines + 1] = line
+    local stop = string.find(header, '\n', from, true)
+    lines[#lines + 1] = string.sub(header, from, stop - 1)
+    from = stop + 1
   end
   return lines, at + size
 end
@@ -2926,6 +2929,26 @@ function CP.with_parent(record, parent)
     end
   end
   return record
+end
+
+-- The header lines of a record that start with kind (a letter), in order:
+-- found by a search of the header, not parsed line by line (a call that
+-- replies no record reads only what it looks for). Past HEADER_LINES and
+-- HEADER_BYTES, or malformed: none.
+function CP.header_lines(record, kind)
+  local header = CP.raw_header(record)
+  local lines, from = {}, 1
+  if not header or #header - 1 > CP.HEADER_BYTES or string.sub(header, -1) ~= '\n' then
+    return lines
+  end
+  while true do
+    local found = string.find(header, '\n' .. kind, from, true)
+    if not found then return lines end
+    if #lines >= CP.HEADER_LINES then return {} end
+    local stop = string.find(header, '\n', found + 1, true)
+    lines[#lines + 1] = string.sub(header, found + 1, stop - 1)
+    from = stop
+  end
 end
 
 -- True if a record's header holds the line (a plain search of the header,
@@ -4509,7 +4532,7 @@ function CP.cp_more(keys, args)
     end
     local record = redis.call('HGET', keys[4], 'c' .. args[2])
     if not record then return CP.counted(meter, {0}) end
-    local blobs, next_blob = CP.read_blobs(keys[4], args[2], CP.record_header(record) or {}, n, meter)
+    local blobs, next_blob = CP.read_blobs(keys[4], args[2], CP.header_lines(record, 'B'), n, meter)
     local out = {next_blob}
     for _, item in ipairs(blobs) do out[#out + 1] = item end
     return CP.counted(meter, out)
@@ -4549,7 +4572,7 @@ function CP.cp_chain(keys, args)
   if form == 'PARENT' then
     local record = redis.call('HGET', keys[4], 'c' .. member)
     meter.bytes = meter.bytes + (record and #record or 0)
-    member = record and CP.parent_member(keys, CP.record_header(record) or {}, member)
+    member = record and CP.parent_member(keys, CP.header_lines(record, 'P'), member)
   end
   while member and left > 0 do
     if steps >= CP.CP_PAGE or CP.spent(meter) then
