@@ -2973,22 +2973,13 @@ end
 -- parent's id (before, the id before it when the caller knows it). parts:
 -- what CP.record_parts gave for it (a reply parses a record once).
 function CP.reply_record(keys, member, record, before, parts)
-  local held, lines, payload_at, payload_end = parts[1], parts[2], parts[3], parts[4]
-  if not lines then return record end
-  local place = nil
-  for i, line in ipairs(lines) do
-    if line == 'P' then place = i end
+  if parts[1] then
+    record = CP.build_record(parts[2], string.sub(record, parts[3], parts[4]), nil)
   end
-  if not held and not place then return record end
-  if place then
-    local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
-    local parent = before or (id and CP.order_before(keys[6], ns, id))
-    local copy = {}
-    for i, line in ipairs(lines) do copy[i] = line end
-    if parent then copy[place] = 'P' .. parent else table.remove(copy, place) end
-    lines = copy
+  for _, line in ipairs(parts[2] or {}) do
+    if line == 'P' then return CP.reply_parent(keys, member, record, before) end
   end
-  return CP.build_record(lines, string.sub(record, payload_at, payload_end), nil)
+  return record
 end
 
 -- A record with its parent's id if it names its parent by its place.

@@ -287,8 +287,14 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         except StopIteration as done:
             return done.value
 
+    @property
+    def _async_on_threads(self) -> bool:
+        """True when the async methods run the sync client on threads (only a sync client
+        was given)."""
+        return self._async_redis_client is None and self._redis_client is not None
+
     async def _adrive(self, plan: Plan) -> Any:
-        if self._async_redis_client is None and self._redis_client is not None:
+        if self._async_on_threads:
             return await asyncio.to_thread(self._drive, plan)
         client = self._async_redis_client or await async_client(
             self.redis_url, **self.redis_options
@@ -312,7 +318,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
 
     async def _adrive_in_order(self, config: RunnableConfig, plan: Plan) -> Any:
         """Async twin of :meth:`_drive_in_order`."""
-        if self._async_redis_client is None and self._redis_client is not None:
+        if self._async_on_threads:
             return await asyncio.to_thread(self._drive_in_order, config, plan)
         async with self._order.in_loop(str(config["configurable"]["thread_id"])):
             return await self._adrive(plan)
