@@ -8,6 +8,7 @@ bounded by a deadline; :func:`stop_cluster` / :func:`stop_sentinel` stop every p
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import tempfile
 import time
@@ -91,9 +92,18 @@ def wait_for(what: str, check: Callable[[], bool], timeout: float = SETTLE_TIMEO
         time.sleep(0.05)
 
 
+def two_free_ports() -> tuple[int, int]:
+    """Two distinct TCP ports on 127.0.0.1 that nothing listens on right now (both held
+    while the second is chosen: one at a time, the OS may give the same port twice)."""
+    with socket.socket() as first, socket.socket() as second:
+        first.bind(("127.0.0.1", 0))
+        second.bind(("127.0.0.1", 0))
+        return int(first.getsockname()[1]), int(second.getsockname()[1])
+
+
 def start_node(extra_args: Sequence[str] = ()) -> ClusterNode:
     """Start one empty cluster-enabled node (no slots, knows no other node)."""
-    bus_port = free_port()
+    port, bus_port = two_free_ports()
     server = start_redis(
         [
             "--cluster-enabled", "yes",
@@ -106,7 +116,8 @@ def start_node(extra_args: Sequence[str] = ()) -> ClusterNode:
             # ping them every second rather than every ten.
             "--repl-ping-replica-period", "1",
             *extra_args,
-        ]
+        ],
+        port=port,
     )  # fmt: skip
     with redis.Redis(host="127.0.0.1", port=server.port) as client:
         node_id = client.execute_command("CLUSTER MYID").decode()
