@@ -89,7 +89,7 @@ Contents (sections in this order):
 -- 1. Constants and budgets.
 ------------------------------------------------------------------------------
 
-local LIBRARY_VERSION = '1.7.1'
+local LIBRARY_VERSION = '1.8.0'
 
 local MAX_MESSAGE_BYTES = 1048576    -- one stored message JSON
 local EXACT_INTEGER = 9007199254740992  -- 2^53: a stream id's parts up to it are exact numbers
@@ -2687,6 +2687,21 @@ function CP.raw_header(record)
   return string.sub(record, at - 1, at + tonumber(size) - 1), at + tonumber(size)
 end
 
+-- The ends of a run item: "<a>..<b>", or "<a>" alone for "<a>..<a>" (1.8:
+-- the library writes a run of one entry so); nil if it is neither.
+function CP.run_ends(item)
+  local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+  if a then return a, b end
+  a = string.match(item, '^([^. ]+)$')
+  return a, a
+end
+
+-- The text of the run from a to b: "<a>" alone when they are one entry.
+function CP.run_text(a, b)
+  if a == b then return a end
+  return a .. '..' .. b
+end
+
 -- If runs text is well formed ("<a>..<b>" items separated by spaces, each
 -- end a full stream id, or "#k" with k from 1 to placeholders), the number
 -- of segments it resolves through (an item 1, "#i..#j" j - i + 1); else false.
@@ -2694,7 +2709,7 @@ function CP.check_runs(runs, placeholders)
   if runs == '' then return 0 end
   local segments = 0
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
-    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    local a, b = CP.run_ends(item)
     if not a or (string.sub(a, 1, 1) == '#') ~= (string.sub(b, 1, 1) == '#') then return false end
     local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
     if i and j and tonumber(i) > tonumber(j) then return false end
@@ -2780,7 +2795,7 @@ function CP.resolve_runs(key, runs, stored, apart)
   local list = {}
   local segments = {}
   for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
-    local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
+    local a, b = CP.run_ends(item)
     local i, j = string.match(a, '^#(%d+)$'), string.match(b, '^#(%d+)$')
     if i then
       -- This call's messages: each where it was stored (a message stored
@@ -2799,7 +2814,7 @@ function CP.resolve_runs(key, runs, stored, apart)
     end
   end
   local out = {}
-  for i, run in ipairs(list) do out[i] = run[1] .. '..' .. run[2] end
+  for i, run in ipairs(list) do out[i] = CP.run_text(run[1], run[2]) end
   return table.concat(out, ' ')
 end
 
@@ -3518,7 +3533,7 @@ end
 -- run is read from where it ended). Appends a continuation {start, b} to
 -- more when the budget ends first.
 function CP.read_run(key, index, run, meter, more)
-  local a, b = string.match(run, '^([^.]+)%.%.([^.]+)$')
+  local a, b = CP.run_ends(run)
   if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
   if CP.spent(meter) then
     -- The budget is spent: the run is left for chathist_cp_more whole.

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._checkpoint_words import decode_name, encode_name
 from ._errors import ChatHistoryError, InvalidInputError
 from ._protocol import KEY_SUFFIXES, Call, as_text, session_keys
 
@@ -131,8 +132,14 @@ class Record:
 
 
 def split_runs(runs: str) -> list[str]:
-    """The runs ``a..b`` of a runs text."""
+    """The runs ``a..b`` (or ``a``, library 1.8: a run of one entry) of a runs text."""
     return runs.split(" ") if runs else []
+
+
+def run_ends(run: str) -> tuple[str, str]:
+    """The first and last ends of a run: ``a..b``, or ``a`` alone for ``a..a``."""
+    first, dots, last = run.partition("..")
+    return (first, last) if dots else (first, first)
 
 
 @dataclass(slots=True)
@@ -214,7 +221,7 @@ def segments(texts: Iterable[str]) -> int:
     total = 0
     for text in texts:
         for run in split_runs(text):
-            first, _, last = run.partition("..")
+            first, last = run_ends(run)
             if first.startswith("#"):
                 total += int(last[1:]) - int(first[1:]) + 1
             else:
@@ -226,7 +233,7 @@ def numbered(ids: Sequence[str], runs: str) -> list[int]:
     """The run number of each item of a list, given every item's stream id and the
     list's runs as stored (a run ends at the item holding its end id)."""
     numbers: list[int] = []
-    ends = [run.partition("..")[2] for run in split_runs(runs)]
+    ends = [run_ends(run)[1] for run in split_runs(runs)]
     run = 0
     for stream_id in ids:
         numbers.append(run)
@@ -263,11 +270,11 @@ class Entries:
         return len(self._json)
 
     def run(self, run: str) -> Iterator[tuple[str, bytes]]:
-        """The entries of a run ``a..b``, in stream order."""
+        """The entries of a run ``a..b`` (or ``a``), in stream order."""
         if self._order is None:
             self._ids = sorted(self._json, key=stream_key)
             self._order = [stream_key(item) for item in self._ids]
-        first, _, last = run.partition("..")
+        first, last = run_ends(run)
         start = bisect.bisect_left(self._order, stream_key(first))
         stop = bisect.bisect_right(self._order, stream_key(last))
         for stream_id in self._ids[start:stop]:
@@ -322,7 +329,7 @@ def value_runs(value: bytes) -> str | None:
     return " ".join(found[0]) if found else None
 
 
-_RUN = re.compile(r"[0-9]+-[0-9]+\.\.[0-9]+-[0-9]+")
+_RUN = re.compile(r"[0-9]+-[0-9]+(\.\.[0-9]+-[0-9]+)?")
 
 
 def shaped(value: bytes) -> tuple[list[str], bytes] | None:
@@ -341,7 +348,7 @@ def decode_write(raw: bytes) -> StoredWrite:
     """One pending write as the library replies it: five netstrings."""
     items = netstrings(raw)
     return StoredWrite(
-        items[0].decode(), int(items[1]), items[2].decode(), items[3].decode(), items[4]
+        decode_name(items[0]), int(items[1]), decode_name(items[2]), decode_name(items[3]), items[4]
     )
 
 
@@ -353,7 +360,7 @@ def decode_group(name: bytes, value: bytes) -> list[StoredWrite]:
     path, *items = netstrings(value)
     indexes = [first, *items[2::3]]
     return [
-        StoredWrite(task.decode(), int(index), path.decode(), channel.decode(), data)
+        StoredWrite(decode_name(task), int(index), decode_name(path), decode_name(channel), data)
         for index, channel, data in zip(indexes, items[0::3], items[1::3], strict=True)
     ]
 
@@ -468,7 +475,7 @@ def put_call(
     for blob, value in blobs:
         args += ["BLOB", blob, value]
     for settle in settles:
-        write = settle.task_id.encode() + b"\0" + str(settle.index).encode()
+        write = encode_name(settle.task_id) + b"\0" + str(settle.index).encode()
         if settle.first is not None and settle.first != settle.index:
             write += b"\0" + str(settle.first).encode()
         if settle.template is None:
@@ -512,7 +519,7 @@ def writes_call(
     args += ["INRECORD"] if in_record else ["FOLD"] if fold else []
     args += ["WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
-        args += [task_id, index, task_path, channel, value]
+        args += [encode_name(task_id), index, encode_name(task_path), encode_name(channel), value]
     for write, first, last in if_known:
         args += ["IFKNOWN", write, first, last]
     if messages:
@@ -693,7 +700,7 @@ def pending_call(keys: Keys, raw: RawCheckpoint) -> Call | None:
 def _read_later(raw: RawCheckpoint, runs: str | None) -> None:
     """Runs of values read by a later call, which its reply did not read: read whole."""
     for run in split_runs(runs or ""):
-        first, _, last = run.partition("..")
+        first, last = run_ends(run)
         raw.more.append((first.encode(), last.encode()))
 
 

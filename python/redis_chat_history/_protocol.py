@@ -24,7 +24,7 @@ LIBRARY_NAME = "chathist"
 #: The key prefix of a session unless one is given (langchain-redis's default).
 DEFAULT_KEY_PREFIX = "chat:"
 #: Version of lua/chat_history.lua shipped with this package (kept equal by a test).
-LIBRARY_VERSION = "1.7.1"
+LIBRARY_VERSION = "1.8.0"
 
 APPEND = "chathist_append"
 RANGE = "chathist_range"

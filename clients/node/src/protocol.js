@@ -5,7 +5,7 @@ import { randomUUID } from "node:crypto";
 
 export const LIBRARY_NAME = "chathist";
 /** Version of lua/chat_history.lua this client is written for. */
-export const LIBRARY_VERSION = "1.7.1";
+export const LIBRARY_VERSION = "1.8.0";
 export const DEFAULT_PREFIX = "chat:";
 export const KEY_SUFFIXES = [":m", ":x", ":i"];
 
