@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import threading
+from datetime import datetime, timedelta, timezone
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Generator, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -97,10 +98,34 @@ def _blob_version(tag: str | None) -> str | None:
     return tag.rpartition(":")[0] if tag is not None and ":" in tag else tag
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _timestamp_micros(ts: Any) -> int | None:
+    """A checkpoint's ``ts`` as microseconds since the epoch, if that number gives back
+    the very text (LangGraph's UTC ``isoformat()``); else None."""
+    if not isinstance(ts, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(ts)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None
+    micros = (moment - _EPOCH) // _MICROSECOND
+    return micros if _timestamp_text(micros) == ts else None
+
+
+def _timestamp_text(micros: int) -> str:
+    return (_EPOCH + micros * _MICROSECOND).isoformat()
+
+
 def _compact(body: dict[str, Any], blobs: dict[str, str]) -> dict[str, Any]:
     """A checkpoint without what its record's header already says: its id (the record's
     name) and the versions of the channels stored as values (their ``B`` lines), left as
-    None in ``channel_versions`` so that the names and their order stay. About 90 bytes of
+    None in ``channel_versions`` so that the names and their order stay; and its ``ts`` as
+    a number (``t``, microseconds) when that gives back the same text. About 100 bytes of
     a 490-byte record in an agent's conversation."""
     versions = {
         name: None
@@ -108,16 +133,21 @@ def _compact(body: dict[str, Any], blobs: dict[str, str]) -> dict[str, Any]:
         else version
         for name, version in body["channel_versions"].items()
     }
-    return {
-        **{key: value for key, value in body.items() if key != "id"},
-        "channel_versions": versions,
-    }
+    compact = {key: value for key, value in body.items() if key != "id"}
+    compact["channel_versions"] = versions
+    micros = _timestamp_micros(body.get("ts"))
+    if micros is not None and "t" not in body:
+        del compact["ts"]
+        compact["t"] = micros
+    return compact
 
 
 def _expanded(stored: dict[str, Any], blobs: dict[str, str], checkpoint_id: str) -> dict[str, Any]:
     """The checkpoint :func:`_compact` stored (a record written in full reads as it is)."""
     checkpoint = dict(stored)
     checkpoint.setdefault("id", checkpoint_id)
+    if "ts" not in checkpoint and isinstance(checkpoint.get("t"), int):
+        checkpoint["ts"] = _timestamp_text(checkpoint.pop("t"))
     checkpoint["channel_versions"] = {
         name: _blob_version(blobs[name]) if version is None else version
         for name, version in stored["channel_versions"].items()
