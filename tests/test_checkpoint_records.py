@@ -181,13 +181,24 @@ def test_the_payload_dictionary_never_changes() -> None:
     """Records deflated with MARK's dictionary need exactly these bytes to be read: a new
     dictionary needs a new mark, and the old pair stays readable."""
     import hashlib
+    import zlib
 
-    assert _payload.MARK == b"\x01z1\0"
-    assert hashlib.sha1(_payload.DICTIONARY).hexdigest() == (
+    assert _payload.MARK_1 == b"\x01z1\0"
+    assert hashlib.sha1(_payload.DICTIONARY_1).hexdigest() == (
         "1a77ac694b937e2e0b046ac8908fb72ad7941bb2"
+    )
+    assert _payload.MARK == b"\x01z2\0"
+    assert hashlib.sha1(_payload.DICTIONARY).hexdigest() == (
+        "bce58e5c00dbf279947104067c2e8ca6839acec8"
     )
     sample = b"msgpack\0" + b"x" * 300
     assert _payload.unpack(_payload.pack(sample)) == sample
+    # a payload written with the first dictionary reads as before
+    deflater = zlib.compressobj(
+        6, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _payload.DICTIONARY_1
+    )
+    old = _payload.MARK_1 + deflater.compress(sample) + deflater.flush()
+    assert len(old) < len(sample) and _payload.unpack(old) == sample
     assert _payload.pack(b"ab") == b"ab"  # too short to shrink: kept as it is
 
 

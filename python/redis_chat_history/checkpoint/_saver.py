@@ -448,7 +448,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         return _shapes.make_shape(
             value,
             typed,
-            lambda item: _typed(self.serde, item),
+            lambda item: _payload.pack(_typed(self.serde, item)),  # a template, deflated
             lambda raw: _untyped(self.serde, raw),
         )
 
