@@ -2295,7 +2295,8 @@ end
 A thread is a chat session plus three keys of the same hash tag, so one
 FCALL reaches all six (docs/PROTOCOL.md, "Checkpoints"):
 
-  KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record;
+  KEYS[4]  <prefix>{<tag>}:c   hash: "c" <ns> "\0" <checkpoint id> -> record
+                               (1.8: a UUID id as "\255" and its 16 bytes);
                                "b" <ns> "\0" <channel> "\0" <version> -> a
                                channel value (one per version)
   KEYS[5]  <prefix>{<tag>}:w   hash: a checkpoint's pending writes in groups,
@@ -2640,6 +2641,77 @@ end
 function CP.is_member(text)
   return type(text) == 'string' and string.match(text, '^[^%z]*%z[^%z\n\255]+$') ~= nil
     and #text <= 4096 and #string.match(text, '%z([^%z]+)$') <= 64
+end
+
+-- Record fields (1.8). A record's :c field is "c<ns>\0<id>", or for an id
+-- in canonical UUID form (36 bytes: lower-case hex and four dashes, what
+-- LangGraph makes) "c<ns>\0\255" and the id's 16 bytes: 19 bytes less per
+-- checkpoint. (No id holds 0xFF, so the two forms never meet.) A record
+-- stored before 1.8 keeps its field "c<ns>\0<id>" until it is written again:
+-- readers look there when the packed field is absent, writers delete it.
+CP.UUID_TEXT = '%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x'
+CP.UUID_FORM = '^%x%x%x%x%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%-%x%x%x%x%x%x%x%x%x%x%x%x$'
+
+-- Two hex digits -> their byte, made at the first use (the string library
+-- is not there while the library loads).
+function CP.hex_bytes()
+  if not CP.HEX_BYTE then
+    CP.HEX_BYTE = {}
+    for byte = 0, 255 do CP.HEX_BYTE[string.format('%02x', byte)] = string.char(byte) end
+  end
+  return CP.HEX_BYTE
+end
+
+-- The :c field of a member's record, and the field a record stored before
+-- 1.8 had (nil when that is the same).
+function CP.record_field(member)
+  local at = string.find(member, '\0', 1, true)
+  local id = string.sub(member, at + 1)
+  if #id ~= 36 or not string.find(id, CP.UUID_FORM) or string.find(id, '%u') then
+    return 'c' .. member, nil
+  end
+  local packed = string.gsub(string.gsub(id, '%-', ''), '%x%x', CP.hex_bytes())
+  return 'c' .. string.sub(member, 1, at) .. '\255' .. packed, 'c' .. member
+end
+
+-- The member a :c record field names (either form); nil for another field.
+function CP.field_member(field)
+  if string.sub(field, 1, 1) ~= 'c' then return nil end
+  local at = string.find(field, '\0', 1, true)
+  if not at then return nil end
+  if string.sub(field, at + 1, at + 1) ~= '\255' then return string.sub(field, 2) end
+  if #field ~= at + 17 then return nil end
+  return string.sub(field, 2, at) .. string.format(CP.UUID_TEXT, string.byte(field, at + 2, at + 17))
+end
+
+-- A member's record, or nil.
+function CP.record_get(keys, member)
+  local field, legacy = CP.record_field(member)
+  local record = redis.call('HGET', keys[4], field)
+  if record or not legacy then return record or nil end
+  return redis.call('HGET', keys[4], legacy) or nil
+end
+
+-- The length of a member's record (0: none).
+function CP.record_length(keys, member)
+  local field, legacy = CP.record_field(member)
+  local size = redis.call('HSTRLEN', keys[4], field)
+  if size > 0 or not legacy then return size end
+  return redis.call('HSTRLEN', keys[4], legacy)
+end
+
+-- Stores a member's record (in the field of 1.8, the older one deleted).
+function CP.record_set(keys, member, record)
+  local field, legacy = CP.record_field(member)
+  redis.call('HSET', keys[4], field, record)
+  if legacy then redis.call('HDEL', keys[4], legacy) end
+end
+
+-- Deletes a member's record; returns 1 if there was one, else 0.
+function CP.record_delete(keys, member)
+  local field, legacy = CP.record_field(member)
+  if legacy then return math.min(1, redis.call('HDEL', keys[4], field, legacy)) end
+  return redis.call('HDEL', keys[4], field)
 end
 
 -- After a thread write: with ttl > 0 every key expires ttl seconds from now;
@@ -3022,7 +3094,7 @@ function CP.pin_parent(keys, ns, id, parent)
       -- calls that read only small records find it)
       CP.store_count(keys, member, count, pinned, false)
     else
-      redis.call('HSET', keys[4], 'c' .. member, pinned)
+      CP.record_set(keys, member, pinned)
     end
   end
 end
@@ -3040,9 +3112,9 @@ end
 -- only such a record holds a count of writes or names its parent by its
 -- place, and a call reads no longer one for these.
 function CP.small_record(keys, member)
-  local size = redis.call('HSTRLEN', keys[4], 'c' .. member)
+  local size = CP.record_length(keys, member)
   if size == 0 or size > CP.SMALL_RECORD_BYTES then return nil end
-  return redis.call('HGET', keys[4], 'c' .. member)
+  return CP.record_get(keys, member)
 end
 
 -- A checkpoint's count of writes, from its :w field, else from its record
@@ -3067,14 +3139,14 @@ function CP.store_count(keys, member, value, record, in_record)
   if in_record then
     local holding = CP.with_count(record, value)
     if CP.fits_small(holding) then
-      redis.call('HSET', keys[4], 'c' .. member, holding)
+      CP.record_set(keys, member, holding)
       redis.call('HDEL', keys[5], member)
       return holding
     end
   end
   redis.call('HSET', keys[5], member, value)
   if record and CP.record_parts(record) then
-    redis.call('HSET', keys[4], 'c' .. member, CP.with_count(record, nil))
+    CP.record_set(keys, member, CP.with_count(record, nil))
   end
   return nil
 end
@@ -3432,7 +3504,7 @@ function CP.settle_count(keys, member, room)
     -- (a count kept in the record, 1.7, is charged with the record; only
     -- a small record keeps one)
     if size == 0 then
-      size = redis.call('HSTRLEN', keys[4], 'c' .. member)
+      size = CP.record_length(keys, member)
       if size > CP.SMALL_RECORD_BYTES then size = 0 end
     end
     if size > 0 and size <= room.bytes then
@@ -4234,7 +4306,7 @@ function CP.cp_put(keys, args)
     -- too long to hold it: the count its former self held goes to :w
     redis.call('HSET', keys[5], member, held)
   end
-  redis.call('HSET', keys[4], 'c' .. member, kept)
+  CP.record_set(keys, member, kept)
   if #blobs > 0 then hash_set_many(keys[4], blobs) end
   local settle_room = {bytes = 2 * CP.carried_bytes(jsons) + CP.READ_BYTES, groups = {},
     changed = {}, counts = {}}
@@ -4438,7 +4510,7 @@ function CP.cp_get(keys, args)
   elseif #args ~= 1 or not CP.is_member(member) then
     return fail('BADARG', 'expected "<ns>\\0<id>" or LATEST <ns>')
   end
-  local record = redis.call('HGET', keys[4], 'c' .. member)
+  local record = CP.record_get(keys, member)
   if not record then return {} end
   local out, meter = {}, CP.meter()
   CP.checkpoint_reply(keys, member, record, meter, out)
@@ -4482,7 +4554,7 @@ function CP.cp_list(keys, args)
       out[1] = members[i - 1]
       break
     end
-    local record = redis.call('HGET', keys[4], 'c' .. member)
+    local record = CP.record_get(keys, member)
     -- (the page's next member is the id before this one when of the same ns)
     local next_member = members[i + 1]
     local before = next_member and string.match(next_member, '^([^%z]*)%z') == string.match(member, '^([^%z]*)%z')
@@ -4536,7 +4608,7 @@ function CP.cp_more(keys, args)
     if not CP.is_member(args[2]) or not n then
       return fail('BADARG', 'BLOBS needs "<ns>\\0<id>" and a value number from 1')
     end
-    local record = redis.call('HGET', keys[4], 'c' .. args[2])
+    local record = CP.record_get(keys, args[2])
     if not record then return CP.counted(meter, {0}) end
     local blobs, next_blob = CP.read_blobs(keys[4], args[2], CP.header_lines(record, 'B'), n, meter)
     local out = {next_blob}
@@ -4576,7 +4648,7 @@ function CP.cp_chain(keys, args)
   end
   local out, meter, steps = {''}, CP.meter(), 0
   if form == 'PARENT' then
-    local record = redis.call('HGET', keys[4], 'c' .. member)
+    local record = CP.record_get(keys, member)
     meter.bytes = meter.bytes + (record and #record or 0)
     member = record and CP.parent_member(keys, CP.header_lines(record, 'P'), member)
   end
@@ -4585,7 +4657,7 @@ function CP.cp_chain(keys, args)
       out[1] = member
       break
     end
-    local record = redis.call('HGET', keys[4], 'c' .. member)
+    local record = CP.record_get(keys, member)
     if not record then break end
     local parts = {CP.record_parts(record)}
     local lines = parts[2] or {}
@@ -4645,7 +4717,7 @@ function CP.cp_drop(keys, args)
   -- READ_BYTES: a call deletes at most one long name past it)
   local deleted, done, budget, bytes = 0, 0, CP.DROP_FIELDS, 0
   for _, member in ipairs(members) do
-    deleted = deleted + redis.call('HDEL', keys[4], 'c' .. member)
+    deleted = deleted + CP.record_delete(keys, member)
     local ns, id = string.match(member, '^([^%z]*)%z([^%z]+)$')
     CP.pin_parent(keys, ns, CP.order_remove(keys[6], member), id)
     local n, first, folded = CP.write_count(keys, member, false)
@@ -4696,9 +4768,8 @@ function CP.cp_dump(keys, args)
     cursor = reply[1]
     for k, item in ipairs(reply[2]) do
       -- (1.7) a record that names its parent by its place is given with the id
-      if k % 2 == 0 and which == 'C' and string.byte(reply[2][k - 1], 1) == 99 then
-        item = CP.reply_parent(keys, string.sub(reply[2][k - 1], 2), item)
-      end
+      local member = k % 2 == 0 and which == 'C' and CP.field_member(reply[2][k - 1])
+      if member then item = CP.reply_parent(keys, member, item) end
       out[#out + 1] = item
       bytes = bytes + #item
     end
@@ -4764,7 +4835,7 @@ function CP.cp_load(keys, args)
   if not options then return at end
   local ttl, err = ttl_option(options)
   if not ttl then return err end
-  local fields = {[4] = {}, [5] = {}}
+  local fields, members = {[4] = {}, [5] = {}}, {}
   local i = at
   while i <= #args and string.upper(args[i]) ~= 'ENTRIES' do
     local which = string.upper(args[i])
@@ -4775,8 +4846,8 @@ function CP.cp_load(keys, args)
         or (which == 'W' and not CP.group_values_ok(args[i + 1], args[i + 2])) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed shaped value')
     end
-    if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
-        and not CP.is_member(string.sub(args[i + 1], 2)) then
+    local member = which == 'C' and CP.field_member(args[i + 1])
+    if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and not CP.is_member(member) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names no checkpoint "c<ns>\\0<id>"')
     end
     local problem = which == 'C' and string.sub(args[i + 1], 1, 1) == 'c'
@@ -4792,8 +4863,10 @@ function CP.cp_load(keys, args)
         .. '("P" without an id: a dump gives the id)')
     end
     local list = fields[which == 'C' and 4 or 5]
-    list[#list + 1] = args[i + 1]
+    -- a record goes to its field of this version, whichever form it came in
+    list[#list + 1] = member and CP.record_field(member) or args[i + 1]
     list[#list + 1] = args[i + 2]
+    if member then members[#members + 1] = member end
     i = i + 3
   end
   if (#fields[4] + #fields[5]) / 2 > CP.CP_MAX_FIELDS then
@@ -4833,12 +4906,11 @@ function CP.cp_load(keys, args)
   end
   if #fields[4] > 0 then
     hash_set_many(keys[4], fields[4])
-    for k = 1, #fields[4], 2 do
-      if string.sub(fields[4][k], 1, 1) == 'c' then
-        local member = string.sub(fields[4][k], 2)
-        local before, after, added = CP.order_add(keys[6], member)
-        if added then CP.pin_parent(keys, string.match(member, '^([^%z]*)%z'), after, before) end
-      end
+    for _, member in ipairs(members) do
+      local _, legacy = CP.record_field(member)
+      if legacy then redis.call('HDEL', keys[4], legacy) end
+      local before, after, added = CP.order_add(keys[6], member)
+      if added then CP.pin_parent(keys, string.match(member, '^([^%z]*)%z'), after, before) end
     end
   end
   if #fields[5] > 0 then hash_set_many(keys[5], fields[5]) end

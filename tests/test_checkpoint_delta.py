@@ -146,9 +146,9 @@ def test_parent_links_that_loop_end_the_walk(redis_url: str, client: redis.Redis
     key = cp.thread_keys("chat:", "delta-loop")[3]
     newest = history[0]["configurable"]["checkpoint_id"]
     oldest = cp.member("", history[-1]["configurable"]["checkpoint_id"])
-    record = cp.Record.decode(client.hget(key, b"c" + oldest))
+    record = cp.Record.decode(client.hget(key, cp.record_field(oldest)))
     record.parent = newest  # the root now names the newest as its parent
-    client.hset(key, b"c" + oldest, record.encode())
+    client.hset(key, cp.record_field(oldest), record.encode())
     found = saver.get_delta_channel_history(config=history[0], channels=["never-written"])
     assert found == {"never-written": {"writes": []}}
 
@@ -195,7 +195,7 @@ def test_a_value_gone_from_under_its_record_does_not_stop_the_walk(
     saver.put_writes(c3, [("big", "w3")], "T3")
     c4 = put_values(saver, c3, "4", {})
     key = cp.thread_keys("chat:", "gone")[3]
-    record = cp.Record.decode(client.hget(key, b"c" + cp.member("", "3")))
+    record = cp.Record.decode(client.hget(key, cp.record_field(cp.member("", "3"))))
     client.hdel(key, cp.blob_field("", "big", record.blobs["big"]))
     channels = ["big", "never"]
     found = saver.get_delta_channel_history(config=c4, channels=channels)

@@ -22,6 +22,7 @@ from langgraph.graph import START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
 
 from redis_chat_history import RedisChatMessageHistory
+from redis_chat_history import _checkpoint_protocol as cp
 from redis_chat_history.checkpoint import RedisChatSaver
 
 
@@ -103,7 +104,8 @@ def test_linear_conversation_keeps_one_run(redis_url: str) -> None:
     for item in saver.list(thread("lin")):
         client = redis.Redis.from_url(redis_url)
         raw = client.hget(
-            "chat:{lin}:c", b"c\0" + item.config["configurable"]["checkpoint_id"].encode()
+            "chat:{lin}:c",
+            cp.record_field(cp.member("", item.config["configurable"]["checkpoint_id"])),
         )
         header = raw.split(b"\n", 1)[1]
         for line in header.split(b"\n"):

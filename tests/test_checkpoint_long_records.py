@@ -88,7 +88,7 @@ def test_no_call_but_a_reply_reads_a_long_record(thread: tuple[redis.Redis, cp.K
     run = commands_run(client, lambda: [write(client, keys, long, t, b"v") for t in "ab"])
     assert reads_of(run, keys[3], long) == []
     assert client.hget(keys[4], long) is not None
-    assert b"\nP0001\n" in (client.hget(keys[3], b"c" + long) or b"")  # no "P" alone
+    assert b"\nP0001\n" in (client.hget(keys[3], cp.record_field(long)) or b"")  # no "P" alone
 
     # a put after it, before it (its place changes), of it again, a read of its writes,
     # a drop of the one before it
@@ -118,17 +118,17 @@ def test_a_count_too_long_for_its_record_stays_in_writes(
     fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, edge)
     write(client, keys, member, "t", b"v" * 100)
     assert client.hget(keys[4], member) is not None
-    assert client.hget(keys[3], b"c" + member) == edge
+    assert client.hget(keys[3], cp.record_field(member)) == edge
 
     short = record_of(200)
     fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, short)
     assert client.hget(keys[4], member) is None
-    held = client.hget(keys[3], b"c" + member) or b""
+    held = client.hget(keys[3], cp.record_field(member)) or b""
     assert len(held) > len(short) and cp.held_count(held) is not None
 
     fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", member, edge)
     assert client.hget(keys[4], member) is not None
-    assert client.hget(keys[3], b"c" + member) == edge
+    assert client.hget(keys[3], cp.record_field(member)) == edge
     assert writes_of(client, keys, member) == [("t", b"v" * 100)]
 
 
@@ -140,16 +140,16 @@ def test_a_copy_refuses_a_long_record_that_holds_a_count(
     member = cp.member("", "0001")
     fcall(client, cp.CP_PUT, source, "INRECORD", "CHECKPOINT", member, record_of(100))
     write(client, source, member, "t", b"v")
-    held = client.hget(source[3], b"c" + member) or b""
+    held = client.hget(source[3], cp.record_field(member)) or b""
     assert cp.held_count(held) is not None
     header, _, rest = held.partition(b"\n")
     count = cp.held_count(held) or b""
     payload = rest[int(header) : len(rest) - len(count)]
     forged = header + b"\n" + rest[: int(header)] + payload + b"p" * SMALL_RECORD_BYTES + count
     with pytest.raises(redis.ResponseError, match=r"CHATHIST_BADARG.*count of writes"):
-        fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, forged)
+        fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), forged)
     assert client.exists(keys[3]) == 0
-    fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, held)
+    fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), held)
     assert writes_of(client, keys, member) == [("t", b"v")]
 
 
@@ -172,7 +172,7 @@ def test_a_record_that_names_its_parent_by_place_keeps_room_for_its_id(
         fcall(client, cp.CP_PUT, keys, "CHECKPOINT", parent, record_of(100))
         fcall(client, cp.CP_PUT, keys, "INRECORD", "CHECKPOINT", child,
               record_of(SMALL_RECORD_BYTES - slack, LANGGRAPH_ID))  # fmt: skip
-        assert b"\nP\n" in (client.hget(keys[3], b"c" + child) or b"")
+        assert b"\nP\n" in (client.hget(keys[3], cp.record_field(child)) or b"")
         write(client, keys, child, "t", b"v" * 60)
         if change == "drop the parent":
             fcall(client, cp.CP_DROP, keys, parent)
@@ -185,7 +185,7 @@ def test_a_record_that_names_its_parent_by_place_keeps_room_for_its_id(
             fields += ["W", child, count] if count else []
             keys = cp.thread_keys("long:", f"copy-{slack}")
             fcall(client, cp.CP_LOAD, keys, *fields)
-        assert len(client.hget(keys[3], b"c" + child) or b"") <= SMALL_RECORD_BYTES, slack
+        assert len(client.hget(keys[3], cp.record_field(child)) or b"") <= SMALL_RECORD_BYTES, slack
         assert writes_of(client, keys, child) == [("t", b"v" * 60)], slack
 
 
@@ -227,9 +227,9 @@ def test_a_header_is_at_most_1001_lines_and_1_mib(thread: tuple[redis.Redis, cp.
         (lines_record(9, b"V" + b"c" * 120_000), "header longer than 1048576 bytes"),
     ):
         with pytest.raises(redis.ResponseError, match=f"CHATHIST_BADARG field 1 .*{problem}"):
-            fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, record)
+            fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), record)
     assert client.exists(*keys) == 0
-    fcall(client, cp.CP_LOAD, keys, "C", b"c" + member, lines_record(1001))
+    fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), lines_record(1001))
     fcall(client, cp.CP_PUT, keys, "CHECKPOINT", cp.member("", "b"), lines_record(1000))
     assert client.hlen(keys[3]) == 2
 

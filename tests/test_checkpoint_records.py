@@ -57,7 +57,9 @@ def test_a_compact_record_reads_back_as_the_checkpoint_put(
     assert got["versions_seen"] == body["versions_seen"]
     assert got["channel_values"] == body["channel_values"]
     # the record holds neither the id nor the string versions its header holds
-    record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", CHECKPOINT_ID))
+    record = client.hget(
+        cp.thread_keys("chat:", "records")[3], cp.record_field(cp.member("", CHECKPOINT_ID))
+    )
     assert record is not None
     stored = cp.Record.decode(record)
     # alpha, small, is in the payload; zeta's line names its version and its bytes (1.7)
@@ -96,7 +98,9 @@ def test_small_values_live_in_records_and_large_ones_once_per_version(
         assert found is not None
         assert found.checkpoint["channel_values"] == body["channel_values"]
         assert found.checkpoint["channel_versions"] == body["channel_versions"]
-    record = client.hget(cp.thread_keys("chat:", "inline")[3], b"c" + cp.member("", second["id"]))
+    record = client.hget(
+        cp.thread_keys("chat:", "inline")[3], cp.record_field(cp.member("", second["id"]))
+    )
     assert record is not None
     assert cp.Record.decode(record).blobs == {"big": blob_fields[0].split(b"\0")[-1].decode()}
 
@@ -251,7 +255,9 @@ def test_a_list_too_fragmented_for_runs_is_stored_as_a_value(
     assert [m.id for m in found.checkpoint["channel_values"]["messages"]] == [
         m.id for m in messages[::2]
     ]
-    record = client.hget(cp.thread_keys("chat:", "records")[3], b"c" + cp.member("", second["id"]))
+    record = client.hget(
+        cp.thread_keys("chat:", "records")[3], cp.record_field(cp.member("", second["id"]))
+    )
     assert record is not None
     blobs = cp.Record.decode(record).blobs
     assert list(blobs) == ["messages"] and blobs["messages"].startswith("00000002.0:")

@@ -425,7 +425,9 @@ def test_writes_fold_or_not_read_the_same() -> None:
                     client.execute_command("FCALL_RO", cp.CP_GET, 6, *keys, MEMBER)
                 )
                 assert raw is not None and raw.record.encode() == last
-                assert len(client.hget(keys[3], b"c" + MEMBER) or b"") <= max(small, len(last))
+                assert len(client.hget(keys[3], cp.record_field(MEMBER)) or b"") <= max(
+                    small, len(last)
+                )
                 fields.append(client.hlen(keys[3]) + client.hlen(keys[4]))
             assert reads[0] == reads[1] == reads[2] == reads[3]
             assert fields[0] <= fields[1] <= fields[2]

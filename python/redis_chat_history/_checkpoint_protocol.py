@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import re
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,30 @@ def split_member(value: bytes | str) -> tuple[str, str]:
     raw = value.encode() if isinstance(value, str) else value
     ns, _, checkpoint_id = raw.partition(b"\0")
     return ns.decode(), checkpoint_id.decode()
+
+
+_CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def record_field(name: bytes) -> bytes:
+    """The ``:c`` field the library (1.8) stores a checkpoint's record in, by its member."""
+    ns, _, checkpoint_id = name.partition(b"\0")
+    if not _CANONICAL_UUID.fullmatch(checkpoint_id):
+        return b"c" + name
+    return b"c" + ns + b"\0\xff" + uuid.UUID(checkpoint_id.decode()).bytes
+
+
+def record_member(field: bytes) -> bytes | None:
+    """The member a ``:c`` record field names, ``c<ns>\\0<id>`` or (library 1.8, an id in
+    canonical UUID form) ``c<ns>\\0\\xff`` and the id's 16 bytes; None for another field."""
+    if not field.startswith(b"c") or b"\0" not in field:
+        return None
+    ns, _, rest = field[1:].partition(b"\0")
+    if not rest.startswith(b"\xff"):
+        return field[1:]
+    if len(rest) != 17:
+        return None
+    return ns + b"\0" + str(uuid.UUID(bytes=rest[1:])).encode()
 
 
 def blob_field(checkpoint_ns: str, channel: str, version: str | int | float) -> bytes:

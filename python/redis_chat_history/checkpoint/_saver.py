@@ -12,9 +12,9 @@ import hashlib
 import json
 import re
 import threading
-from datetime import datetime, timedelta, timezone
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Collection, Generator, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from langchain_core.messages import BaseMessage, messages_from_dict
@@ -847,7 +847,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 yield cp.delete_call(keys, keep_messages=True)
                 continue
             names = yield from self._fields(keys)
-            members = [name[1:] for name in names if name.startswith(b"c")]
+            members = [m for m in map(cp.record_member, names) if m is not None]
             latest: dict[str, bytes] = {}
             for name in members:
                 ns, checkpoint_id = cp.split_member(name)
@@ -888,7 +888,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                         continue
                     body = _body(self.serde, cp.Record.decode(items[i + 1]))
                     if body["m"].get("run_id") in wanted:
-                        doomed.append(name[1:])
+                        doomed.append(cp.record_member(name) or name[1:])
                 if as_text(cursor) == "0":
                     break
             yield from self._drop(keys, doomed, [])
