@@ -2760,7 +2760,7 @@ function CP.raw_header(record)
 end
 
 -- The ends of a run item: "<a>..<b>", or "<a>" alone for "<a>..<a>" (1.8:
--- the library writes a run of one entry so); nil if it is neither.
+-- a client may send a run of one entry so); nil if it is neither.
 function CP.run_ends(item)
   local a, b = string.match(item, '^([^.]+)%.%.([^.]+)$')
   if a then return a, b end
@@ -2768,10 +2768,19 @@ function CP.run_ends(item)
   return a, a
 end
 
--- The text of the run from a to b: "<a>" alone when they are one entry.
+-- The text of the run from a to b, as replies give it to clients of every
+-- 1.x version ("<a>..<b>", also for one entry).
 function CP.run_text(a, b)
-  if a == b then return a end
   return a .. '..' .. b
+end
+
+-- True if every run of a runs text is one stream entry ("<a>" or "<a>..<a>").
+function CP.single_entry_runs(runs)
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    local a, b = CP.run_ends(item)
+    if not a or a ~= b then return false end
+  end
+  return true
 end
 
 -- If runs text is well formed ("<a>..<b>" items separated by spaces, each
@@ -4325,7 +4334,7 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
   in groups since 1.5).
   KEYS: the thread's 6 keys.
   ARGV: [TTL seconds] [NOINDEX] [FOLD | INRECORD] WRITES <ns "\0" id> <count> (<task id> <index> <task path>
-        <channel> <value>) x count (IFKNOWN <w> <i> <j>)*
+        <channel> <value>) x count (IFKNOWN <w> <i> <j> | SHAPED <w> <runs> <template>)*
         [MESSAGES json... | KNOWN json...]
     A task id holds no NUL byte. A (task id, index) twice in the call is
     taken once: its first write, or its last for a negative index. The
@@ -4343,7 +4352,10 @@ chathist_cp_writes: store a task's pending writes for a checkpoint (1.4;
     chathist_cp_put. KNOWN messages are not stored: each is looked up by its
     id; IFKNOWN w i j: if KNOWN messages i to j are all stored with the same
     JSON, write w (1-based) keeps runs of their entries instead of its
-    value. Work: the call's writes and messages (each looked up by name),
+    value. SHAPED w runs template (1.8): write w is stored as the shaped
+    value "\1T" runs "\n" template (runs of one stream entry each, whose
+    contents the template's placeholders stand for, as SHAPE of
+    chathist_cp_put makes it) instead of its value. Work: the call's writes and messages (each looked up by name),
     and the group it merges into: at most twice what it carries for that
     task, and MERGE_SLACK.
   Reply: the number of writes stored.
@@ -4365,15 +4377,26 @@ function CP.cp_writes(keys, args)
   if first + count * 5 - 1 > #args then
     return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
   end
-  local stop, alternatives = first + count * 5, {}
-  while args[stop] and string.upper(args[stop]) == 'IFKNOWN' do
-    local w = parse_count(args[stop + 1], count, 1)
-    local i, j = parse_count(args[stop + 2], MAX_BATCH_MESSAGES, 1),
-      parse_count(args[stop + 3], MAX_BATCH_MESSAGES, 1)
-    if not w or not i or not j or i > j then
-      return fail('BADARG', 'IFKNOWN needs a write number and the first and last of its KNOWN messages')
+  local stop, alternatives, shaped, segments = first + count * 5, {}, {}, 0
+  while args[stop] and (string.upper(args[stop]) == 'IFKNOWN' or string.upper(args[stop]) == 'SHAPED') do
+    if string.upper(args[stop]) == 'SHAPED' then
+      -- (1.8) a write whose texts are messages the session holds already
+      local w, runs, template = parse_count(args[stop + 1], count, 1), args[stop + 2], args[stop + 3]
+      local found = runs and runs ~= '' and CP.check_runs(runs, 0)
+      if not w or not found or not CP.single_entry_runs(runs) or not template or template == '' then
+        return fail('BADARG', 'SHAPED needs a write number, runs of one stream entry each and a template')
+      end
+      shaped[w] = CP.SHAPE_MARK .. runs .. '\n' .. template
+      segments = segments + found
+    else
+      local w = parse_count(args[stop + 1], count, 1)
+      local i, j = parse_count(args[stop + 2], MAX_BATCH_MESSAGES, 1),
+        parse_count(args[stop + 3], MAX_BATCH_MESSAGES, 1)
+      if not w or not i or not j or i > j then
+        return fail('BADARG', 'IFKNOWN needs a write number and the first and last of its KNOWN messages')
+      end
+      alternatives[w] = {i, j}
     end
-    alternatives[w] = {i, j}
     stop = stop + 4
   end
   local lookup = args[stop] == 'KNOWN'
@@ -4382,7 +4405,6 @@ function CP.cp_writes(keys, args)
   end
   local messages, jsons = CP.thread_messages(args, stop)
   if not messages then return jsons end
-  local segments = 0
   for _, span in pairs(alternatives) do
     if not lookup or span[2] > #jsons then
       return fail('BADARG', 'IFKNOWN names messages that KNOWN does not carry')
@@ -4440,7 +4462,7 @@ function CP.cp_writes(keys, args)
       local present = i ~= nil
         or (not negative and CP.is_stored_group(state, group.task .. '\0' .. index))
       if not present or negative then
-        local write = {index, args[at_w + 3], CP.write_value(keys, args[at_w + 4],
+        local write = {index, args[at_w + 3], shaped[w + 1] or CP.write_value(keys, args[at_w + 4],
           alternatives[w + 1], stored)}
         local size = #index + #write[2] + #write[3]
         if i then
@@ -4768,8 +4790,11 @@ function CP.cp_dump(keys, args)
     cursor = reply[1]
     for k, item in ipairs(reply[2]) do
       -- (1.7) a record that names its parent by its place is given with the id
-      local member = k % 2 == 0 and which == 'C' and CP.field_member(reply[2][k - 1])
-      if member then item = CP.reply_parent(keys, member, item) end
+      local member = which == 'C' and CP.field_member(reply[2][k - (k % 2 == 0 and 1 or 0)])
+      if member and k % 2 == 0 then item = CP.reply_parent(keys, member, item) end
+      -- (1.8) a record's field is given as "c<ns>\0<id>", the form clients of
+      -- every 1.x version parse; chathist_cp_load takes it back
+      if member and k % 2 == 1 then item = 'c' .. member end
       out[#out + 1] = item
       bytes = bytes + #item
     end

@@ -225,3 +225,40 @@ def test_a_chain_call_stays_inside_the_read_budget(client: redis.Redis) -> None:
     assert 1 <= ancestors < 64 and reply[0] == cp.member("", f"c{69 - ancestors}")
     assert entries <= 512 + 125 and read <= 262144 + 8000, work
     client.function_load(library_source(), replace=True)
+
+
+class WordState(TypedDict):
+    messages: Annotated[list, DeltaChannel(add_all, snapshot_frequency=4)]
+    count: int
+
+
+def word_step(state: WordState) -> dict[str, Any]:
+    return {"messages": [f"item {state.get('count', 0)}"], "count": state.get("count", 0) + 1}
+
+
+def test_a_channel_named_as_a_compact_word_is_walked_with_its_writes(redis_url: str) -> None:
+    """A channel whose name the saver could store as a word code ("messages"): the chain
+    still picks its writes by name (the saver keeps a write's channel as it is)."""
+    from langgraph.checkpoint.memory import InMemorySaver
+
+    def history(saver: Any) -> list[Any]:
+        builder = StateGraph(WordState)
+        builder.add_node("step", word_step)
+        builder.add_edge(START, "step")
+        builder.add_edge("step", END)
+        graph = builder.compile(checkpointer=saver)
+        config = {"configurable": {"thread_id": "words"}}
+        for turn in range(6):
+            graph.invoke({"count": turn}, config)
+        return [state.values.get("messages") for state in graph.get_state_history(config)]
+
+    saver = RedisChatSaver(redis_url)
+    assert history(saver) == history(InMemorySaver())
+    latest = saver.get_tuple({"configurable": {"thread_id": "words"}})
+    assert latest is not None
+    channels = ["messages", "count"]
+    assert saver.get_delta_channel_history(config=latest.config, channels=channels) == (
+        BaseCheckpointSaver.get_delta_channel_history(
+            saver, config=latest.config, channels=channels
+        )
+    )

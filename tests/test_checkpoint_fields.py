@@ -128,6 +128,10 @@ def test_a_copy_and_a_load_take_either_form(redis_url: str, client: redis.Redis)
     saver.copy_thread("src", "dst")
     assert record_fields(client, "dst") == sorted(cp.record_field(cp.member("", c)) for c in chain)
     assert snapshot(saver, "dst") == snapshot(saver, "src")
+    # a dump names records as clients of every 1.x version parse them: c<ns>\0<id>
+    reply = client.fcall(cp.CP_DUMP, 6, *cp.thread_keys("chat:", "src"), "C", "0")
+    names = [name for name in reply[1::2] if name.startswith(b"c")]
+    assert sorted(names) == sorted(b"c\0" + c.encode() for c in chain)
     keys = cp.thread_keys("chat:", "bad")
     forged = b"c\0\xff" + b"x" * 15  # one byte short of a UUID
     with pytest.raises(redis.ResponseError, match="names no checkpoint"):

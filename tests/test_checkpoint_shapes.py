@@ -225,6 +225,53 @@ def test_shaped_values_settled_by_a_put_and_a_message_gone(
     assert got.pending_writes == [("start-task", "messages", [{"role": "user", "content": ""}])]
 
 
+def test_an_input_write_saved_after_the_next_put_is_shaped_at_once(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """LangGraph may save a step's writes after the next checkpoint (background workers):
+    the put that stored the input message ran already, so the input write is stored shaped
+    by its own call (SHAPED, 1.8) and reads back equal, on another saver too."""
+    from test_checkpoint_settle import checkpoint, config
+
+    saver = RedisChatSaver(redis_url)
+    value = {"messages": [{"role": "user", "content": LONG}]}
+    parent = checkpoint([], 1)
+    parent["channel_values"]["__start__"] = value
+    parent["channel_versions"]["__start__"] = "00000001.1"
+    first = saver.put(config("late"), parent, {}, {"__start__": "00000001.1"})
+    child = checkpoint([HumanMessage(LONG, id="h1")], 2)
+    saver.put(first, child, {}, {"messages": "00000002.0"})
+    saver.put_writes(first, [("messages", value["messages"])], "start-task")
+    stored = stored_values(client, "late")
+    assert len([v for v in stored if v.startswith(cp.SHAPE_MARK)]) == 2
+    assert not any(LONG.encode() in v for v in stored)
+    got = RedisChatSaver(redis_url).get_tuple(first)
+    assert got is not None
+    assert got.pending_writes == [("start-task", "messages", value["messages"])]
+    # a saver that did not see the put keeps the write's value (memory, never correctness)
+    RedisChatSaver(redis_url).put_writes(first, [("messages", value["messages"])], "other-task")
+    got = RedisChatSaver(redis_url).get_tuple(first)
+    assert got is not None and ("other-task", "messages", value["messages"]) in got.pending_writes
+
+
+@pytest.mark.parametrize(
+    "shaped",
+    [
+        ["SHAPED", 2, "1-0", "tpl"],  # no such write
+        ["SHAPED", 1, "1-0..2-0", "tpl"],  # a run of two entries
+        ["SHAPED", 1, "#1", "tpl"],  # a placeholder
+        ["SHAPED", 1, "1-0", ""],  # no template
+        ["SHAPED", 1, "", "tpl"],  # no runs
+        ["SHAPED", 1, "1-0"],  # no template at all
+    ],
+)
+def test_a_malformed_shaped_write_is_refused(loaded: redis.Redis, shaped: list[Any]) -> None:
+    keys = cp.thread_keys("chat:", "bad")
+    with pytest.raises(redis.ResponseError, match="SHAPED needs"):
+        loaded.fcall(cp.CP_WRITES, 6, *keys, "WRITES", b"\0c1", 1, "t", 0, "", "ch", b"v", *shaped)
+    assert loaded.exists(*keys) == 0
+
+
 def put_parent_with_blob(client: redis.Redis, blob_value: bytes) -> tuple[Any, ...]:
     keys = cp.thread_keys("chat:", "lua")
     field = b"b\0__start__\x0001.0"
@@ -270,7 +317,7 @@ def test_shapeblob_shapes_the_value_it_names_and_only_that(loaded: redis.Redis) 
     stream_id = reply[1].decode()
     # runs stay one per text (not joined), the template follows
     assert client.hget(keys[3], field) == (
-        b"\x01T" + f"{stream_id} {stream_id}".encode() + b"\nmsgpack\0tpl"
+        b"\x01T" + f"{stream_id}..{stream_id} {stream_id}..{stream_id}".encode() + b"\nmsgpack\0tpl"
     )
     got = client.fcall(cp.CP_GET, 6, *keys, b"\0p1")
     assert got[1] and [e for e in got[4]] == [stream_id.encode(), message]

@@ -20,6 +20,7 @@ PACKAGE = ROOT / "python" / "redis_chat_history"
 WHEEL_PACKAGE_FILES = {
     "redis_chat_history/__init__.py",
     "redis_chat_history/_checkpoint_protocol.py",
+    "redis_chat_history/_checkpoint_words.py",
     "redis_chat_history/checkpoint/__init__.py",
     "redis_chat_history/checkpoint/_ordering.py",
     "redis_chat_history/checkpoint/_payload.py",

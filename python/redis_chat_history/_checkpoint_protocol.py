@@ -526,6 +526,7 @@ def writes_call(
     noindex: bool = False,
     fold: bool = False,
     in_record: bool = False,
+    shaped: Sequence[tuple[int, str, bytes]] = (),
 ) -> Call:
     """Store a task's writes ``(task id, index, task path, channel, value)`` (one FCALL).
 
@@ -537,6 +538,9 @@ def writes_call(
     makes it, is kept in its count field while it is short (one hash field less).
     ``in_record`` (library 1.7, implies ``fold``): a count that holds the checkpoint's only
     group is kept in the checkpoint's record (one hash field less again).
+    ``shaped`` (library 1.8) items ``(write, runs, template)``: write ``write`` (1-based)
+    is stored as that shaped value, its texts the contents of stored messages (runs of one
+    stream entry each).
     """
     if messages and known:
         raise InvalidInputError("a writes call carries MESSAGES or KNOWN, not both")
@@ -544,9 +548,12 @@ def writes_call(
     args += ["INRECORD"] if in_record else ["FOLD"] if fold else []
     args += ["WRITES", name, len(writes)]
     for task_id, index, task_path, channel, value in writes:
-        args += [encode_name(task_id), index, encode_name(task_path), encode_name(channel), value]
+        # (a channel stays as it is: chathist_cp_chain picks writes by their channel)
+        args += [encode_name(task_id), index, encode_name(task_path), channel, value]
     for write, first, last in if_known:
         args += ["IFKNOWN", write, first, last]
+    for write, runs, template in shaped:
+        args += ["SHAPED", write, runs, template]
     if messages:
         args += ["MESSAGES", *messages]
     elif known:

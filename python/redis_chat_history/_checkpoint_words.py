@@ -1,11 +1,10 @@
-"""Compact forms of the names a pending write carries: its task id, task path and channel.
+"""Compact forms of the names a pending write carries: its task id and task path.
 
-LangGraph names every pending write by a task id (a UUID: 36 characters), a task path
-(``~__pregel_pull, model``, ``~__pregel_push, 0000000000, 0000000000``) and a channel
-(``messages``, ``branch:to:model``). A checkpoint of an agent keeps a write or two, so these
-names are a large part of what a thread stores besides its messages. The library treats them
-as opaque bytes (a task id only may not hold NUL), so their form is the client's business,
-as a record's payload is: the Python saver stores
+LangGraph names every pending write by a task id (a UUID: 36 characters) and a task path
+(``~__pregel_pull, model``, ``~__pregel_push, 0000000000, 0000000000``). A checkpoint of an
+agent keeps a write or two, so these names are a large part of what a thread stores besides
+its messages. The library treats them as opaque bytes (a task id only may not hold NUL), so
+their form is the client's business, as a record's payload is: the Python saver stores
 
 - a UUID task id in canonical form (lower-case hex, dashes) as ``\\x02\\x02`` and its 128
   bits in 17 base-255 digits, each digit + 1 (never NUL): 19 bytes;
@@ -14,7 +13,8 @@ as a record's payload is: the Python saver stores
 - a name that starts with ``\\x02`` (none of LangGraph's) as ``\\x02\\x01`` and the name;
 - any other name as it is.
 
-The table is part of the stored format: codes are never reused or reordered, only added.
+A write's channel stays as it is: ``chathist_cp_chain`` picks writes by their channel. The
+table is part of the stored format: codes are never reused or reordered, only added.
 """
 
 from __future__ import annotations

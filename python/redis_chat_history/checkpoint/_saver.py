@@ -226,6 +226,20 @@ def _texts_known(values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan]) ->
     return known
 
 
+def _new_texts(
+    values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan], stored: Sequence[str]
+) -> list[tuple[bytes, str]]:
+    """The long texts of the messages a put stored (new in its lists): (digest of the
+    content, stream id). Work: the put's lists, a digest per new long message."""
+    texts: list[tuple[bytes, str]] = []
+    for name, plan in plans.items():
+        for message, ident in zip(values[name], plan.ids, strict=True):
+            content = message.content
+            if ident.startswith("#") and isinstance(content, str) and _shapes.long_text(content):
+                texts.append((_shapes.text_digest(content), stored[int(ident[1:]) - 1]))
+    return texts
+
+
 class RedisChatSaver(BaseCheckpointSaver[str]):
     """LangGraph checkpointer on plain Redis 7+ (no modules), sync and async in one object.
 
@@ -292,6 +306,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         #: Channel values a put stored that can be shaped, per checkpoint: (field, shape).
         self._shapes: OrderedDict[tuple[str, str, str], list[tuple[bytes, _shapes.Shape]]]
         self._shapes = OrderedDict()
+        #: The long texts a put stored as new messages, per parent checkpoint: (digest,
+        #: stream id). The parent's writes may be saved after that put (LangGraph runs
+        #: both on background workers); a write holding those texts is then stored
+        #: shaped at once (SHAPED) instead of waiting for a put that already ran.
+        self._late: OrderedDict[tuple[str, str, str], list[tuple[bytes, str]]] = OrderedDict()
         self._lock = threading.Lock()
         #: A thread's puts and put_writes run one at a time (see ``_ordering``).
         self._order = ThreadLocks()
@@ -717,6 +736,10 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 for stream_id, key, number in zip(ids, plan.digests, numbers, strict=True)
             ]
         self._remember(thread_id, ns, checkpoint["id"], stored_view, stored_record.blobs)
+        if parent and plans:
+            late = _new_texts(values, plans, stored)
+            if late:
+                self._keep(self._late, (thread_id, ns, parent), late)
         return {
             "configurable": {
                 "thread_id": thread_id,
@@ -745,6 +768,11 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
         first_index = WRITES_IDX_MAP.get(writes[0][0], 0) if writes else 0
         known: list[bytes] = []
         if_known: list[tuple[int, int, int]] = []
+        shaped: list[tuple[int, str, bytes]] = []
+        ns = configurable.get("checkpoint_ns", "")
+        checkpoint_id = str(configurable["checkpoint_id"])
+        with self._lock:
+            late = dict(self._late.get((thread_id, ns, checkpoint_id), []))
         for idx, (channel, value) in enumerate(writes):
             # A write of messages is not stored in the session here: LangGraph may save
             # a step's writes before the checkpoint they belong to, and the session must
@@ -770,14 +798,20 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                     if_known.append((len(encoded) + 1, len(known) + 1, len(known) + len(jsons)))
                     known += jsons
                 elif (shape := self._shape(value, data)) is not None:
-                    # a value holding messages' texts (the caller's input as dicts)
-                    lists.append(Written(task_id, index, shape.value_sha1, [], first_index, shape))
+                    # a value holding messages' texts (the caller's input as dicts): shaped
+                    # now if the next put stored those messages already, else by that put
+                    runs = _shapes.refs_for(shape, late) if late else None
+                    if runs:
+                        shaped.append((len(encoded) + 1, runs, shape.template))
+                    else:
+                        lists.append(
+                            Written(task_id, index, shape.value_sha1, [], first_index, shape)
+                        )
                 elif not jsons:
                     data = _payload.pack(data)  # deflated when that is shorter
             encoded.append((task_id, WRITES_IDX_MAP.get(channel, idx), task_path, channel, data))
         if lists:  # before the call: a put of the next checkpoint may run meanwhile
-            ns = configurable.get("checkpoint_ns", "")
-            self._keep(self._written, (thread_id, ns, str(configurable["checkpoint_id"])), lists)
+            self._keep(self._written, (thread_id, ns, checkpoint_id), lists)
         yield cp.writes_call(
             keys,
             name,
@@ -788,6 +822,7 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
             if_known,
             noindex=not self.search_index,
             in_record=True,
+            shaped=shaped,
         )
 
     def _copy_plan(self, source: str, target: str) -> Plan:
