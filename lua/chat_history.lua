@@ -2768,10 +2768,47 @@ function CP.run_ends(item)
   return a, a
 end
 
--- The text of the run from a to b, as replies give it to clients of every
--- 1.x version ("<a>..<b>", also for one entry).
+-- The text of the run from a to b as stored: "<a>" alone when they are one
+-- entry (1.8: 16 bytes less for each of an agent's writes of one message;
+-- replies give it as "<a>..<a>", see CP.replied_runs).
 function CP.run_text(a, b)
+  if a == b then return a end
   return a .. '..' .. b
+end
+
+-- Runs as replies give them: "<a>..<a>" for a run stored as "<a>", the form
+-- clients of every 1.x version read. Work: the runs' text.
+function CP.replied_runs(runs)
+  local out = {}
+  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
+    if item ~= '' and not string.find(item, '..', 1, true) then item = item .. '..' .. item end
+    out[#out + 1] = item
+  end
+  return table.concat(out, ' ')
+end
+
+-- A write's or channel's value as replies give it: the runs of a "\1M" or
+-- "\1T" value as CP.replied_runs gives them.
+function CP.replied_value(value)
+  local mark = string.sub(value, 1, 2)
+  if mark == CP.REFS_MARK then return mark .. CP.replied_runs(string.sub(value, 3)) end
+  if mark == CP.SHAPE_MARK then
+    local at = string.find(value, '\n', 3, true)
+    if at then return mark .. CP.replied_runs(string.sub(value, 3, at - 1)) .. string.sub(value, at) end
+  end
+  return value
+end
+
+-- A record as replies give it: the runs of its "M" lines as CP.replied_runs
+-- gives them. Work: its header (which a reply reads anyway).
+function CP.replied_record(record)
+  local header, payload_at = CP.raw_header(record)
+  if not header or not string.find(header, '\nM', 1, true) then return record end
+  local replied = string.gsub(header, '\nM([^\t\n]*)\t([^\n]*)', function(channel, runs)
+    return '\nM' .. channel .. '\t' .. CP.replied_runs(runs)
+  end)
+  if replied == header then return record end
+  return (#replied - 1) .. replied .. string.sub(record, payload_at)
 end
 
 -- True if every run of a runs text is one stream entry ("<a>" or "<a>..<a>").
@@ -3073,9 +3110,9 @@ function CP.reply_record(keys, member, record, before, parts)
     record = CP.build_record(parts[2], string.sub(record, parts[3], parts[4]), nil)
   end
   for _, line in ipairs(parts[2] or {}) do
-    if line == 'P' then return CP.reply_parent(keys, member, record, before) end
+    if line == 'P' then return CP.replied_record(CP.reply_parent(keys, member, record, before)) end
   end
-  return record
+  return CP.replied_record(record)
 end
 
 -- A record with its parent's id if it names its parent by its place.
@@ -3667,7 +3704,7 @@ function CP.read_writes(keys, member, k, meter, wanted, record, held)
       -- its value, so that a reader still sees which (task, index) came first)
       local replied = (not wanted or wanted[write[2]]) and write[3] or ''
       writes[#writes + 1] = CP.netstring(task) .. CP.netstring(write[1]) .. CP.netstring(path)
-        .. CP.netstring(write[2]) .. CP.netstring(replied)
+        .. CP.netstring(write[2]) .. CP.netstring(CP.replied_value(replied))
       local text = CP.value_runs(replied)
       if text then
         runs[#runs + 1] = text
@@ -3702,7 +3739,7 @@ function CP.read_blobs(key, member, lines, from, meter, wanted)
         local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
         if value then
           blobs[#blobs + 1] = channel
-          blobs[#blobs + 1] = value
+          blobs[#blobs + 1] = CP.replied_value(value)
           meter.bytes = meter.bytes + #value
           if string.sub(value, 1, 2) == CP.SHAPE_MARK then runs[#runs + 1] = CP.value_runs(value) end
         end
@@ -4324,7 +4361,7 @@ function CP.cp_put(keys, args)
   for _, shape in ipairs(shapes) do CP.shape_blob(keys, shape, stored, settle_room) end
   CP.thread_ttl(keys, ttl)
   collect_garbage()
-  local reply = {record}
+  local reply = {CP.replied_record(record)}
   for k = 1, #jsons do reply[k + 1] = stored[k] end
   return reply
 end

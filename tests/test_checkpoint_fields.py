@@ -1,10 +1,12 @@
-"""Record fields (library 1.8): a checkpoint whose id is a canonical UUID keeps its record
-under ``c<ns>\\0\\xff`` and the id's 16 bytes; a record stored before under
-``c<ns>\\0<id>`` is read there until it is written again, then moved; dumps, loads,
-copies, prunes and drops find records of both forms."""
+"""Stored forms of library 1.8 that clients never see: a checkpoint whose id is a canonical
+UUID keeps its record under ``c<ns>\\0\\xff`` and the id's 16 bytes (a record stored before
+under ``c<ns>\\0<id>`` is read there until it is written again, then moved; dumps, loads,
+copies, prunes and drops find records of both forms), and a run of one entry is stored as
+``<a>`` and replied as ``<a>..<a>``."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from typing import Any
 
@@ -148,3 +150,42 @@ def test_delete_for_runs_finds_records_of_either_form(redis_url: str, client: re
     to_legacy(client, "runs", chain[0])
     saver.delete_for_runs(["r1", "r2"])
     assert record_fields(client, "runs") == []
+
+
+RUNS_17 = re.compile(rb"[0-9]+-[0-9]+\.\.[0-9]+-[0-9]+( [0-9]+-[0-9]+\.\.[0-9]+-[0-9]+)*")
+
+
+def replied_runs(reply: list[Any]) -> list[bytes]:
+    """Every runs text of a get reply: its record's M lines, its writes' and values' runs."""
+    record = cp.Record.decode(reply[1])
+    texts = [runs.encode() for runs in record.runs.values()]
+    values = [cp.decode_write(raw).value for raw in reply[2]] + list(reply[3][1::2])
+    for value in values:
+        found = cp.value_runs(value)
+        if found is not None:
+            texts.append(found.encode())
+    return texts
+
+
+def test_runs_of_one_entry_are_stored_short_and_replied_as_before(
+    redis_url: str, client: redis.Redis
+) -> None:
+    from test_checkpoint_graphs import agent, thread
+
+    graph = agent(RedisChatSaver(redis_url), 2)
+    for turn in range(2):
+        graph.invoke(
+            {"messages": [{"role": "user", "content": f"q{turn} " + "z" * 200}]}, thread("r")
+        )
+    stored = b"".join(client.hvals("chat:{r}:c"))
+    assert re.search(rb"\x01M[0-9]+-[0-9]+[^.0-9]", stored)  # a write of one message
+    keys = cp.thread_keys("chat:", "r")
+    replies = 0
+    for item in RedisChatSaver(redis_url).list(thread("r")):
+        reply = client.fcall(
+            cp.CP_GET, 6, *keys, cp.member("", item.config["configurable"]["checkpoint_id"])
+        )
+        for text in replied_runs(reply):
+            assert RUNS_17.fullmatch(text), text
+            replies += 1
+    assert replies > 10
