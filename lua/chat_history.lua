@@ -73,9 +73,10 @@ Contents (sections in this order):
   5. Writer state: pending records, rebuilds, folds, the sweep, trims
   6. Reading: replies and range bounds
   7. Search: queries, judging, the work meter, cursors, indexed search
-  8. Checkpoints: a LangGraph thread's keys, records, writes, runs of
-     messages, shaped values, the order set's pages, and the budgets of
-     their reads
+  8. Checkpoints: a LangGraph thread's keys, records (and, 1.8, their
+     fields), writes, runs of messages (stored short, replied as 1.7 gave
+     them), shaped values, the order set's pages, and the budgets of their
+     reads
   9. Entry points (fields of API and CP: a chunk has at most 200 local
      names, and sections 1 to 7 take nearly all): chathist_append,
      _import, _delete, _range, _search, _reindex, _clear, _len, _ttl,
@@ -2663,8 +2664,24 @@ function CP.hex_bytes()
 end
 
 -- The :c field of a member's record, and the field a record stored before
--- 1.8 had (nil when that is the same).
+-- 1.8 had (nil when that is the same). A put names a few checkpoints several
+-- times each: the last ones named are remembered (at most FIELDS_KEPT, of
+-- members of at most 128 bytes: a few KB of the Lua heap), which keeps a
+-- put's time what it was before 1.8.
+CP.FIELDS_KEPT = 64
+CP.fields_known, CP.fields_count = {}, 0
 function CP.record_field(member)
+  local known = CP.fields_known[member]
+  if known then return known[1], known[2] end
+  local field, legacy = CP.make_record_field(member)
+  if #member > 128 then return field, legacy end
+  if CP.fields_count >= CP.FIELDS_KEPT then CP.fields_known, CP.fields_count = {}, 0 end
+  CP.fields_known[member] = {field, legacy}
+  CP.fields_count = CP.fields_count + 1
+  return field, legacy
+end
+
+function CP.make_record_field(member)
   local at = string.find(member, '\0', 1, true)
   local id = string.sub(member, at + 1)
   if #id ~= 36 or not string.find(id, CP.UUID_FORM) or string.find(id, '%u') then
