@@ -2422,6 +2422,10 @@ CP.ORDER_PAGE = 64
 -- a record for these (a write, a put or drop of another checkpoint, a read
 -- of writes) read no more of a record than that, however long it is.
 CP.SMALL_RECORD_BYTES = 8192
+-- (1.8) The most run items cp_load takes in one field: what one put may
+-- store (CP.SEGMENTS and two per message of a batch), so a reply of a copied
+-- thread looks at no more runs than one of the thread it copies.
+CP.LOADED_RUNS = 4096 + 2 * MAX_BATCH_MESSAGES
 -- A stored record's header holds at most HEADER_LINES lines (a put's
 -- CP_MAX_FIELDS and a "W" line) and HEADER_BYTES bytes: a longer one is not
 -- parsed (a put and a load refuse it), so each parse of a record is bounded.
@@ -2794,14 +2798,17 @@ function CP.run_text(a, b)
 end
 
 -- Runs as replies give them: "<a>..<a>" for a run stored as "<a>", the form
--- clients of every 1.x version read. Work: the runs' text.
+-- clients of every 1.x version read. Work: two passes of string.gsub over the
+-- runs' text (in C: a header of 1 MiB of runs costs milliseconds, not a Lua
+-- step per run); the second finds the items right after one the first
+-- changed (whose space it took).
 function CP.replied_runs(runs)
-  local out = {}
-  for item in string.gmatch(runs .. ' ', '([^ ]*) ') do
-    if item ~= '' and not string.find(item, '..', 1, true) then item = item .. '..' .. item end
-    out[#out + 1] = item
-  end
-  return table.concat(out, ' ')
+  local _, items = string.gsub(runs, ' ', ' ')
+  local _, pairs_found = string.gsub(runs, '%.%.', '')
+  if pairs_found > items then return runs end  -- every item is "<a>..<b>"
+  local text = ' ' .. runs .. ' '
+  for _ = 1, 2 do text = string.gsub(text, ' (%d+%-%d+) ', ' %1..%1 ') end
+  return string.sub(text, 2, -2)
 end
 
 -- A write's or channel's value as replies give it: the runs of a "\1M" or
@@ -4878,6 +4885,44 @@ function CP.is_shaped_or_bytes(value)
   return runs ~= nil and runs ~= '' and #value > #runs + 3 and CP.check_runs(runs, 0) ~= false
 end
 
+-- The run items a text of runs holds (counted in C: a space between two).
+function CP.run_items(runs)
+  if not runs or runs == '' then return 0 end
+  local _, spaces = string.gsub(runs, ' ', ' ')
+  return spaces + 1
+end
+
+-- The run items of a group's values ("\1M" and shaped values).
+function CP.group_run_items(body)
+  local parts, items = body and CP.read_netstrings(body), 0
+  for i = 3, parts and #parts or 0, 3 do items = items + CP.run_items(CP.value_runs(parts[i])) end
+  return items
+end
+
+-- (1.8) The run items a field copied from a dump holds: a record's "M" lines
+-- and the count of writes it holds, a value, or a group (or a count holding
+-- the first group). A reply looks at each run it replies, so cp_load takes no
+-- more than a put or a write could store (LOADED_RUNS).
+function CP.loaded_run_items(which, field, value)
+  if which == 'W' then
+    local body = string.find(field, '\0=', 1, true) and value
+    if not body then
+      local at = string.find(value, '\0=', 1, true)
+      body = at and string.sub(value, at + 2)
+    end
+    return CP.group_run_items(body)
+  end
+  if string.sub(field, 1, 1) ~= 'c' then return CP.run_items(CP.value_runs(value)) end
+  local header = CP.raw_header(value)
+  local items = 0
+  for runs in string.gmatch(header or '', '\nM[^\t\n]*\t([^\n]*)') do
+    items = items + CP.run_items(runs)
+  end
+  local count = CP.record_parts(value)
+  local at = count and string.find(count, '\0=', 1, true)
+  return items + (at and CP.group_run_items(string.sub(count, at + 2)) or 0)
+end
+
 -- True unless a :w field copied from a dump holds a group (in a field of
 -- its own, or folded into a count) with a malformed shaped value.
 function CP.group_values_ok(field, value)
@@ -4936,6 +4981,10 @@ function CP.cp_load(keys, args)
     end
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and not CP.held_count_ok(args[i + 2]) then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a malformed count of writes')
+    end
+    if CP.loaded_run_items(which, args[i + 1], args[i + 2]) > CP.LOADED_RUNS then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds more than ' .. CP.LOADED_RUNS
+        .. ' runs (what one put or write may store)')
     end
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and CP.header_has(args[i + 2], 'P') then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names its parent by its place '

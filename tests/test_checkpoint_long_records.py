@@ -291,3 +291,43 @@ def test_a_list_before_a_checkpoint_of_another_namespace_keeps_to_its_own(
     assert listed("ns3", cp.member("ns1", "a")) == []
     assert listed("ns2", cp.member("ns2", "b")) == [cp.member("ns2", "a")]
     assert listed("ALL", cp.member("ns3", "a")) == [cp.member("ns2", "a"), cp.member("ns1", "a")]
+
+
+LOADED_RUNS = 4096 + 2 * 10000  # CP.SEGMENTS and two per message of a batch
+
+
+def many_runs(count: int) -> bytes:
+    return " ".join(f"{1000 + k}-0" for k in range(count)).encode()
+
+
+def test_a_load_takes_no_more_runs_in_a_field_than_a_put_stores(
+    thread: tuple[redis.Redis, cp.Keys],
+) -> None:
+    """A reply looks at every run it gives: a copied record, value or group holds at most
+    the runs one put or write may store (1.8), counted over a record's M lines and the
+    count of writes it holds."""
+    client, keys = thread
+    source = library_source()
+    assert "CP.LOADED_RUNS = 4096 + 2 * MAX_BATCH_MESSAGES" in source
+    assert re.search(r"^local MAX_BATCH_MESSAGES = 10000 ", source, re.M)
+    member = cp.member("", "many")
+
+    def record(runs: bytes) -> bytes:
+        header = b"Mmessages\t" + runs + b"\n"
+        return str(len(header)).encode() + b"\n" + header + b"payload"
+
+    def group(runs: bytes) -> bytes:
+        value = b"\x01M" + runs
+        return b"0:" + b"8:messages" + str(len(value)).encode() + b":" + value
+
+    too_many = many_runs(LOADED_RUNS + 1)
+    for which, field, value in [
+        ("C", cp.record_field(member), record(too_many)),
+        ("C", b"b\0messages\0v1", b"\x01T" + too_many + b"\ntemplate"),
+        ("W", member + b"\0=t\x000", group(too_many)),
+    ]:
+        with pytest.raises(redis.ResponseError, match=f"more than {LOADED_RUNS} runs"):
+            fcall(client, cp.CP_LOAD, keys, which, field, value)
+    assert client.exists(*keys) == 0
+    fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), record(many_runs(LOADED_RUNS)))
+    assert client.hlen(keys[3]) == 1
