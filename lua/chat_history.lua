@@ -2789,24 +2789,24 @@ function CP.run_ends(item)
   return a, a
 end
 
--- The text of the run from a to b as stored: "<a>" alone when they are one
--- entry (1.8: 16 bytes less for each of an agent's writes of one message;
--- replies give it as "<a>..<a>", see CP.replied_runs).
-function CP.run_text(a, b)
-  if a == b then return a end
+-- The text of the run from a to b: with short (1.8: the runs of a write's
+-- or channel's value, 16 bytes less for each of an agent's writes of one
+-- message) "<a>" alone when they are one entry, which replies give as
+-- "<a>..<a>" (see CP.replied_value). A record's "M" lines keep "<a>..<a>":
+-- a reply gives a record as stored, with no pass over its header.
+function CP.run_text(a, b, short)
+  if a == b and short then return a end
   return a .. '..' .. b
 end
 
 -- Runs as replies give them: "<a>..<a>" for a run stored as "<a>", the form
--- clients of every 1.x version read. Work: two passes of string.gsub over the
--- runs' text (in C: a header of 1 MiB of runs costs milliseconds, not a Lua
--- step per run); the second finds the items right after one the first
--- changed (whose space it took).
+-- clients of every 1.x version read. Work: a search and two passes of
+-- string.gsub over the runs' text (in C, not a Lua step per run: tens of ns
+-- a byte, and a value's runs are bounded by its group); the second pass
+-- finds the items right after one the first changed (whose space it took).
 function CP.replied_runs(runs)
-  local _, items = string.gsub(runs, ' ', ' ')
-  local _, pairs_found = string.gsub(runs, '%.%.', '')
-  if pairs_found > items then return runs end  -- every item is "<a>..<b>"
   local text = ' ' .. runs .. ' '
+  if not string.find(text, ' %d+%-%d+ ') then return runs end  -- no run of one entry
   for _ = 1, 2 do text = string.gsub(text, ' (%d+%-%d+) ', ' %1..%1 ') end
   return string.sub(text, 2, -2)
 end
@@ -2821,18 +2821,6 @@ function CP.replied_value(value)
     if at then return mark .. CP.replied_runs(string.sub(value, 3, at - 1)) .. string.sub(value, at) end
   end
   return value
-end
-
--- A record as replies give it: the runs of its "M" lines as CP.replied_runs
--- gives them. Work: its header (which a reply reads anyway).
-function CP.replied_record(record)
-  local header, payload_at = CP.raw_header(record)
-  if not header or not string.find(header, '\nM', 1, true) then return record end
-  local replied = string.gsub(header, '\nM([^\t\n]*)\t([^\n]*)', function(channel, runs)
-    return '\nM' .. channel .. '\t' .. CP.replied_runs(runs)
-  end)
-  if replied == header then return record end
-  return (#replied - 1) .. replied .. string.sub(record, payload_at)
 end
 
 -- True if every run of a runs text is one stream entry ("<a>" or "<a>..<a>").
@@ -2932,7 +2920,7 @@ end
 -- joined, unless apart (a shaped value's runs stay one per text): a
 -- conversation that only grows stays one run. Work: one XRANGE COUNT 1 per
 -- run of the text (which the call carries).
-function CP.resolve_runs(key, runs, stored, apart)
+function CP.resolve_runs(key, runs, stored, apart, short)
   if runs == '' then return '' end
   local list = {}
   local segments = {}
@@ -2956,7 +2944,7 @@ function CP.resolve_runs(key, runs, stored, apart)
     end
   end
   local out = {}
-  for i, run in ipairs(list) do out[i] = CP.run_text(run[1], run[2]) end
+  for i, run in ipairs(list) do out[i] = CP.run_text(run[1], run[2], short) end
   return table.concat(out, ' ')
 end
 
@@ -3134,9 +3122,9 @@ function CP.reply_record(keys, member, record, before, parts)
     record = CP.build_record(parts[2], string.sub(record, parts[3], parts[4]), nil)
   end
   for _, line in ipairs(parts[2] or {}) do
-    if line == 'P' then return CP.replied_record(CP.reply_parent(keys, member, record, before)) end
+    if line == 'P' then return CP.reply_parent(keys, member, record, before) end
   end
-  return CP.replied_record(record)
+  return record
 end
 
 -- A record with its parent's id if it names its parent by its place.
@@ -3329,9 +3317,9 @@ function CP.write_value(keys, value, span, stored)
   local found = span ~= nil
   for k = span and span[1] or 1, span and span[2] or 0 do found = found and stored[k] ~= nil end
   if found then
-    return CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored)
+    return CP.REFS_MARK .. CP.resolve_runs(keys[1], '#' .. span[1] .. '..#' .. span[2], stored, false, true)
   elseif string.sub(value, 1, 2) == CP.REFS_MARK then
-    return CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored)
+    return CP.REFS_MARK .. CP.resolve_runs(keys[1], string.sub(value, 3), stored, false, true)
   end
   return value
 end
@@ -3527,7 +3515,7 @@ end
 -- A settled value: the runs of the call's messages, or with a template
 -- (SHAPE, SHAPEBLOB) a shaped value.
 function CP.settled_value(keys, settle, stored)
-  local runs = CP.resolve_runs(keys[1], settle.runs, stored, settle.template ~= nil)
+  local runs = CP.resolve_runs(keys[1], settle.runs, stored, settle.template ~= nil, true)
   if settle.template then return CP.SHAPE_MARK .. runs .. '\n' .. settle.template end
   return CP.REFS_MARK .. runs
 end
@@ -3763,7 +3751,9 @@ function CP.read_blobs(key, member, lines, from, meter, wanted)
         local value = redis.call('HGET', key, 'b' .. ns .. '\0' .. channel .. '\0' .. version)
         if value then
           blobs[#blobs + 1] = channel
-          blobs[#blobs + 1] = CP.replied_value(value)
+          -- (a channel value starting with "\1M" is bytes: only a shaped one holds runs)
+          blobs[#blobs + 1] = string.sub(value, 1, 2) == CP.SHAPE_MARK and CP.replied_value(value)
+            or value
           meter.bytes = meter.bytes + #value
           if string.sub(value, 1, 2) == CP.SHAPE_MARK then runs[#runs + 1] = CP.value_runs(value) end
         end
@@ -4385,7 +4375,7 @@ function CP.cp_put(keys, args)
   for _, shape in ipairs(shapes) do CP.shape_blob(keys, shape, stored, settle_room) end
   CP.thread_ttl(keys, ttl)
   collect_garbage()
-  local reply = {CP.replied_record(record)}
+  local reply = {record}
   for k = 1, #jsons do reply[k + 1] = stored[k] end
   return reply
 end
@@ -4447,7 +4437,7 @@ function CP.cp_writes(keys, args)
       if not w or not found or not CP.single_entry_runs(runs) or not template or template == '' then
         return fail('BADARG', 'SHAPED needs a write number, runs of one stream entry each and a template')
       end
-      shaped[w] = CP.SHAPE_MARK .. runs .. '\n' .. template
+      shaped[w] = {runs, template}
       segments = segments + found
     else
       local w = parse_count(args[stop + 1], count, 1)
@@ -4523,8 +4513,10 @@ function CP.cp_writes(keys, args)
       local present = i ~= nil
         or (not negative and CP.is_stored_group(state, group.task .. '\0' .. index))
       if not present or negative then
-        local write = {index, args[at_w + 3], shaped[w + 1] or CP.write_value(keys, args[at_w + 4],
-          alternatives[w + 1], stored)}
+        local shape = shaped[w + 1]
+        local write = {index, args[at_w + 3], shape and (CP.SHAPE_MARK
+          .. CP.resolve_runs(keys[1], shape[1], stored, true, true) .. '\n' .. shape[2])
+          or CP.write_value(keys, args[at_w + 4], alternatives[w + 1], stored)}
         local size = #index + #write[2] + #write[3]
         if i then
           target.writes[i] = write
@@ -4923,6 +4915,18 @@ function CP.loaded_run_items(which, field, value)
   return items + (at and CP.group_run_items(string.sub(count, at + 2)) or 0)
 end
 
+-- True if every "M" line of a copied record holds well-formed runs of
+-- stream ids as a put stores them ("<a>..<b>", also for one entry: replies
+-- give a record as stored).
+function CP.loaded_runs_ok(record)
+  for runs in string.gmatch(CP.raw_header(record) or '', '\nM[^\t\n]*\t([^\n]*)') do
+    if CP.check_runs(runs, 0) == false or string.find(' ' .. runs .. ' ', ' %d+%-%d+ ') then
+      return false
+    end
+  end
+  return true
+end
+
 -- True unless a :w field copied from a dump holds a group (in a field of
 -- its own, or folded into a count) with a malformed shaped value.
 function CP.group_values_ok(field, value)
@@ -4985,6 +4989,9 @@ function CP.cp_load(keys, args)
     if CP.loaded_run_items(which, args[i + 1], args[i + 2]) > CP.LOADED_RUNS then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds more than ' .. CP.LOADED_RUNS
         .. ' runs (what one put or write may store)')
+    end
+    if which == 'C' and member and not CP.loaded_runs_ok(args[i + 2]) then
+      return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' holds a record with malformed runs')
     end
     if which == 'C' and string.sub(args[i + 1], 1, 1) == 'c' and CP.header_has(args[i + 2], 'P') then
       return fail('BADARG', 'field ' .. ((i - at) / 3 + 1) .. ' names its parent by its place '

@@ -296,8 +296,10 @@ def test_a_list_before_a_checkpoint_of_another_namespace_keeps_to_its_own(
 LOADED_RUNS = 4096 + 2 * 10000  # CP.SEGMENTS and two per message of a batch
 
 
-def many_runs(count: int) -> bytes:
-    return " ".join(f"{1000 + k}-0" for k in range(count)).encode()
+def many_runs(count: int, short: bool = True) -> bytes:
+    """Runs of one entry each: "<a>" (a value's form, 1.8) or "<a>..<a>" (a record's)."""
+    ids = [f"{1000 + k}-0" for k in range(count)]
+    return " ".join(i if short else f"{i}..{i}" for i in ids).encode()
 
 
 def test_a_load_takes_no_more_runs_in_a_field_than_a_put_stores(
@@ -322,12 +324,22 @@ def test_a_load_takes_no_more_runs_in_a_field_than_a_put_stores(
 
     too_many = many_runs(LOADED_RUNS + 1)
     for which, field, value in [
-        ("C", cp.record_field(member), record(too_many)),
+        ("C", cp.record_field(member), record(many_runs(LOADED_RUNS + 1, short=False))),
         ("C", b"b\0messages\0v1", b"\x01T" + too_many + b"\ntemplate"),
         ("W", member + b"\0=t\x000", group(too_many)),
     ]:
         with pytest.raises(redis.ResponseError, match=f"more than {LOADED_RUNS} runs"):
             fcall(client, cp.CP_LOAD, keys, which, field, value)
     assert client.exists(*keys) == 0
-    fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), record(many_runs(LOADED_RUNS)))
+    fcall(
+        client,
+        cp.CP_LOAD,
+        keys,
+        "C",
+        cp.record_field(member),
+        record(many_runs(LOADED_RUNS, False)),
+    )
     assert client.hlen(keys[3]) == 1
+    # a record holds runs as a put stores them: "<a>..<a>" (replies give records as stored)
+    with pytest.raises(redis.ResponseError, match="malformed runs"):
+        fcall(client, cp.CP_LOAD, keys, "C", cp.record_field(member), record(b"1-0..2-0 3-0"))

@@ -254,6 +254,38 @@ def test_an_input_write_saved_after_the_next_put_is_shaped_at_once(
     assert got is not None and ("other-task", "messages", value["messages"]) in got.pending_writes
 
 
+def test_a_late_input_write_stores_its_runs_as_short_as_a_settled_one(
+    redis_url: str, client: redis.Redis
+) -> None:
+    """SHAPED runs are stored as the library stores any (a run of one entry as "<a>")."""
+    from test_checkpoint_settle import checkpoint, config
+
+    saver = RedisChatSaver(redis_url)
+    value = {"messages": [{"role": "user", "content": LONG}]}
+    parent = checkpoint([], 1)
+    parent["channel_values"]["__start__"] = value
+    parent["channel_versions"]["__start__"] = "00000001.1"
+    first = saver.put(config("short"), parent, {}, {"__start__": "00000001.1"})
+    saver.put(first, checkpoint([HumanMessage(LONG, id="h1")], 2), {}, {"messages": "00000002.0"})
+    saver.put_writes(first, [("messages", value["messages"])], "start-task")
+    shaped = [v for v in stored_values(client, "short") if v.startswith(cp.SHAPE_MARK)]
+    assert len(shaped) == 2
+    assert all(b".." not in v.partition(b"\n")[0] for v in shaped), shaped
+
+
+def test_a_channel_value_of_bytes_starting_with_1M_is_replied_as_stored(
+    loaded: redis.Redis,
+) -> None:
+    """A BLOB value starting with "\\1M" is bytes (1.5): replies give it as stored, not as
+    runs (only a shaped value's runs are replied in their long form)."""
+    keys = cp.thread_keys("chat:", "blobm")
+    value = b"\x01Mhello world"
+    record = b"5\nBx\t1\n"
+    loaded.fcall(cp.CP_PUT, 6, *keys, "CHECKPOINT", b"\0c1", record, "BLOB", b"b\0x\x001", value)
+    assert loaded.fcall(cp.CP_GET, 6, *keys, b"\0c1")[3] == [b"x", value]
+    assert loaded.fcall(cp.CP_MORE, 6, *keys, "BLOBS", b"\0c1", 1)[1:] == [b"x", value]
+
+
 @pytest.mark.parametrize(
     "shaped",
     [
