@@ -3664,14 +3664,19 @@ end
 -- more when the budget ends first.
 function CP.read_run(key, index, run, meter, more)
   local a, b = CP.run_ends(run)
-  if not a or not parse_full_id(a) or not parse_full_id(b) or meter.partial[run] then return end
+  if not a or meter.partial[run] then return end
   if CP.spent(meter) then
-    -- The budget is spent: the run is left for chathist_cp_more whole.
-    meter.partial[run] = true
-    more[#more + 1] = a
-    more[#more + 1] = b
+    -- The budget is spent: the run is left for chathist_cp_more whole (which
+    -- checks its ends: a run stored is well formed, so only a cheap look here,
+    -- as a record may hold tens of thousands of them).
+    if string.find(a, '^%d+%-%d+$') and string.find(b, '^%d+%-%d+$') then
+      meter.partial[run] = true
+      more[#more + 1] = a
+      more[#more + 1] = b
+    end
     return
   end
+  if not parse_full_id(a) or not parse_full_id(b) then return end
   -- A run costs a read, and its check against the runs read before: many
   -- short runs (a fragmented conversation) spend the budget too.
   meter.runs = meter.runs + 1 + math.floor(#meter.covered / 8)
