@@ -4434,8 +4434,9 @@ function CP.cp_writes(keys, args)
     return fail('BADARG', 'expected ' .. count .. ' writes of 5 arguments, then MESSAGES or nothing')
   end
   local stop, alternatives, shaped, segments = first + count * 5, {}, {}, 0
-  while args[stop] and (string.upper(args[stop]) == 'IFKNOWN' or string.upper(args[stop]) == 'SHAPED') do
-    if string.upper(args[stop]) == 'SHAPED' then
+  local word = args[stop] and string.upper(args[stop])
+  while word == 'IFKNOWN' or word == 'SHAPED' do
+    if word == 'SHAPED' then
       -- (1.8) a write whose texts are messages the session holds already
       local w, runs, template = parse_count(args[stop + 1], count, 1), args[stop + 2], args[stop + 3]
       local found = runs and runs ~= '' and CP.check_runs(runs, 0)
@@ -4454,6 +4455,7 @@ function CP.cp_writes(keys, args)
       alternatives[w] = {i, j}
     end
     stop = stop + 4
+    word = args[stop] and string.upper(args[stop])
   end
   local lookup = args[stop] == 'KNOWN'
   if stop <= #args and args[stop] ~= 'MESSAGES' and not lookup then
@@ -4846,15 +4848,19 @@ function CP.cp_dump(keys, args)
     steps = steps + 1
     local reply = redis.call('HSCAN', key, cursor, 'COUNT', 1)
     cursor = reply[1]
-    for k, item in ipairs(reply[2]) do
-      -- (1.7) a record that names its parent by its place is given with the id
-      local member = which == 'C' and CP.field_member(reply[2][k - (k % 2 == 0 and 1 or 0)])
-      if member and k % 2 == 0 then item = CP.reply_parent(keys, member, item) end
-      -- (1.8) a record's field is given as "c<ns>\0<id>", the form clients of
-      -- every 1.x version parse; chathist_cp_load takes it back
-      if member and k % 2 == 1 then item = 'c' .. member end
-      out[#out + 1] = item
-      bytes = bytes + #item
+    local items = reply[2]
+    for k = 1, #items, 2 do
+      local field, value = items[k], items[k + 1]
+      local member = which == 'C' and CP.field_member(field)
+      if member then
+        -- (1.8) a record's field is given as "c<ns>\0<id>", the form clients of
+        -- every 1.x version parse (chathist_cp_load takes it back), and (1.7) a
+        -- record that names its parent by its place with the id
+        field, value = 'c' .. member, CP.reply_parent(keys, member, value)
+      end
+      out[#out + 1] = field
+      out[#out + 1] = value
+      bytes = bytes + #field + #value
     end
     fields = fields + #reply[2] / 2
   until cursor == '0' or fields >= CP.CP_SCAN or bytes >= CP.READ_BYTES
@@ -4901,14 +4907,7 @@ end
 -- the first group). A reply looks at each run it replies, so cp_load takes no
 -- more than a put or a write could store (LOADED_RUNS).
 function CP.loaded_run_items(which, field, value)
-  if which == 'W' then
-    local body = string.find(field, '\0=', 1, true) and value
-    if not body then
-      local at = string.find(value, '\0=', 1, true)
-      body = at and string.sub(value, at + 2)
-    end
-    return CP.group_run_items(body)
-  end
+  if which == 'W' then return CP.group_run_items(CP.loaded_group(field, value)) end
   if string.sub(field, 1, 1) ~= 'c' then return CP.run_items(CP.value_runs(value)) end
   local header = CP.raw_header(value)
   local items = 0
@@ -4921,25 +4920,29 @@ function CP.loaded_run_items(which, field, value)
 end
 
 -- True if every "M" line of a copied record holds well-formed runs of
--- stream ids as a put stores them ("<a>..<b>", also for one entry: replies
--- give a record as stored).
+-- stream ids as a put stores them: "<a>..<b>", also for one entry, which
+-- CP.replied_runs leaves as it is (replies give a record as stored). Its
+-- runs were counted first (CP.loaded_run_items, in C), so this Lua pass
+-- over them is bounded by LOADED_RUNS.
 function CP.loaded_runs_ok(record)
   for runs in string.gmatch(CP.raw_header(record) or '', '\nM[^\t\n]*\t([^\n]*)') do
-    if CP.check_runs(runs, 0) == false or string.find(' ' .. runs .. ' ', ' %d+%-%d+ ') then
-      return false
-    end
+    if CP.check_runs(runs, 0) == false or CP.replied_runs(runs) ~= runs then return false end
   end
   return true
+end
+
+-- The group a :w field copied from a dump holds: a group's field's value, or
+-- the first group folded into a count ("<n>\0<name>\0=<group>"); or nil.
+function CP.loaded_group(field, value)
+  if string.find(field, '\0=', 1, true) then return value end
+  local at = string.find(value, '\0=', 1, true)
+  return at and string.sub(value, at + 2)
 end
 
 -- True unless a :w field copied from a dump holds a group (in a field of
 -- its own, or folded into a count) with a malformed shaped value.
 function CP.group_values_ok(field, value)
-  local body = string.find(field, '\0=', 1, true) and value
-  if not body then
-    local at = string.find(value, '\0=', 1, true)
-    body = at and string.sub(value, at + 2)
-  end
+  local body = CP.loaded_group(field, value)
   local parts = body and CP.read_netstrings(body)
   for i = 3, parts and #parts or 0, 3 do
     if not CP.is_shaped_or_bytes(parts[i]) then return false end

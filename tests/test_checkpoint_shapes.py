@@ -193,20 +193,28 @@ def test_a_copied_thread_reads_its_shaped_values(redis_url: str, client: redis.R
     assert history(RedisChatSaver(redis_url), "copy") == history(RedisChatSaver(redis_url), "orig")
 
 
+def put_input(saver: RedisChatSaver, thread_id: str) -> tuple[Any, dict[str, Any]]:
+    """Puts a thread's first checkpoint, whose __start__ value is the caller's input with a
+    long text: its config and that value."""
+    from test_checkpoint_settle import checkpoint, config
+
+    value = {"messages": [{"role": "user", "content": LONG}]}
+    parent = checkpoint([], 1)
+    parent["channel_values"]["__start__"] = value
+    parent["channel_versions"]["__start__"] = "00000001.1"
+    return saver.put(config(thread_id), parent, {}, {"__start__": "00000001.1"}), value
+
+
 def test_shaped_values_settled_by_a_put_and_a_message_gone(
     redis_url: str, client: redis.Redis
 ) -> None:
     """A parent's input value and write name the message its child's put stores: both are
     shaped and read back equal; once a user deletes that message from the session, its
     text reads as empty (as a list loses a deleted message)."""
-    from test_checkpoint_settle import checkpoint, config
+    from test_checkpoint_settle import checkpoint
 
     saver = RedisChatSaver(redis_url)
-    value = {"messages": [{"role": "user", "content": LONG}]}
-    parent = checkpoint([], 1)
-    parent["channel_values"]["__start__"] = value
-    parent["channel_versions"]["__start__"] = "00000001.1"
-    first = saver.put(config("gone"), parent, {}, {"__start__": "00000001.1"})
+    first, value = put_input(saver, "gone")
     saver.put_writes(first, [("messages", value["messages"])], "start-task")
     child = checkpoint([HumanMessage(LONG, id="h1")], 2)
     saver.put(first, child, {}, {"messages": "00000002.0"})
@@ -231,14 +239,10 @@ def test_an_input_write_saved_after_the_next_put_is_shaped_at_once(
     """LangGraph may save a step's writes after the next checkpoint (background workers):
     the put that stored the input message ran already, so the input write is stored shaped
     by its own call (SHAPED, 1.8) and reads back equal, on another saver too."""
-    from test_checkpoint_settle import checkpoint, config
+    from test_checkpoint_settle import checkpoint
 
     saver = RedisChatSaver(redis_url)
-    value = {"messages": [{"role": "user", "content": LONG}]}
-    parent = checkpoint([], 1)
-    parent["channel_values"]["__start__"] = value
-    parent["channel_versions"]["__start__"] = "00000001.1"
-    first = saver.put(config("late"), parent, {}, {"__start__": "00000001.1"})
+    first, value = put_input(saver, "late")
     child = checkpoint([HumanMessage(LONG, id="h1")], 2)
     saver.put(first, child, {}, {"messages": "00000002.0"})
     saver.put_writes(first, [("messages", value["messages"])], "start-task")
@@ -258,14 +262,10 @@ def test_a_late_input_write_stores_its_runs_as_short_as_a_settled_one(
     redis_url: str, client: redis.Redis
 ) -> None:
     """SHAPED runs are stored as the library stores any (a run of one entry as "<a>")."""
-    from test_checkpoint_settle import checkpoint, config
+    from test_checkpoint_settle import checkpoint
 
     saver = RedisChatSaver(redis_url)
-    value = {"messages": [{"role": "user", "content": LONG}]}
-    parent = checkpoint([], 1)
-    parent["channel_values"]["__start__"] = value
-    parent["channel_versions"]["__start__"] = "00000001.1"
-    first = saver.put(config("short"), parent, {}, {"__start__": "00000001.1"})
+    first, value = put_input(saver, "short")
     saver.put(first, checkpoint([HumanMessage(LONG, id="h1")], 2), {}, {"messages": "00000002.0"})
     saver.put_writes(first, [("messages", value["messages"])], "start-task")
     shaped = [v for v in stored_values(client, "short") if v.startswith(cp.SHAPE_MARK)]

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._checkpoint_words import decode_name, encode_name
+from ._checkpoint_words import CANONICAL_UUID, decode_name, encode_name
 from ._errors import ChatHistoryError, InvalidInputError
 from ._protocol import KEY_SUFFIXES, Call, as_text, session_keys
 
@@ -70,13 +70,10 @@ def split_member(value: bytes | str) -> tuple[str, str]:
     return ns.decode(), checkpoint_id.decode()
 
 
-_CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
 def record_field(name: bytes) -> bytes:
     """The ``:c`` field the library (1.8) stores a checkpoint's record in, by its member."""
     ns, _, checkpoint_id = name.partition(b"\0")
-    if not _CANONICAL_UUID.fullmatch(checkpoint_id):
+    if not CANONICAL_UUID.fullmatch(checkpoint_id):
         return b"c" + name
     return b"c" + ns + b"\0\xff" + uuid.UUID(checkpoint_id.decode()).bytes
 

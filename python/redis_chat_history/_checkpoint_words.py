@@ -53,14 +53,15 @@ WORDS: tuple[str, ...] = (
 _FIRST_CODE = 0x03
 _CODED = {word.encode(): _FIRST_CODE + code for code, word in enumerate(WORDS)}
 _BY_LENGTH = sorted(_CODED, key=len, reverse=True)
-_CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+#: A UUID in canonical form (lower-case hex and dashes), as LangGraph makes them.
+CANONICAL_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 _DIGITS = 17  # 255**17 > 2**128
 
 
 def encode_name(name: str) -> bytes:
     """The stored form of a task id, task path or channel (see the module)."""
     raw = name.encode()
-    if _CANONICAL_UUID.fullmatch(raw):
+    if CANONICAL_UUID.fullmatch(raw):
         value = int(raw.replace(b"-", b""), 16)
         digits = bytearray()
         for _ in range(_DIGITS):

@@ -214,30 +214,39 @@ def _within_budget(
     return kept_settles, kept_shapes
 
 
+def _long_texts(
+    values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan], new_only: bool = False
+) -> Iterator[tuple[bytes, str]]:
+    """The messages of a put's lists whose content is a long text, newest first: (digest of
+    the content, its ``#k`` if the put stores it, else its stream id); ``new_only``: only
+    those the put stores. Work: the lists, a digest per long text looked at."""
+    for name, plan in plans.items():
+        for message, ident in zip(reversed(values[name]), reversed(plan.ids), strict=True):
+            content = message.content
+            if new_only and not ident.startswith("#"):
+                continue
+            if isinstance(content, str) and _shapes.long_text(content):
+                yield _shapes.text_digest(content), ident
+
+
 def _texts_known(values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan]) -> dict[bytes, str]:
     """The messages of a put that a shaped value may name: the digest of each long text
-    content -> its ``#k`` (stored by the put) or stream id, the newest holding it."""
+    content -> its ``#k`` (stored by the put) or stream id, the newest holding it (the one
+    a window trims last)."""
     known: dict[bytes, str] = {}
-    for name, plan in plans.items():
-        # the newest message holding a text: the one a window trims last
-        for message, ident in zip(reversed(values[name]), reversed(plan.ids), strict=True):
-            if isinstance(message.content, str) and _shapes.long_text(message.content):
-                known.setdefault(_shapes.text_digest(message.content), ident)
+    for digest, ident in _long_texts(values, plans):
+        known.setdefault(digest, ident)
     return known
 
 
 def _new_texts(
     values: Mapping[str, Any], plans: Mapping[str, cp.ListPlan], stored: Sequence[str]
 ) -> list[tuple[bytes, str]]:
-    """The long texts of the messages a put stored (new in its lists): (digest of the
-    content, stream id). Work: the put's lists, a digest per new long message."""
-    texts: list[tuple[bytes, str]] = []
-    for name, plan in plans.items():
-        for message, ident in zip(values[name], plan.ids, strict=True):
-            content = message.content
-            if ident.startswith("#") and isinstance(content, str) and _shapes.long_text(content):
-                texts.append((_shapes.text_digest(content), stored[int(ident[1:]) - 1]))
-    return texts
+    """The long texts of the messages a put stored: (digest of the content, stream id)."""
+    return [
+        (digest, stored[int(ident[1:]) - 1])
+        for digest, ident in _long_texts(values, plans, new_only=True)
+    ]
 
 
 class RedisChatSaver(BaseCheckpointSaver[str]):
@@ -919,11 +928,12 @@ class RedisChatSaver(BaseCheckpointSaver[str]):
                 items = reply[1:]
                 for i in range(0, len(items), 2):
                     name = items[i] if isinstance(items[i], bytes) else items[i].encode()
-                    if not name.startswith(b"c"):
+                    member = cp.record_member(name)
+                    if member is None:
                         continue
                     body = _body(self.serde, cp.Record.decode(items[i + 1]))
                     if body["m"].get("run_id") in wanted:
-                        doomed.append(cp.record_member(name) or name[1:])
+                        doomed.append(member)
                 if as_text(cursor) == "0":
                     break
             yield from self._drop(keys, doomed, [])
