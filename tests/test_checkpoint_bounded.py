@@ -598,6 +598,13 @@ def test_writes_past_their_placeholders_or_arguments_are_refused_before_writing(
             "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", name, 1,
             "t", 0, "", "messages", b"\1M" + runs.encode(), "MESSAGES", one,
         )  # fmt: skip
+    # (1.8) a SHAPED write's runs count against the same bound
+    single = " ".join(["1-0"] * 5000)
+    with pytest.raises(redis.ResponseError, match="CHATHIST_TOOBIG runs of more than 4098"):
+        client.execute_command(
+            "FCALL", cp.CP_WRITES, 6, *keys, "WRITES", name, 1,
+            "t", 0, "", "messages", b"v", "SHAPED", 1, single, b"template", "MESSAGES", one,
+        )  # fmt: skip
     # a count of writes the arguments do not hold
     for args in (["t", 0, "", "ch", "v"], ["t", 0, "", "ch"]):
         with pytest.raises(redis.ResponseError, match="CHATHIST_BADARG expected 2 writes"):
